@@ -1,0 +1,750 @@
+"""Perturbation attributions on any numpy forward function.
+
+Occlusion, Shapley value sampling, exact Shapley values and feature ablation share one recipe: for every sample,
+evaluate the model on a fixed number of perturbed copies of it (*rows*), then combine the output differences. Each
+method is a *plan* that says two things only:
+
+* ``perturb(owners, j)``: which features of row ``j`` of sample ``owners`` are replaced by the baseline;
+* ``combine(n0, outputs)``: how the outputs of complete samples ``n0, n0 + 1, ...`` become attributions.
+
+:func:`_sweep` does everything else once for every method: it builds the rows chunk by chunk with numpy, evaluates
+them in calls of at most ``batch_size`` rows, and hands each sample's outputs to its plan as soon as they are
+complete. Memory therefore stays bounded by ``batch_size`` rows (plus one sample's outputs) whatever the job.
+
+The model is seen only through a *forward function*::
+
+    forward(rows: list[np.ndarray], owners: np.ndarray) -> np.ndarray
+
+``rows`` holds one array per model input, shaped ``(k, *sample_shape_i)``; ``owners`` (int, ``(k,)``) gives the index
+in ``xs`` of the sample each row was made from, so a wrapper can pick that sample's target; the function returns the
+``k`` scalar outputs being explained. This module never imports TensorFlow: the TF session path and the Keras path
+wrap their models into such a function.
+
+Players
+-------
+The Shapley methods and feature ablation perturb *players*, groups of features switched to the baseline together.
+By default every element of every input is a player; ``feature_mask`` (equal ids form one player, as in Captum) or,
+for :func:`shapley_sampling`, ``sampling_dims`` (elements that share an index on those dimensions, as in the original
+DeepExplain) group them.
+
+Per-input arguments
+-------------------
+With several model inputs, ``baseline``, ``feature_mask``, ``window_shape`` and ``step`` take either one value shared
+by every input or a ``list`` with exactly one entry per input; ``sampling_dims`` takes one list of dimensions or a
+list of such lists (or ``None``) per input. A tuple or a numpy array is always a single shared value.
+"""
+
+import math
+import warnings
+
+import numpy as np
+from tqdm.auto import tqdm
+
+__all__ = ["occlusion", "shapley_sampling", "shapley_exact", "feature_ablation"]
+
+# The default batch holds about this many bytes of model input per forward call.
+_BATCH_BYTES = 64 * 2**20
+# Exact Shapley values evaluate 2**players rows per sample.
+_MAX_EXACT_PLAYERS = 16
+
+
+# -----------------------------------------------------------------------------
+# Public methods
+# -----------------------------------------------------------------------------
+
+
+def occlusion(forward, xs, window_shape=None, step=None, baseline=0.0, batch_size=None, progress=True):
+    """Occlusion: how much the output drops when a sliding window of the input is replaced by a baseline.
+
+    Every window position (a window of ``window_shape`` moved by ``step`` over one sample, as
+    ``skimage.util.view_as_windows`` places them) is replaced by ``baseline`` while everything else stays intact,
+    giving ``delta_w = f(x) - f(x with window w replaced)``. A feature receives the drops of all windows that cover
+    it, divided by their total size::
+
+        a_i = sum(delta_w for w covering i) / sum(size(w) for w covering i)
+
+    which is the original DeepExplain's formula (with window 1 it is ``f(x) - f(x with x_i replaced)``). With several
+    inputs the windows of each input are occluded in turn while the other inputs stay intact.
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(rows, owners) -> outputs`` (see the module docstring): one array per input shaped
+        ``(k, *sample_shape)``, the int array ``(k,)`` of source samples, returning ``k`` scalar outputs.
+    xs : list of numpy.ndarray
+        One array per model input, each ``(N, *sample_shape_i)`` with the same ``N``. A single array is taken as a
+        one-input model.
+    window_shape : int or tuple of int or list, optional
+        Shape of the occluded window: an int is used along every non-batch dimension, a tuple gives one size per
+        non-batch dimension. Default 1. A list with one entry per input gives each input its own window.
+    step : int or tuple of int or list, optional
+        Distance between consecutive windows, per non-batch dimension like ``window_shape``. Default 1.
+    baseline : float or numpy.ndarray or list, optional
+        Value the window is replaced with: a scalar or an array shaped like one sample (cast to the input's dtype).
+        A list with one entry per input gives each input its own baseline. Default 0.
+    batch_size : int, optional
+        Most rows per ``forward`` call. Default: as many as keep a call's inputs around 64 MB (at least 1).
+        Results do not depend on it.
+    progress : bool, optional
+        Show a progress bar over forward calls when the job takes longer than about 2 s. Default True.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One array per input, shaped like that input, float32 for float32 or float16 inputs and float64 otherwise.
+        Features that no window covers (``step`` larger than ``window_shape``, or a window that does not tile the
+        input) are NaN, and a ``UserWarning`` says so before the model is called.
+
+    Raises
+    ------
+    TypeError
+        ``forward`` is not callable, or an argument has the wrong type.
+    ValueError
+        Inputs with different sample counts, a ``window_shape`` or ``step`` of the wrong length, not positive, or a
+        window larger than the input, a baseline of the wrong shape, ``batch_size`` < 1. All are checked before the
+        first forward call.
+
+    References
+    ----------
+    .. [1] M. D. Zeiler and R. Fergus, "Visualizing and Understanding Convolutional Networks", ECCV 2014.
+    .. [2] M. Ancona, E. Ceolini, C. Öztireli and M. Gross, "Towards better understanding of gradient-based
+       attribution methods for Deep Neural Networks", ICLR 2018.
+    """
+    inputs = _Inputs(forward, xs, batch_size)
+    n_inputs = len(inputs.shapes)
+    windows = [
+        _window_spec(w, shape, "window_shape", i)
+        for i, (w, shape) in enumerate(zip(_per_input(window_shape, n_inputs), inputs.shapes, strict=True))
+    ]
+    steps = [
+        _window_spec(s, shape, "step", i)
+        for i, (s, shape) in enumerate(zip(_per_input(step, n_inputs), inputs.shapes, strict=True))
+    ]
+    for i, (window, shape) in enumerate(zip(windows, inputs.shapes, strict=True)):
+        if any(w > n for w, n in zip(window, shape, strict=True)):
+            raise ValueError(f"window_shape {window} of input {i} is larger than one sample of it, shape {shape}")
+    inputs.set_baseline(baseline)
+    plan = _OcclusionPlan(inputs, windows, steps)
+    return _sweep(forward, inputs, plan, batch_size, progress, "occlusion")
+
+
+def shapley_sampling(
+    forward,
+    xs,
+    samples=5,
+    sampling_dims=None,
+    feature_mask=None,
+    baseline=0.0,
+    seed=None,
+    antithetic=False,
+    batch_size=None,
+    progress=True,
+):
+    """Shapley values estimated by sampling permutations of the players (Castro et al., 2009).
+
+    For each sample, ``samples`` random orders of its players are drawn. Walking an order from ``x``, the players
+    are switched to the baseline one by one; a player's value in that order is ``f(before) - f(after)`` its switch,
+    and its estimate is the mean over orders. Each order's values sum exactly to ``f(x) - f(baseline)``, so the
+    estimate is complete; it converges to the Shapley value as ``samples`` grows. One order over ``P`` players
+    costs ``P + 1`` rows (``x`` itself through the all-baseline input).
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(rows, owners) -> outputs``, see :func:`occlusion`.
+    xs : list of numpy.ndarray
+        One array per model input, each ``(N, *sample_shape_i)``.
+    samples : int, optional
+        Permutations per sample (in total, antithetic pairs included). Default 5.
+    sampling_dims : list of int, optional
+        Non-batch dimensions (1 = the first dimension after the batch) whose indices define the players: the
+        elements sharing an index on all of them form one player, e.g. ``[1, 2]`` = the pixels of an NHWC image,
+        ``[3]`` = its channels. With several inputs, one list for all or a list of lists (or ``None``) per input.
+        Default: every element is a player. Cannot be combined with ``feature_mask``.
+    feature_mask : numpy.ndarray of int or list, optional
+        Integer ids broadcastable to one sample of the input; elements with equal ids form one player (ids are
+        shared across inputs, as in Captum). With several inputs, a list with one mask (or ``None``: every element
+        its own player) per input.
+    baseline : float or numpy.ndarray or list, optional
+        Value a switched-off player takes: a scalar or an array shaped like one sample. Default 0.
+    seed : int or numpy.random.Generator, optional
+        Seed of ``numpy.random.default_rng``; the same seed gives the same permutations. Default: fresh entropy.
+    antithetic : bool, optional
+        Pair each drawn permutation with its reverse, which cancels much of the sampling variance. ``samples``
+        must then be even. Default False.
+    batch_size : int, optional
+        Most rows per ``forward`` call; default about 64 MB of inputs per call. Results do not depend on it.
+    progress : bool, optional
+        Show a progress bar when the job takes longer than about 2 s. Default True.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One array per input. With ``sampling_dims``, DeepExplain's shape ``(N, *[x.shape[d] for d in
+        sampling_dims])`` (one value per player, axes in the order of ``sampling_dims``); otherwise the input's own
+        shape, every element holding its player's value.
+
+    Raises
+    ------
+    TypeError
+        ``forward`` not callable, a non-integer ``samples`` or ``feature_mask``, other wrong types.
+    ValueError
+        ``samples`` < 1, odd ``samples`` with ``antithetic``, ``sampling_dims`` empty, repeated, containing the batch
+        dimension 0 or out of range, ``feature_mask`` not broadcastable to a sample, both ``sampling_dims`` and
+        ``feature_mask``, a baseline of the wrong shape, inputs with different sample counts, ``batch_size`` < 1.
+        All are checked before the first forward call.
+
+    References
+    ----------
+    .. [1] J. Castro, D. Gómez and J. Tejada, "Polynomial calculation of the Shapley value based on sampling",
+       Computers & Operations Research 36(5), 2009.
+    .. [2] R. Mitchell, J. Cooper, E. Frank and G. Holmes, "Sampling Permutations for Shapley Value Estimation",
+       JMLR 23(43), 2022 (antithetic permutations).
+    """
+    inputs = _Inputs(forward, xs, batch_size)
+    if not _is_int(samples):
+        raise TypeError(f"samples must be an int, got {type(samples).__name__}")
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    if antithetic and samples % 2:
+        raise ValueError(
+            f"antithetic=True pairs each permutation with its reverse: samples must be even, got {samples}"
+        )
+    players = _players(inputs, sampling_dims, feature_mask)
+    inputs.set_baseline(baseline)
+    plan = _SamplingPlan(inputs, players, samples, np.random.default_rng(seed), bool(antithetic))
+    return _sweep(forward, inputs, plan, batch_size, progress, "shapley_sampling")
+
+
+def shapley_exact(forward, xs, feature_mask=None, baseline=0.0, batch_size=None, progress=True):
+    """Exact Shapley values, enumerating all ``2**P`` coalitions of the ``P`` players of every sample.
+
+    With ``v(S)`` the output on ``x`` whose players outside ``S`` take the baseline, player ``i`` gets::
+
+        phi_i = sum over S not containing i of |S|! (P - |S| - 1)! / P! * (v(S + {i}) - v(S))
+
+    The values of a sample sum to ``f(x) - f(baseline)``. Costs ``2**P`` rows per sample, so ``P`` is limited to 16.
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(rows, owners) -> outputs``, see :func:`occlusion`.
+    xs : list of numpy.ndarray
+        One array per model input, each ``(N, *sample_shape_i)``.
+    feature_mask : numpy.ndarray of int or list, optional
+        Groups features into players, see :func:`shapley_sampling`. Default: every element is a player.
+    baseline : float or numpy.ndarray or list, optional
+        Value of an absent player: a scalar or an array shaped like one sample. Default 0.
+    batch_size : int, optional
+        Most rows per ``forward`` call; default about 64 MB of inputs per call. Results do not depend on it.
+    progress : bool, optional
+        Show a progress bar when the job takes longer than about 2 s. Default True.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One array per input shaped like it, every element holding its player's value.
+
+    Raises
+    ------
+    TypeError
+        ``forward`` not callable, a non-integer ``feature_mask``, other wrong types.
+    ValueError
+        More than 16 players, ``feature_mask`` not broadcastable to a sample, a baseline of the wrong shape, inputs
+        with different sample counts, ``batch_size`` < 1. All are checked before the first forward call.
+
+    References
+    ----------
+    .. [1] L. S. Shapley, "A value for n-person games", Contributions to the Theory of Games II, 1953.
+    """
+    inputs = _Inputs(forward, xs, batch_size)
+    players = _players(inputs, None, feature_mask)
+    if players.count > _MAX_EXACT_PLAYERS:
+        raise ValueError(
+            f"shapley_exact evaluates 2**P rows per sample and accepts at most {_MAX_EXACT_PLAYERS} players, got "
+            f"{players.count}; group features into fewer players with feature_mask, or use shapley_sampling"
+        )
+    inputs.set_baseline(baseline)
+    plan = _ExactPlan(inputs, players)
+    return _sweep(forward, inputs, plan, batch_size, progress, "shapley_exact")
+
+
+def feature_ablation(forward, xs, feature_mask=None, baseline=0.0, batch_size=None, progress=True):
+    """Feature ablation: the output drop when one player alone is replaced by the baseline.
+
+    Player ``i`` gets ``f(x) - f(x with player i at the baseline)``. With the default players (every element) this is
+    occlusion with a window of 1. Costs ``P + 1`` rows per sample.
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(rows, owners) -> outputs``, see :func:`occlusion`.
+    xs : list of numpy.ndarray
+        One array per model input, each ``(N, *sample_shape_i)``.
+    feature_mask : numpy.ndarray of int or list, optional
+        Groups features into players ablated together, see :func:`shapley_sampling`. Default: every element.
+    baseline : float or numpy.ndarray or list, optional
+        Value of an ablated player: a scalar or an array shaped like one sample. Default 0.
+    batch_size : int, optional
+        Most rows per ``forward`` call; default about 64 MB of inputs per call. Results do not depend on it.
+    progress : bool, optional
+        Show a progress bar when the job takes longer than about 2 s. Default True.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One array per input shaped like it, every element holding its player's value.
+
+    Raises
+    ------
+    TypeError
+        ``forward`` not callable, a non-integer ``feature_mask``, other wrong types.
+    ValueError
+        ``feature_mask`` not broadcastable to a sample, a baseline of the wrong shape, inputs with different sample
+        counts, ``batch_size`` < 1. All are checked before the first forward call.
+
+    References
+    ----------
+    .. [1] M. D. Zeiler and R. Fergus, "Visualizing and Understanding Convolutional Networks", ECCV 2014.
+    .. [2] M. Ancona, E. Ceolini, C. Öztireli and M. Gross, "Towards better understanding of gradient-based
+       attribution methods for Deep Neural Networks", ICLR 2018.
+    """
+    inputs = _Inputs(forward, xs, batch_size)
+    players = _players(inputs, None, feature_mask)
+    inputs.set_baseline(baseline)
+    plan = _AblationPlan(inputs, players)
+    return _sweep(forward, inputs, plan, batch_size, progress, "feature_ablation")
+
+
+# -----------------------------------------------------------------------------
+# The engine: rows chunk by chunk, forward calls, outputs back to the plan per sample
+# -----------------------------------------------------------------------------
+
+
+def _sweep(forward, inputs, plan, batch_size, progress, desc):
+    """Evaluate every row of ``plan`` for every sample, ``batch_size`` rows per call, and return its result."""
+    per_sample = plan.rows_per_sample
+    total = inputs.n * per_sample
+    if batch_size is None:
+        batch_size = inputs.default_batch_size()
+    collector = _Collector(per_sample, plan.combine)
+    with tqdm(total=-(-total // batch_size), desc=desc, unit="call", delay=2, disable=not progress) as bar:
+        for start in range(0, total, batch_size):
+            owners, j = np.divmod(np.arange(start, min(start + batch_size, total)), per_sample)
+            rows = inputs.rows(owners, plan.perturb(owners, j))
+            collector.add(_call(forward, rows, owners))
+            bar.update()
+    return plan.results
+
+
+def _call(forward, rows, owners):
+    out = np.asarray(forward(rows, owners), dtype=np.float64)
+    k = len(owners)
+    if out.ndim == 0 or out.shape[0] != k or out.size != k:
+        raise ValueError(f"forward must return one scalar output per row, shape ({k},), got shape {out.shape}")
+    return out.reshape(k)
+
+
+class _Collector:
+    """Cuts the stream of outputs into complete samples and hands them to ``combine(n0, outputs[m, per_sample])``."""
+
+    def __init__(self, per_sample, combine):
+        self.per_sample = per_sample
+        self.combine = combine
+        self.partial = np.empty(per_sample)  # outputs of the sample that the last call left incomplete
+        self.filled = 0
+        self.next_sample = 0
+
+    def add(self, out):
+        r = self.per_sample
+        if self.filled:
+            take = min(r - self.filled, len(out))
+            self.partial[self.filled : self.filled + take] = out[:take]
+            self.filled += take
+            out = out[take:]
+            if self.filled < r:
+                return
+            self._emit(self.partial[None])
+            self.filled = 0
+        whole = len(out) // r
+        if whole:
+            self._emit(out[: whole * r].reshape(whole, r))
+        rest = out[whole * r :]
+        self.partial[: len(rest)] = rest
+        self.filled = len(rest)
+
+    def _emit(self, outputs):
+        self.combine(self.next_sample, outputs)
+        self.next_sample += len(outputs)
+
+
+class _Inputs:
+    """Validated ``xs`` flattened per sample, their baselines, and the rows built from them."""
+
+    def __init__(self, forward, xs, batch_size):
+        if not callable(forward):
+            raise TypeError(f"forward must be callable as forward(rows, owners), got {type(forward).__name__}")
+        if batch_size is not None:
+            if not _is_int(batch_size):
+                raise TypeError(f"batch_size must be None or an int, got {type(batch_size).__name__}")
+            if batch_size < 1:
+                raise ValueError(f"batch_size must be at least 1 (or None for about 64 MB per call), got {batch_size}")
+        if isinstance(xs, np.ndarray):
+            xs = [xs]
+        if not isinstance(xs, (list, tuple)) or not xs:
+            raise TypeError(f"xs must be a non-empty list with one array per model input, got {type(xs).__name__}")
+        arrays = []
+        for i, x in enumerate(xs):
+            x = np.asarray(x)
+            if x.dtype.kind not in "biuf":
+                raise TypeError(f"xs[{i}] must hold numbers, got dtype {x.dtype}")
+            if x.ndim < 2 or math.prod(x.shape[1:]) == 0:
+                raise ValueError(
+                    f"xs[{i}] must be shaped (samples, *features) with at least one feature, got shape {x.shape}"
+                )
+            arrays.append(x)
+        counts = [len(x) for x in arrays]
+        if len(set(counts)) > 1:
+            raise ValueError(f"all inputs in xs must have the same number of samples, got {counts}")
+        self.n = counts[0]
+        self.xs = arrays
+        self.shapes = [x.shape[1:] for x in arrays]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.result_dtypes = [np.result_type(x.dtype, np.float32) for x in arrays]
+        self.flat = None
+        self.base = None
+
+    def set_baseline(self, baseline):
+        """Check ``baseline`` and fix the dtype of the rows: the input's own when it is floating."""
+        self.flat, self.base = [], []
+        for i, (b, x) in enumerate(zip(_per_input(baseline, len(self.xs)), self.xs, strict=True)):
+            b = np.asarray(0.0 if b is None else b)
+            if b.dtype.kind not in "biuf":
+                raise TypeError(f"baseline of input {i} must hold numbers, got dtype {b.dtype}")
+            if b.ndim and b.shape != x.shape[1:]:
+                raise ValueError(
+                    f"baseline of input {i} must be a scalar or an array shaped like one sample {x.shape[1:]}, "
+                    f"got shape {b.shape}"
+                )
+            dtype = x.dtype if x.dtype.kind == "f" else np.result_type(x.dtype, b.dtype)
+            self.flat.append(x.reshape(len(x), -1).astype(dtype, copy=False))
+            self.base.append(b.astype(dtype).reshape(-1) if b.ndim else b.astype(dtype))
+
+    def default_batch_size(self):
+        row_bytes = sum(f.dtype.itemsize * f.shape[1] for f in self.flat)
+        return max(1, _BATCH_BYTES // row_bytes)
+
+    def rows(self, owners, absent):
+        """Copies of samples ``owners`` whose ``absent`` features (bool ``(k, D_i)`` or None) take the baseline."""
+        rows = []
+        for flat, base, off, shape in zip(self.flat, self.base, absent, self.shapes, strict=True):
+            row = flat[owners]
+            if off is not None:
+                np.copyto(row, base, where=off)
+            rows.append(row.reshape((len(owners), *shape)))
+        return rows
+
+    def new_results(self, shapes):
+        return [np.empty((self.n, *s), dtype=d) for s, d in zip(shapes, self.result_dtypes, strict=True)]
+
+
+# -----------------------------------------------------------------------------
+# Occlusion
+# -----------------------------------------------------------------------------
+
+
+class _OcclusionPlan:
+    """Row 0 of a sample is ``x``; row ``1 + w`` occludes window ``w`` (windows of input 0 first, then input 1...)."""
+
+    def __init__(self, inputs, windows, steps):
+        self.starts, self.offsets, self.coverage, self.bounds = [], [], [], []
+        first = 0
+        for i, (shape, window, step) in enumerate(zip(inputs.shapes, windows, steps, strict=True)):
+            # A window is the flat index of its corner plus the flat offsets of its elements: ravel is linear.
+            corners = np.meshgrid(
+                *[np.arange(0, n - w + 1, s) for n, w, s in zip(shape, window, step, strict=True)], indexing="ij"
+            )
+            starts = np.ravel_multi_index([c.ravel() for c in corners], shape)
+            offsets = np.ravel_multi_index(np.indices(window).reshape(len(window), -1), shape)
+            coverage = np.zeros((1, inputs.sizes[i]))
+            _add_windows(coverage, starts, offsets, np.full((1, len(starts)), float(len(offsets))))
+            uncovered = int(np.count_nonzero(coverage == 0))
+            if uncovered:
+                warnings.warn(
+                    f"occlusion attributions contain nans: window_shape {window} and step {step} leave {uncovered} "
+                    f"of the {inputs.sizes[i]} features of input {i} uncovered",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            self.starts.append(starts)
+            self.offsets.append(offsets)
+            self.coverage.append(coverage[0])
+            self.bounds.append((first, first + len(starts)))
+            first += len(starts)
+        self.rows_per_sample = 1 + first
+        self.shapes = inputs.shapes
+        self.results = inputs.new_results(inputs.shapes)
+
+    def perturb(self, owners, j):
+        window = j - 1  # -1 for the unperturbed row
+        absent = []
+        for (lo, hi), starts, offsets, coverage in zip(
+            self.bounds, self.starts, self.offsets, self.coverage, strict=True
+        ):
+            rows = np.flatnonzero((window >= lo) & (window < hi))
+            if not rows.size:
+                absent.append(None)
+                continue
+            off = np.zeros((len(j), len(coverage)), dtype=bool)
+            off[rows[:, None], starts[window[rows] - lo][:, None] + offsets] = True
+            absent.append(off)
+        return absent
+
+    def combine(self, n0, outputs):
+        drop = outputs[:, :1] - outputs[:, 1:]
+        for (lo, hi), starts, offsets, coverage, shape, result in zip(
+            self.bounds, self.starts, self.offsets, self.coverage, self.shapes, self.results, strict=True
+        ):
+            total = np.zeros((len(outputs), len(coverage)))
+            _add_windows(total, starts, offsets, drop[:, lo:hi])
+            heat = np.divide(total, coverage, out=np.full_like(total, np.nan), where=coverage > 0)
+            result[n0 : n0 + len(outputs)] = heat.reshape((len(outputs), *shape))
+
+
+def _add_windows(target, starts, offsets, values):
+    """``target[:, f] += values[:, w]`` for every feature ``f`` of every window ``w``, without a buffer W x size."""
+    # Within one pass no index repeats (distinct corners, or distinct offsets), so fancy-index += is exact.
+    if len(offsets) <= len(starts):
+        for offset in offsets:
+            target[:, starts + offset] += values
+    else:
+        for w, start in enumerate(starts):
+            target[:, start + offsets] += values[:, w : w + 1]
+
+
+def _window_spec(spec, shape, name, i):
+    if spec is None:
+        spec = 1
+    if _is_int(spec):
+        spec = (int(spec),) * len(shape)
+    elif isinstance(spec, (tuple, list, np.ndarray)) and all(_is_int(v) for v in spec):
+        spec = tuple(int(v) for v in spec)
+    else:
+        raise TypeError(f"{name} of input {i} must be an int or a tuple of ints, got {spec!r}")
+    if len(spec) != len(shape):
+        raise ValueError(
+            f"{name} of input {i} must be an int or have one entry per non-batch dimension ({len(shape)} for a "
+            f"sample of shape {shape}), got {spec}"
+        )
+    if min(spec) < 1:
+        raise ValueError(f"{name} of input {i} must be positive, got {spec}")
+    return spec
+
+
+# -----------------------------------------------------------------------------
+# Players: Shapley values and feature ablation
+# -----------------------------------------------------------------------------
+
+
+class _Players:
+    """``maps[i]``: player id of every flat feature of input i; ``out_index[i]``: player id of every result entry."""
+
+    def __init__(self, count, maps, out_index):
+        self.count = count
+        self.maps = maps
+        self.out_index = out_index
+
+
+def _players(inputs, sampling_dims, feature_mask):
+    if sampling_dims is not None and feature_mask is not None:
+        raise ValueError("give sampling_dims or feature_mask, not both: each defines the players on its own")
+    n_inputs = len(inputs.shapes)
+    if sampling_dims is not None:
+        dims = _sampling_dims(sampling_dims, inputs)
+        maps, out_index, count = [], [], 0
+        for d, shape in zip(dims, inputs.shapes, strict=True):
+            if d is None:
+                grid, coords = shape, np.indices(shape).reshape(len(shape), -1)
+            else:
+                grid = tuple(shape[k - 1] for k in d)
+                coords = np.indices(shape).reshape(len(shape), -1)[[k - 1 for k in d]]
+            # ravel over the sampling dims in their given order: the result axes follow sampling_dims
+            maps.append(count + np.ravel_multi_index(coords, grid))
+            out_index.append(count + np.arange(math.prod(grid)).reshape(grid))
+            count += math.prod(grid)
+        return _Players(count, maps, out_index)
+
+    masks = [None] * n_inputs
+    if feature_mask is not None:
+        if (isinstance(feature_mask, list) and len(feature_mask) == n_inputs) or n_inputs == 1:
+            masks = _per_input(feature_mask, n_inputs)
+        else:
+            raise TypeError(f"feature_mask must be a list with one mask (or None) per input ({n_inputs} inputs)")
+    ids = []
+    for i, (mask, shape) in enumerate(zip(masks, inputs.shapes, strict=True)):
+        if mask is None:
+            ids.append(None)
+            continue
+        mask = np.asarray(mask)
+        if mask.dtype.kind not in "iu":
+            raise TypeError(f"feature_mask of input {i} must hold integer player ids, got dtype {mask.dtype}")
+        try:
+            ids.append(np.broadcast_to(mask, shape).reshape(-1))
+        except ValueError:
+            raise ValueError(
+                f"feature_mask of input {i} must be broadcastable to one sample of shape {shape}, got shape "
+                f"{mask.shape}"
+            ) from None
+    given = [m for m in ids if m is not None]
+    count, maps = 0, [None] * n_inputs
+    if given:
+        # equal ids are one player across all inputs (Captum's convention); renumber them 0..P-1
+        unique, inverse = np.unique(np.concatenate(given), return_inverse=True)
+        count = len(unique)
+        parts = np.split(inverse.reshape(-1), np.cumsum([len(m) for m in given])[:-1])
+        for i in [i for i, m in enumerate(ids) if m is not None]:
+            maps[i] = parts.pop(0)
+    for i, size in enumerate(inputs.sizes):
+        if maps[i] is None:
+            maps[i] = count + np.arange(size)
+            count += size
+    return _Players(count, maps, [m.reshape(s) for m, s in zip(maps, inputs.shapes, strict=True)])
+
+
+def _sampling_dims(spec, inputs):
+    n_inputs = len(inputs.shapes)
+    if isinstance(spec, (list, tuple)) and spec and all(s is None or isinstance(s, (list, tuple)) for s in spec):
+        if len(spec) != n_inputs:
+            raise ValueError(f"sampling_dims per input must have {n_inputs} entries (one per input), got {len(spec)}")
+        specs = list(spec)
+    else:
+        specs = [spec] * n_inputs
+    dims = []
+    for i, (d, shape) in enumerate(zip(specs, inputs.shapes, strict=True)):
+        if d is None:
+            dims.append(None)
+            continue
+        if not isinstance(d, (list, tuple, np.ndarray)) or not all(_is_int(k) for k in d):
+            raise TypeError(f"sampling_dims must be a list of ints (non-batch dimensions), got {d!r}")
+        d = [int(k) for k in d]
+        if not d:
+            raise ValueError("sampling_dims must name at least one dimension, got []")
+        if 0 in d:
+            raise ValueError(f"sampling_dims cannot contain the batch dimension 0, got {d}")
+        if any(k < 1 or k > len(shape) for k in d):
+            raise ValueError(
+                f"sampling_dims of input {i} must lie in 1..{len(shape)} (input shape (N, *{shape})), got {d}"
+            )
+        if len(set(d)) != len(d):
+            raise ValueError(f"sampling_dims must not repeat a dimension, got {d}")
+        dims.append(d)
+    return dims
+
+
+class _PlayerPlan:
+    """Rows are coalitions of players; subclasses say which players each row removes and how values follow."""
+
+    def __init__(self, inputs, players):
+        self.players = players
+        self.results = inputs.new_results([idx.shape for idx in players.out_index])
+
+    def perturb(self, owners, j):
+        absent = self.absent_players(owners, j)
+        return [absent[:, m] for m in self.players.maps]
+
+    def combine(self, n0, outputs):
+        values = self.values(n0, outputs)
+        for result, idx in zip(self.results, self.players.out_index, strict=True):
+            result[n0 : n0 + len(outputs)] = values[:, idx]
+
+
+class _AblationPlan(_PlayerPlan):
+    """Row 0 is ``x``; row ``1 + p`` removes player ``p`` alone."""
+
+    def __init__(self, inputs, players):
+        super().__init__(inputs, players)
+        self.rows_per_sample = 1 + players.count
+
+    def absent_players(self, owners, j):
+        return np.arange(self.players.count) == (j - 1)[:, None]
+
+    def values(self, n0, outputs):
+        return outputs[:, :1] - outputs[:, 1:]
+
+
+class _SamplingPlan(_PlayerPlan):
+    """Row ``q (P + 1) + t`` of a sample: permutation ``q`` with its first ``t`` players removed."""
+
+    def __init__(self, inputs, players, samples, rng, antithetic):
+        super().__init__(inputs, players)
+        self.samples = samples
+        self.rng = rng
+        self.antithetic = antithetic
+        self.rows_per_sample = samples * (players.count + 1)
+        self.ranks = {}  # sample -> (samples, P) position of every player in each permutation, while needed
+        self.drawn = 0
+
+    def ranks_of(self, n):
+        # Drawn sample after sample, so the permutations depend on the seed only, not on the batching.
+        while self.drawn <= n:
+            p = self.players.count
+            ranks = self.rng.permuted(np.tile(np.arange(p), (self.samples // (1 + self.antithetic), 1)), axis=1)
+            if self.antithetic:
+                ranks = np.stack([ranks, p - 1 - ranks], axis=1).reshape(self.samples, p)  # reversed order
+            self.ranks[self.drawn] = ranks
+            self.drawn += 1
+        return self.ranks[n]
+
+    def absent_players(self, owners, j):
+        q, removed = np.divmod(j, self.players.count + 1)
+        first = owners[0]
+        ranks = np.stack([self.ranks_of(n) for n in range(first, owners[-1] + 1)])
+        return ranks[owners - first, q] < removed[:, None]
+
+    def values(self, n0, outputs):
+        p = self.players.count
+        steps = outputs.reshape(len(outputs), self.samples, p + 1)
+        drops = steps[:, :, :-1] - steps[:, :, 1:]  # drops[..., t]: the t-th player removed in that permutation
+        ranks = np.stack([self.ranks.pop(n) for n in range(n0, n0 + len(outputs))])
+        return np.take_along_axis(drops, ranks, axis=2).mean(axis=1)
+
+
+class _ExactPlan(_PlayerPlan):
+    """Row ``c`` of a sample: the coalition whose present players are the set bits of ``c``."""
+
+    def __init__(self, inputs, players):
+        super().__init__(inputs, players)
+        p = players.count
+        self.rows_per_sample = 2**p
+        coalitions = np.arange(2**p)
+        weights = np.array([math.factorial(s) * math.factorial(p - s - 1) / math.factorial(p) for s in range(p)])
+        # for each player i: the coalitions without i and their Shapley weights |S|! (P - |S| - 1)! / P!
+        self.without = [coalitions[(coalitions >> i) & 1 == 0] for i in range(p)]
+        self.weights = [weights[_popcount(c, p)] for c in self.without]
+
+    def absent_players(self, owners, j):
+        return (j[:, None] >> np.arange(self.players.count)) & 1 == 0
+
+    def values(self, n0, outputs):
+        phi = np.empty((len(outputs), self.players.count))
+        for i, (without, weights) in enumerate(zip(self.without, self.weights, strict=True)):
+            phi[:, i] = (outputs[:, without | (1 << i)] - outputs[:, without]) @ weights
+        return phi
+
+
+def _popcount(c, bits):
+    return ((c[:, None] >> np.arange(bits)) & 1).sum(axis=1)
+
+
+# -----------------------------------------------------------------------------
+# Small helpers
+# -----------------------------------------------------------------------------
+
+
+def _per_input(spec, n_inputs):
+    """A list with exactly one entry per input is per input; anything else is shared by every input."""
+    return list(spec) if isinstance(spec, list) and len(spec) == n_inputs else [spec] * n_inputs
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))

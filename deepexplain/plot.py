@@ -1,0 +1,565 @@
+"""Pictures of attributions: heatmaps over images, methods × samples grids, coloured text and feature bars.
+
+Nothing here imports TensorFlow: attributions are plain numpy arrays shaped like the input, so they can be drawn
+anywhere matplotlib and scikit-image are installed. Colour limits are always symmetric, ±(a percentile of
+|attribution|), so that a zero attribution gets the neutral middle of a diverging colormap: with the default
+``'RdBu_r'`` positive evidence is red, negative evidence blue and zero white, the convention of the original
+DeepExplain figures (Ancona et al., 2018).
+
+Figures are built as :class:`matplotlib.figure.Figure` on an Agg canvas, never through pyplot, unless the caller
+passes an ``ax``: drawing does not switch a notebook's backend nor leave figures open in pyplot's registry. In a
+notebook, display a returned Axes through ``ax.figure`` (IPython renders a Figure inline).
+
+References
+----------
+Ancona, M., Ceolini, E., Öztireli, C. and Gross, M. (2018). Towards better understanding of gradient-based attribution
+methods for deep neural networks. ICLR.
+"""
+
+import html as _html
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Colormap, Normalize, to_hex
+from matplotlib.figure import Figure
+from skimage.color import rgb2gray
+from skimage.feature import canny
+from skimage.transform import resize
+
+__all__ = ["CHANNEL_AGGREGATIONS", "TextHeatmap", "aggregate_channels", "bars", "grid", "heatmap", "text"]
+
+# Reductions of an (H, W, C) map over its channel axis to one value per pixel.
+_CHANNEL_REDUCTIONS = MappingProxyType(
+    {
+        "sum": lambda values: values.sum(axis=-1),
+        "abs": lambda values: np.abs(values).sum(axis=-1),
+        "norm": lambda values: np.linalg.norm(values, axis=-1),
+    }
+)
+CHANNEL_AGGREGATIONS = tuple(_CHANNEL_REDUCTIONS)
+
+_DPI = 150
+_HEATMAP_INCHES = 4.0  # longer side of a stand-alone heatmap
+_CELL_INCHES = 2.0  # side of one cell of `grid`
+_EDGE_RGBA = (0.1, 0.1, 0.1, 0.6)  # edges darken what is under them without hiding its colour
+_POSITIVE = "#d6604d"  # the red and blue of RdBu_r at about ±0.6 of its range
+_NEGATIVE = "#4393c3"
+_ZERO = "#bababa"
+
+PathType = str | PathLike
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Validation and conversion
+
+
+def _check_percentile(percentile: float) -> float:
+    if isinstance(percentile, bool) or not isinstance(percentile, int | float | np.number) or not 0 < percentile <= 100:
+        raise ValueError(f"percentile: expected a number in (0, 100], got {percentile!r}")
+    return float(percentile)
+
+
+def _check_finite(values: np.ndarray, name: str) -> None:
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{name}: expected finite values, got {np.count_nonzero(~np.isfinite(values))} NaN or inf")
+
+
+def _colormap(cmap: str | Colormap) -> Colormap:
+    if isinstance(cmap, Colormap):
+        return cmap
+    try:
+        return colormaps[cmap]
+    except KeyError:
+        raise ValueError(f"cmap: expected a matplotlib colormap or its name, got {cmap!r}") from None
+
+
+def _symmetric_limit(values: np.ndarray, percentile: float) -> float:
+    """±limit of the colour scale: the percentile of |values|, falling back to max |values|, then to 1."""
+    magnitude = np.abs(values)
+    if magnitude.size == 0:
+        return 1.0
+    limit = float(np.percentile(magnitude, percentile))
+    if limit <= 0:  # a sparse map whose non-zeros all lie above the percentile
+        limit = float(magnitude.max())
+    return limit if limit > 0 else 1.0
+
+
+def aggregate_channels(attribution, channels: str = "sum") -> np.ndarray:
+    """Reduce an (H, W, C) attribution to one value per pixel.
+
+    Parameters
+    ----------
+    attribution : array_like, shape (H, W) or (H, W, C)
+        Attribution of one image; an (H, W) map is returned as is (as floats).
+    channels : {'sum', 'abs', 'norm'}
+        ``'sum'``: signed sum over channels; ``'abs'``: sum of absolute values; ``'norm'``: L2 norm over channels.
+        ``'abs'`` and ``'norm'`` are non-negative, so only the positive half of a diverging colormap is used.
+
+    Returns
+    -------
+    numpy.ndarray, shape (H, W)
+
+    Raises
+    ------
+    ValueError
+        If ``channels`` is not one of :data:`CHANNEL_AGGREGATIONS` or ``attribution`` is not of rank 2 or 3.
+    """
+    if channels not in _CHANNEL_REDUCTIONS:
+        raise ValueError(f"channels: expected one of {CHANNEL_AGGREGATIONS}, got {channels!r}")
+    values = np.asarray(attribution, dtype=float)
+    if values.ndim == 2:
+        return values
+    if values.ndim == 3:
+        return _CHANNEL_REDUCTIONS[channels](values)
+    raise ValueError(
+        f"attribution: expected shape (H, W) or (H, W, C) for one image, got {values.shape}"
+        + (" (for a batch, pass one sample or use grid())" if values.ndim == 4 else "")
+    )
+
+
+def _as_display_image(image) -> np.ndarray:
+    """The image as floats in [0, 1], shape (H, W) or (H, W, 3|4).
+
+    Integer images and float images within [0, 255] (but not [0, 1]) are divided by 255; anything else, such as a
+    standardised network input, is min-max scaled for display.
+    """
+    values = np.asarray(image)
+    shape = values.shape
+    if values.ndim == 3 and values.shape[-1] == 1:
+        values = values[..., 0]
+    if values.ndim not in (2, 3) or (values.ndim == 3 and values.shape[-1] not in (3, 4)):
+        raise ValueError(f"image: expected shape (H, W) or (H, W, C) with C in (1, 3, 4), got {shape}")
+    integer = np.issubdtype(values.dtype, np.integer)
+    values = values.astype(float)
+    _check_finite(values, "image")
+    low, high = values.min(), values.max()
+    if low >= 0 and high <= 1 and not integer:
+        return values
+    if low >= 0 and high <= 255:
+        return values / 255.0
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+
+
+def _grey(image01: np.ndarray) -> np.ndarray:
+    return image01 if image01.ndim == 2 else rgb2gray(image01[..., :3])
+
+
+def _fit_to(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Stretch a coarse map (e.g. 7×7) bilinearly onto the image's pixel grid."""
+    if values.shape == shape:
+        return values
+    if values.shape[0] <= shape[0] and values.shape[1] <= shape[1]:
+        return resize(values, shape, order=1, mode="edge", anti_aliasing=False, preserve_range=True)
+    raise ValueError(
+        f"attribution: expected a map no larger than the image, (H, W) <= {shape}, got a map of shape {values.shape}"
+    )
+
+
+def _edge_overlay(grey: np.ndarray) -> np.ndarray:
+    """RGBA layer, transparent except on the image's Canny edges."""
+    overlay = np.zeros((*grey.shape, 4))
+    overlay[canny(grey)] = _EDGE_RGBA
+    return overlay
+
+
+def _hide_frame(ax: Axes) -> None:
+    # Ticks and spines go, but the axis stays on so that `grid` can still label rows with set_ylabel.
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _new_figure(width: float, height: float, layout: str | None = None) -> Figure:
+    figure = Figure(figsize=(width, height), layout=layout)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path: PathType) -> None:
+    figure.savefig(path, dpi=_DPI)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Images
+
+
+def heatmap(
+    attribution,
+    image=None,
+    ax: Axes | None = None,
+    percentile: float = 99.5,
+    cmap: str | Colormap = "RdBu_r",
+    channels: str = "sum",
+    edges: bool = True,
+    alpha: float | None = None,
+    save: PathType | None = None,
+) -> Axes:
+    """Draw one attribution map, optionally over the edges or the picture of its input image.
+
+    The colour scale is symmetric, ±(``percentile`` of |map|), so zero is the colormap's neutral middle and the few
+    most extreme pixels saturate instead of washing out the rest.
+
+    Parameters
+    ----------
+    attribution : array_like, shape (H, W) or (H, W, C)
+        Attribution of one image; channels are reduced with ``channels``.
+    image : array_like, shape (H', W') or (H', W', C), optional
+        The explained input, in [0, 1] or [0, 255] (other ranges are min-max scaled), C in (1, 3, 4). A map smaller
+        than the image, e.g. a 7×7 map of a 224×224 input, is bilinearly resized to the image's size.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw. If omitted, a new Figure (not registered with pyplot) is made, shaped like the map.
+    percentile : float, default 99.5
+        Percentile of |map| that maps to the ends of the colormap, in (0, 100].
+    cmap : str or matplotlib.colors.Colormap, default 'RdBu_r'
+        A diverging colormap; its middle is drawn for zero.
+    channels : {'sum', 'abs', 'norm'}, default 'sum'
+        How an (H, W, C) map is reduced over channels, see :func:`aggregate_channels`.
+    edges : bool, default True
+        With an ``image``, draw its Canny edges (of the grey image) over the map.
+    alpha : float, optional
+        Opacity of the map over the grey ``image``. Default: 1 when there is no image or ``edges`` is True (the edges
+        give the context), 0.6 otherwise (the image shows through the map).
+    save : str or path-like, optional
+        Write the Axes' whole Figure there as a PNG (150 dpi).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes drawn on; its Figure is ``ax.figure``. ``ax.images`` holds the grey image (if any), then the map,
+        then the edge layer (if any).
+
+    Raises
+    ------
+    ValueError
+        If ``attribution`` is not (H, W) or (H, W, C), is larger than ``image`` or not finite; if ``image`` is not
+        (H, W) or (H, W, C) with C in (1, 3, 4); if ``channels``, ``percentile``, ``cmap`` or ``alpha`` is not valid.
+
+    References
+    ----------
+    Canny, J. (1986). A computational approach to edge detection. IEEE TPAMI 8(6).
+    """
+    values = aggregate_channels(attribution, channels)
+    _check_finite(values, "attribution")
+    percentile = _check_percentile(percentile)
+    colormap = _colormap(cmap)
+    picture = None
+    if image is not None:
+        picture = _as_display_image(image)
+        values = _fit_to(values, picture.shape[:2])
+    if alpha is None:
+        alpha = 1.0 if picture is None or edges else 0.6
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha: expected an opacity in [0, 1], got {alpha!r}")
+
+    if ax is None:
+        height, width = values.shape
+        scale = _HEATMAP_INCHES / max(height, width)
+        ax = _new_figure(max(width * scale, 0.5), max(height * scale, 0.5)).add_axes((0, 0, 1, 1))
+    limit = _symmetric_limit(values, percentile)
+    if picture is not None:
+        ax.imshow(_grey(picture), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(values, cmap=colormap, vmin=-limit, vmax=limit, alpha=alpha, interpolation="nearest")
+    if picture is not None and edges:
+        ax.imshow(_edge_overlay(_grey(picture)), interpolation="nearest")
+    _hide_frame(ax)
+    if save is not None:
+        _save(ax.figure, save)
+    return ax
+
+
+def _methods(attributions) -> tuple[list[str] | None, list[np.ndarray]]:
+    if isinstance(attributions, Mapping):
+        return [str(name) for name in attributions], [np.asarray(a) for a in attributions.values()]
+    if isinstance(attributions, np.ndarray):  # one method; iterating it would split its samples into "methods"
+        return None, [attributions]
+    if isinstance(attributions, Sequence):
+        return None, [np.asarray(a) for a in attributions]
+    raise ValueError(
+        f"attributions: expected a mapping method name -> array (N, H, W[, C]) or a list of such arrays, "
+        f"got {type(attributions).__name__}"
+    )
+
+
+def grid(attributions, images, titles=None, row_titles=None, save: PathType | None = None, **heatmap_kwargs) -> Figure:
+    """Methods × samples figure: the input images in the first row, then one row of heatmaps per method.
+
+    Each heatmap gets its own symmetric colour scale (as :func:`heatmap`), so rows show where each method puts
+    evidence, not how large its scores are compared with another method's.
+
+    Parameters
+    ----------
+    attributions : mapping of str to array_like, or list of array_like
+        Method name -> attributions of shape (N, H, W) or (N, H, W, C), one row each, in order. A list gives
+        unnamed rows; a single array counts as one method.
+    images : array_like, shape (N, H', W') or (N, H', W', C), or None
+        The N explained inputs (see :func:`heatmap` for ranges and sizes). With None, there is no image row and the
+        heatmaps are drawn without edges.
+    titles : sequence of str, optional
+        One title per sample (column), above the first row.
+    row_titles : sequence of str, optional
+        One label per method row, overriding the mapping's keys. The image row is labelled 'input'.
+    save : str or path-like, optional
+        Write the Figure there as a PNG (150 dpi, 2 inches per cell).
+    **heatmap_kwargs
+        Passed to every :func:`heatmap` call: ``percentile``, ``cmap``, ``channels``, ``edges``, ``alpha``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        With ``(len(attributions) + 1) × N`` Axes (no image row: ``len(attributions) × N``), row by row.
+
+    Raises
+    ------
+    ValueError
+        If ``attributions`` is empty or not a mapping/list, an entry is not of rank 3 or 4, the numbers of samples
+        disagree, ``images`` is not of rank 3 or 4, or ``titles``/``row_titles`` have the wrong length; and as
+        :func:`heatmap`.
+    """
+    names, maps = _methods(attributions)
+    if not maps:
+        raise ValueError("attributions: expected at least one method, got none")
+    labels = [repr(name) for name in names] if names is not None else [f"[{i}]" for i in range(len(maps))]
+    for label, values in zip(labels, maps, strict=True):
+        if values.ndim not in (3, 4):
+            raise ValueError(f"attributions {label}: expected shape (N, H, W) or (N, H, W, C), got {values.shape}")
+    samples = None
+    if images is not None:
+        samples = np.asarray(images)
+        if samples.ndim not in (3, 4):
+            raise ValueError(f"images: expected shape (N, H, W) or (N, H, W, C), got {samples.shape}")
+    n = len(samples) if samples is not None else len(maps[0])
+    for label, values in zip(labels, maps, strict=True):
+        if len(values) != n:
+            raise ValueError(
+                f"attributions {label}: expected {n} samples (as many as images), got shape {values.shape}"
+            )
+    if n == 0:
+        raise ValueError("images: expected at least one sample, got 0")
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"titles: expected one per sample ({n}), got {len(titles)}")
+    if row_titles is not None:
+        if len(row_titles) != len(maps):
+            raise ValueError(f"row_titles: expected one per method ({len(maps)}), got {len(row_titles)}")
+        names = [str(title) for title in row_titles]
+
+    rows = len(maps) + (samples is not None)
+    figure = _new_figure(_CELL_INCHES * n, _CELL_INCHES * rows, layout="constrained")
+    axes = figure.subplots(rows, n, squeeze=False)
+    first = 0
+    if samples is not None:
+        for j in range(n):
+            picture = _as_display_image(samples[j])
+            axes[0, j].imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)
+            _hide_frame(axes[0, j])
+        axes[0, 0].set_ylabel("input")
+        first = 1
+    for i, values in enumerate(maps):
+        for j in range(n):
+            image = None if samples is None else samples[j]
+            heatmap(values[j], image=image, ax=axes[first + i, j], **heatmap_kwargs)
+        if names is not None:
+            axes[first + i, 0].set_ylabel(names[i])
+    if titles is not None:
+        for j, title in enumerate(titles):
+            axes[0, j].set_title(str(title))
+    if save is not None:
+        _save(figure, save)
+    return figure
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Text
+
+
+@dataclass(frozen=True)
+class TextHeatmap:
+    """Tokens coloured by their attribution, for notebooks (``html``) and terminals (``ansi``).
+
+    Jupyter renders it through ``_repr_html_``; ``str()`` and ``print()`` give the ANSI string.
+    """
+
+    html: str
+    ansi: str
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __str__(self) -> str:
+        return self.ansi
+
+    def save(self, path: PathType) -> None:
+        """Write the HTML as a stand-alone UTF-8 page."""
+        page = f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body>\n{self.html}\n</body></html>\n'
+        Path(path).write_text(page, encoding="utf-8")
+
+
+def _foreground(rgb: np.ndarray) -> tuple[float, float, float]:
+    # Rec. 709 luma: dark backgrounds (the saturated ends of the colormap) get white text.
+    luma = 0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]
+    return (1.0, 1.0, 1.0) if luma < 0.5 else (0.0, 0.0, 0.0)
+
+
+def _ansi_colour(code: int, rgb) -> str:
+    r, g, b = (round(255 * c) for c in rgb)
+    return f"\x1b[{code};2;{r};{g};{b}m"
+
+
+def text(
+    tokens: Sequence[str],
+    scores,
+    cmap: str | Colormap = "RdBu_r",
+    percentile: float = 100,
+    save: PathType | None = None,
+) -> TextHeatmap:
+    """Colour each token's background by its score, on a symmetric scale.
+
+    Parameters
+    ----------
+    tokens : sequence of str
+        The tokens, in order; joined with single spaces.
+    scores : array_like, shape (len(tokens),)
+        One attribution per token (reduce embedding-level attributions over the embedding axis first).
+    cmap : str or matplotlib.colors.Colormap, default 'RdBu_r'
+        A diverging colormap; its middle is used for zero.
+    percentile : float, default 100
+        Percentile of |scores| that maps to the ends of the colormap, in (0, 100].
+    save : str or path-like, optional
+        Write the HTML there as a stand-alone page.
+
+    Returns
+    -------
+    TextHeatmap
+        ``.html`` (one ``<span>`` per token, its score in the ``title``), ``.ansi`` (24-bit background colours).
+
+    Raises
+    ------
+    ValueError
+        If ``tokens`` is a single string, ``scores`` is not one-dimensional or not finite, their lengths differ, or
+        ``cmap`` or ``percentile`` is not valid.
+    """
+    if isinstance(tokens, str):
+        raise ValueError("tokens: expected a sequence of tokens, got a single str (split it into tokens first)")
+    tokens = [str(token) for token in tokens]
+    values = np.asarray(scores, dtype=float)
+    if values.ndim != 1:
+        raise ValueError(f"scores: expected one score per token, shape ({len(tokens)},), got {values.shape}")
+    if len(values) != len(tokens):
+        raise ValueError(
+            f"tokens and scores: expected the same length, got {len(tokens)} tokens and {len(values)} scores"
+        )
+    _check_finite(values, "scores")
+    limit = _symmetric_limit(values, _check_percentile(percentile))
+    backgrounds = _colormap(cmap)(Normalize(-limit, limit)(values))[:, :3]
+
+    spans, coloured = [], []
+    for token, score, background in zip(tokens, values, backgrounds, strict=True):
+        foreground = _foreground(background)
+        spans.append(
+            f'<span title="{score:+.4g}" style="background-color: {to_hex(background)}; '
+            f'color: {to_hex(foreground)}; padding: 0 0.15em; border-radius: 0.2em">{_html.escape(token)}</span>'
+        )
+        coloured.append(f"{_ansi_colour(48, background)}{_ansi_colour(38, foreground)}{token}\x1b[0m")
+    result = TextHeatmap(
+        html=f'<div style="line-height: 1.9; font-family: monospace">{" ".join(spans)}</div>',
+        ansi=" ".join(coloured),
+    )
+    if save is not None:
+        result.save(save)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tabular
+
+
+def _strip(ax: Axes, values: np.ndarray, positions: np.ndarray) -> None:
+    """Per-feature distribution: jittered per-sample points coloured by sign, the interquartile range and median."""
+    jitter = np.random.default_rng(0).uniform(-0.3, 0.3, size=values.shape)  # local generator: no global state
+    colours = np.where(values > 0, _POSITIVE, np.where(values < 0, _NEGATIVE, _ZERO))
+    ys = np.broadcast_to(positions, values.shape) + jitter
+    ax.scatter(values.ravel(), ys.ravel(), c=colours.ravel(), s=8, alpha=0.6, linewidths=0)
+    q1, median, q3 = np.percentile(values, [25, 50, 75], axis=0)
+    ax.hlines(positions, q1, q3, colors="0.25", linewidth=3, zorder=3)
+    ax.scatter(median, positions, marker="|", s=150, c="black", zorder=4)
+
+
+def bars(
+    scores,
+    feature_names: Sequence[str] | None = None,
+    top: int | None = None,
+    ax: Axes | None = None,
+    save: PathType | None = None,
+) -> Axes:
+    """Feature attributions of tabular data, most important feature on top.
+
+    One sample: horizontal bars sorted by |score|, positive red and negative blue. Many samples: per feature, a
+    strip of the per-sample scores (jittered points coloured by sign) with their interquartile range and median,
+    features sorted by mean |score|.
+
+    Parameters
+    ----------
+    scores : array_like, shape (n_features,) or (N, n_features)
+        Attributions of one sample or of N samples.
+    feature_names : sequence of str, optional
+        One name per feature; default ``'feature 0'``, ``'feature 1'``, ...
+    top : int, optional
+        Show only the ``top`` most important features (all if None or larger than n_features).
+    ax : matplotlib.axes.Axes, optional
+        Where to draw. If omitted, a new Figure (not registered with pyplot) is made.
+    save : str or path-like, optional
+        Write the Axes' whole Figure there as a PNG (150 dpi).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The y tick labels are the feature names, most important first (top of the plot).
+
+    Raises
+    ------
+    ValueError
+        If ``scores`` is not of rank 1 or 2 or not finite, ``feature_names`` has the wrong length, or ``top`` is not a
+        positive integer.
+    """
+    values = np.asarray(scores, dtype=float)
+    if values.ndim not in (1, 2):
+        raise ValueError(f"scores: expected shape (n_features,) or (N, n_features), got {values.shape}")
+    _check_finite(values, "scores")
+    n_features = values.shape[-1]
+    if feature_names is None:
+        names = [f"feature {i}" for i in range(n_features)]
+    else:
+        names = [str(name) for name in feature_names]
+        if len(names) != n_features:
+            raise ValueError(
+                f"feature_names: expected {n_features} names (scores has shape {values.shape}), got {len(names)}"
+            )
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1):
+        raise ValueError(f"top: expected a positive int, got {top!r}")
+
+    importance = np.abs(values) if values.ndim == 1 else np.abs(values).mean(axis=0)
+    order = np.argsort(-importance, kind="stable")[:top]
+    positions = np.arange(len(order))
+    if ax is None:
+        ax = _new_figure(6.0, 1.0 + 0.3 * len(order), layout="constrained").add_subplot()
+    if values.ndim == 1:
+        shown = values[order]
+        colours = np.where(shown > 0, _POSITIVE, np.where(shown < 0, _NEGATIVE, _ZERO))
+        ax.barh(positions, shown, color=colours)
+        ax.set_xlabel("attribution")
+    else:
+        _strip(ax, values[:, order], positions)
+        ax.set_xlabel(f"attribution ({len(values)} samples)")
+    ax.axvline(0, color="0.4", linewidth=0.8, zorder=0)
+    ax.set_yticks(positions, labels=[names[i] for i in order])
+    ax.set_ylim(len(order) - 0.5, -0.5)  # first (most important) feature on top
+    if save is not None:
+        _save(ax.figure, save)
+    return ax

@@ -1,0 +1,132 @@
+"""The DeepExplain context: the original DeepExplain API on a TF1-style graph and session."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from deepexplain.errors import InvalidInputError, InvalidTypeError
+from deepexplain.tensorflow.explainer import Explainer
+from deepexplain.tensorflow.methods import METHODS, make_method
+
+
+class DeepExplain:
+    """Context in which attribution methods are available for a graph and its session.
+
+    Parameters
+    ----------
+    graph : tf.Graph, optional
+        The graph holding the model (default: the session's graph).
+    session : tf.compat.v1.Session, optional
+        The session that holds the model's variables (default: the default session).
+
+    Raises
+    ------
+    RuntimeError
+        When no session is given and there is no default session.
+
+    Examples
+    --------
+    >>> with DeepExplain(session=sess) as de:                       # doctest: +SKIP
+    ...     attributions = de.explain('deeplift', logits, X, xs, ys=ys)
+    ...     explainer = de.get_explainer('intgrad', logits, X, steps=50)
+    ...     for batch in batches:
+    ...         explainer.run(batch, ys)
+
+    Notes
+    -----
+    Unlike the original DeepExplain, the model need not be (re)built inside the context: the rules are applied to
+    the ops between ``X`` and ``T`` while an explainer is compiled, and only then. Gradients requested elsewhere
+    (training steps, other ``tf.gradients`` calls) are TensorFlow's own, inside the context and out.
+    """
+
+    def __init__(self, graph=None, session=None):
+        session = session if session is not None else tf.compat.v1.get_default_session()
+        if session is None:
+            raise RuntimeError("DeepExplain: could not retrieve a session. Use DeepExplain(session=your_session).")
+        self.session = session
+        self.graph = graph if graph is not None else session.graph
+        self.context_on = False
+        self._graph_context = None
+
+    def __enter__(self):
+        self._graph_context = self.graph.as_default()
+        self._graph_context.__enter__()
+        self.context_on = True
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        self.context_on = False
+        self._graph_context.__exit__(exc_type, exc_value, traceback)
+        self._graph_context = None
+        return False
+
+    def get_explainer(self, method, T, X, **kwargs) -> Explainer:
+        """Compile ``method`` once for target ``T`` and input(s) ``X``; run it with ``explainer.run(xs, ys)``.
+
+        Parameters
+        ----------
+        method : str
+            One of :data:`deepexplain.tensorflow.methods.METHODS` ('saliency', 'grad*input', 'intgrad', 'elrp',
+            'deeplift', 'smoothgrad', 'expected_gradients', 'deepshap', 'occlusion', 'shapley_sampling', ...).
+        T : tf.Tensor
+            Target tensor (e.g. the logits), first dimension the batch.
+        X : tf.Tensor or list of tf.Tensor
+            Input tensor(s) to attribute to.
+        **kwargs
+            The method's arguments (see the README's table), and ``progress`` (bool, default True).
+
+        Returns
+        -------
+        Explainer
+
+        Raises
+        ------
+        RuntimeError
+            Outside the context ('Explain can be called only within a DeepExplain context.') or for an unknown
+            method ('Method must be in [...]').
+        TypeError
+            When ``T`` or ``X`` is not a TensorFlow tensor (also a RuntimeError, as in DeepExplain).
+        ValueError
+            For a method argument that does not fit (also a RuntimeError), or when ``T`` does not depend on ``X``.
+        """
+        if not self.context_on:
+            raise RuntimeError("Explain can be called only within a DeepExplain context.")
+        if method not in METHODS:
+            raise RuntimeError(f"Method must be in {list(METHODS)}")
+        self._check_tensors(T, X)
+        progress = kwargs.pop("progress", True)
+        inputs = X if isinstance(X, list | tuple) else [X]
+        sample_shapes = [tuple(x.shape.as_list()[1:]) for x in inputs]
+        declaration = make_method(method, sample_shapes, kwargs)
+        return Explainer(method, declaration, T, X, self.session, progress=progress)
+
+    def explain(self, method, T, X, xs, ys=None, batch_size=None, **kwargs):
+        """Attributions of ``T`` (weighted by ``ys``) with respect to ``X`` for the batch ``xs``.
+
+        Equivalent to ``get_explainer(method, T, X, **kwargs).run(xs, ys, batch_size)``; compile an explainer
+        with :meth:`get_explainer` to explain many batches.
+
+        Returns
+        -------
+        ndarray or list of ndarray
+            Shaped like ``xs`` (a list when ``X`` is a list).
+        """
+        return self.get_explainer(method, T, X, **kwargs).run(xs, ys, batch_size)
+
+    def _check_tensors(self, T, X):
+        if isinstance(X, list | tuple):
+            if not X or not all(isinstance(x, tf.Tensor) for x in X):
+                raise InvalidTypeError("If a list, X must contain only Tensorflow Tensor objects")
+        elif not isinstance(X, tf.Tensor):
+            raise InvalidTypeError(
+                f"X must be a Tensorflow Tensor object or a list of them; got {type(X).__name__}"
+            )
+        if not isinstance(T, tf.Tensor):
+            raise InvalidTypeError(f"T must be a Tensorflow Tensor object; got {type(T).__name__}")
+        for tensor in [T, *(X if isinstance(X, list | tuple) else [X])]:
+            if tensor.graph is not self.graph:
+                raise InvalidInputError(f"{tensor.name} belongs to another graph than this DeepExplain context's")
+            if tensor.shape.rank is None or (tensor is not T and tensor.shape.rank < 1):
+                raise InvalidInputError(
+                    f"{tensor.name} must have a known rank with a batch dimension; got shape {tensor.shape}"
+                )

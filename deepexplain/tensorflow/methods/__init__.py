@@ -1,0 +1,56 @@
+"""The registry of attribution methods by name (names as in the original DeepExplain)."""
+
+from __future__ import annotations
+
+import inspect
+from types import MappingProxyType
+
+from deepexplain.errors import InvalidInputError
+from deepexplain.tensorflow.methods import gradient, perturbation
+from deepexplain.tensorflow.methods.base import GradientMethod
+
+METHODS = MappingProxyType(
+    {
+        "zero": gradient.Zero,
+        "saliency": gradient.Saliency,
+        "grad*input": gradient.GradientXInput,
+        "intgrad": gradient.IntegratedGradients,
+        "elrp": gradient.EpsilonLRP,
+        "deeplift": gradient.DeepLIFTRescale,
+        "smoothgrad": gradient.SmoothGrad,
+        "expected_gradients": gradient.ExpectedGradients,
+        "deepshap": gradient.DeepSHAP,
+        "occlusion": perturbation.Occlusion,
+        "shapley_sampling": perturbation.ShapleySampling,
+        "shapley_exact": perturbation.ShapleyExact,
+        "feature_ablation": perturbation.FeatureAblation,
+    }
+)
+
+
+def method_arguments(name: str) -> list[str]:
+    """The keyword arguments method ``name`` takes."""
+    parameters = list(inspect.signature(METHODS[name]).parameters.values())[1:]
+    return [p.name for p in parameters]
+
+
+def make_method(name: str, sample_shapes, kwargs: dict):
+    """Instantiate method ``name`` for inputs of the given sample shapes.
+
+    Raises
+    ------
+    RuntimeError
+        'Method must be in [...]' for an unknown name (the original DeepExplain's error).
+    InvalidInputError
+        For an argument the method does not take, naming the ones it does.
+    """
+    if name not in METHODS:
+        raise RuntimeError(f"Method must be in {list(METHODS)}; got {name!r}")
+    accepted = method_arguments(name)
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise InvalidInputError(f"{name} got unexpected argument(s) {unknown}; it takes {accepted or 'no arguments'}")
+    return METHODS[name](sample_shapes, **kwargs)
+
+
+__all__ = ["METHODS", "GradientMethod", "make_method", "method_arguments"]

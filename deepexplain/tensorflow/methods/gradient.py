@@ -1,0 +1,280 @@
+"""The gradient family: plain gradients at chosen points, or gradients through modified rules.
+
+Each class only declares its rows (see :mod:`deepexplain.tensorflow.methods.base`); batching, target weighting and
+assembly live in the Explainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from deepexplain.errors import InvalidEpsilonError, InvalidInputError
+from deepexplain.tensorflow.methods.base import (
+    Expansion,
+    GradientMethod,
+    baseline_or_zeros,
+    check_baseline,
+    check_positive_int,
+    check_reference_samples,
+)
+from deepexplain.tensorflow.rules import deeplift as deeplift_rules
+from deepexplain.tensorflow.rules import elrp as elrp_rules
+
+INTEGRATION_SCHEMES = ("riemann_right", "riemann_left", "riemann_middle", "trapezoid", "gausslegendre")
+
+
+def integration_points(steps: int, integration: str) -> tuple[np.ndarray, np.ndarray]:
+    """Points ``alpha`` in [0, 1] and weights of a quadrature of ``integral_0^1 g(alpha) d alpha``.
+
+    The Riemann rules and Gauss-Legendre match Captum's ``approximation_methods``. The trapezoid rule is the
+    textbook one on ``linspace(0, 1, steps)`` (weights sum to 1); Captum's ``riemann_trapezoid`` weights sum to
+    ``1 - 1/steps`` instead, so it differs from ours by that factor.
+    """
+    if integration == "riemann_right":
+        return np.arange(1, steps + 1) / steps, np.full(steps, 1.0 / steps)
+    if integration == "riemann_left":
+        return np.arange(steps) / steps, np.full(steps, 1.0 / steps)
+    if integration == "riemann_middle":
+        return (np.arange(steps) + 0.5) / steps, np.full(steps, 1.0 / steps)
+    if integration == "trapezoid":
+        if steps < 2:
+            raise InvalidInputError(f"the trapezoid rule needs steps >= 2; got {steps}")
+        weights = np.full(steps, 1.0 / (steps - 1))
+        weights[[0, -1]] /= 2
+        return np.linspace(0.0, 1.0, steps), weights
+    if integration == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        return (nodes + 1) / 2, weights / 2
+    raise InvalidInputError(f"integration must be one of {list(INTEGRATION_SCHEMES)}; got {integration!r}")
+
+
+class Zero(GradientMethod):
+    """All-zero attributions: a control that no real method should resemble."""
+
+    needs_gradient = False
+
+
+class Saliency(GradientMethod):
+    """``|d f / d x|`` (Simonyan et al. 2014, "Deep Inside Convolutional Networks", Eq. 3)."""
+
+    def finalize(self, attribution):
+        return np.abs(attribution)
+
+
+class GradientXInput(GradientMethod):
+    """``x * d f / d x`` (Shrikumar et al. 2016, "Not Just a Black Box")."""
+
+    def expand(self, xs, rng):
+        return Expansion(points=xs, weights=np.ones(1), factors=[x[None] for x in xs])
+
+
+class IntegratedGradients(GradientMethod):
+    """Integrated gradients (Sundararajan et al. 2017, ICML, Eq. 3).
+
+    ``(x - b) * integral_0^1 grad f(b + alpha (x - b)) d alpha`` by the quadrature ``integration`` with ``steps``
+    points (default right Riemann sum, as the original DeepExplain). All steps of all samples go into the batch
+    dimension.
+    """
+
+    promises_completeness = True
+
+    def __init__(self, sample_shapes, steps=100, baseline=None, integration="riemann_right"):
+        super().__init__(sample_shapes)
+        self.steps = check_positive_int(steps, "steps", "intgrad")
+        self.alphas, self.step_weights = integration_points(self.steps, integration)
+        self.integration = integration
+        self.baselines = check_baseline(baseline, self.sample_shapes)
+
+    @property
+    def rows_per_sample(self):
+        return self.steps
+
+    def expand(self, xs, rng):
+        points, factors = [], []
+        for x, baseline in zip(xs, self.baselines, strict=True):
+            b = baseline_or_zeros(baseline, x)
+            delta = (x - b).astype(np.float32)
+            alphas = self.alphas.astype(np.float32).reshape((-1,) + (1,) * x.ndim)
+            points.append((b + alphas * delta[None]).reshape((-1,) + x.shape[1:]))
+            factors.append(delta[None])
+        return Expansion(points=points, weights=self.step_weights, factors=factors)
+
+    def completeness_references(self, xs):
+        return [baseline_or_zeros(b, x)[None] for b, x in zip(self.baselines, xs, strict=True)]
+
+
+@dataclass(frozen=True)
+class _EpsilonSettings:
+    epsilon: float
+
+
+class EpsilonLRP(GradientMethod):
+    """eps-LRP (Bach et al. 2015) as ``x * modified gradient`` (Ancona et al. 2018), see :mod:`..rules.elrp`.
+
+    ``epsilon`` must be positive (ValueError; the original DeepExplain raised AssertionError, which the error type
+    also is).
+    """
+
+    rules = elrp_rules.RULES
+
+    def __init__(self, sample_shapes, epsilon=1e-4):
+        super().__init__(sample_shapes)
+        if not np.isscalar(epsilon) or not np.isfinite(epsilon) or epsilon <= 0:
+            raise InvalidEpsilonError(f"LRP epsilon must be greater than zero; got {epsilon!r}")
+        self.epsilon = float(epsilon)
+
+    def settings(self, reference_index):
+        return _EpsilonSettings(self.epsilon)
+
+    def expand(self, xs, rng):
+        return Expansion(points=xs, weights=np.ones(1), factors=[x[None] for x in xs])
+
+
+@dataclass(frozen=True)
+class _ReferenceSettings:
+    reference_index: object
+
+
+class DeepLIFTRescale(GradientMethod):
+    """DeepLIFT with the Rescale rule (Shrikumar et al. 2017), reference activations from the same batch.
+
+    The reference input (``baseline``, zeros by default) is appended to each batch as one extra row, so the
+    reference activations of every layer come from the same run as the inputs. Max-pooling uses the cross-maximum
+    rule of :func:`deepexplain.tensorflow.rules.deeplift.max_pool`, which keeps summation-to-delta.
+    """
+
+    rules = deeplift_rules.RULES
+    uses_references = True
+    promises_completeness = True
+
+    def __init__(self, sample_shapes, baseline=None):
+        super().__init__(sample_shapes)
+        self.baselines = check_baseline(baseline, self.sample_shapes)
+
+    @property
+    def reference_rows(self):
+        return 1
+
+    def settings(self, reference_index):
+        return _ReferenceSettings(reference_index)
+
+    def expand(self, xs, rng):
+        references = [baseline_or_zeros(b, x)[None] for b, x in zip(self.baselines, xs, strict=True)]
+        factors = [(x - r)[None] for x, r in zip(xs, references, strict=True)]
+        ids = np.zeros(len(xs[0]), dtype=np.int64)
+        return Expansion(points=xs, weights=np.ones(1), factors=factors, references=references, reference_ids=ids)
+
+    def completeness_references(self, xs):
+        return [baseline_or_zeros(b, x)[None] for b, x in zip(self.baselines, xs, strict=True)]
+
+
+class DeepSHAP(DeepLIFTRescale):
+    """DeepSHAP (Lundberg & Lee 2017, NeurIPS, Sec. 5): DeepLIFT averaged over a set of reference samples.
+
+    Each sample is paired with every baseline in ``baselines`` (M reference samples, without a batch dimension
+    per sample: shape ``(M, *sample_shape)``); the attributions sum to ``f(x) - mean_m f(baselines[m])``. With a
+    single baseline it equals :class:`DeepLIFTRescale` with that baseline.
+    """
+
+    def __init__(self, sample_shapes, baselines=None):
+        GradientMethod.__init__(self, sample_shapes)
+        self.references = check_reference_samples(baselines, self.sample_shapes, "deepshap")
+
+    @property
+    def rows_per_sample(self):
+        return len(self.references[0])
+
+    @property
+    def reference_rows(self):
+        return len(self.references[0])
+
+    def expand(self, xs, rng):
+        count, n = len(self.references[0]), len(xs[0])
+        points = [np.broadcast_to(x[None], (count, *x.shape)).reshape((-1,) + x.shape[1:]) for x in xs]
+        factors = [x[None] - r[:, None] for x, r in zip(xs, self.references, strict=True)]
+        ids = np.repeat(np.arange(count), n)
+        return Expansion(
+            points=points,
+            weights=np.full(count, 1.0 / count),
+            factors=factors,
+            references=self.references,
+            reference_ids=ids,
+        )
+
+    def completeness_references(self, xs):
+        return self.references
+
+
+class SmoothGrad(GradientMethod):
+    """SmoothGrad (Smilkov et al. 2017): the gradient averaged over noisy copies of the input.
+
+    The noise of each sample is Gaussian with standard deviation ``noise_level * (max(x) - min(x))`` of that
+    sample (Smilkov et al., Sec. 3: "noise level" relative to the input range). With ``times_input`` the average
+    gradient is multiplied by the input (their "SmoothGrad x Input").
+    """
+
+    is_random = True
+
+    def __init__(self, sample_shapes, samples=50, noise_level=0.15, times_input=False, seed=None):
+        super().__init__(sample_shapes)
+        self.samples = check_positive_int(samples, "samples", "smoothgrad")
+        if not np.isscalar(noise_level) or not noise_level >= 0:
+            raise InvalidInputError(f"noise_level of smoothgrad must be a number >= 0; got {noise_level!r}")
+        self.noise_level = float(noise_level)
+        self.times_input = bool(times_input)
+        self.seed = seed
+
+    @property
+    def rows_per_sample(self):
+        return self.samples
+
+    def expand(self, xs, rng):
+        points = []
+        for x in xs:
+            # drawn sample by sample, so a seeded run does not depend on how samples are grouped into batches
+            noise = np.stack([rng.standard_normal((self.samples, *x.shape[1:])) for _ in range(len(x))], axis=1)
+            spread = (x.reshape(len(x), -1).max(axis=1) - x.reshape(len(x), -1).min(axis=1)) * self.noise_level
+            noisy = x[None] + noise * spread.reshape((1, -1) + (1,) * (x.ndim - 1))
+            points.append(noisy.astype(np.float32).reshape((-1,) + x.shape[1:]))
+        factors = [x[None] if self.times_input else None for x in xs]
+        return Expansion(points=points, weights=np.full(self.samples, 1.0 / self.samples), factors=factors)
+
+
+class ExpectedGradients(GradientMethod):
+    """Expected gradients (Erion et al. 2021, Nature Machine Intelligence, Eq. 5).
+
+    ``E_{b ~ baselines, alpha ~ U(0,1)} [(x - b) * grad f(b + alpha (x - b))]`` estimated with ``samples`` draws
+    per sample. The attributions sum to ``f(x) - mean f(baselines)`` in expectation.
+    """
+
+    promises_completeness = True
+    is_random = True
+
+    def __init__(self, sample_shapes, baselines=None, samples=50, seed=None):
+        super().__init__(sample_shapes)
+        self.references = check_reference_samples(baselines, self.sample_shapes, "expected_gradients")
+        self.samples = check_positive_int(samples, "samples", "expected_gradients")
+        self.seed = seed
+
+    @property
+    def rows_per_sample(self):
+        return self.samples
+
+    def expand(self, xs, rng):
+        n = len(xs[0])
+        draws = [(rng.integers(len(self.references[0]), size=self.samples), rng.random(self.samples)) for _ in range(n)]
+        chosen = np.stack([d[0] for d in draws], axis=1)  # (R, n)
+        alphas = np.stack([d[1] for d in draws], axis=1).astype(np.float32)
+        points, factors = [], []
+        for x, references in zip(xs, self.references, strict=True):
+            b = references[chosen]  # (R, n, ...)
+            delta = x[None] - b
+            a = alphas.reshape(alphas.shape + (1,) * (x.ndim - 1))
+            points.append((b + a * delta).reshape((-1,) + x.shape[1:]))
+            factors.append(delta)
+        return Expansion(points=points, weights=np.full(self.samples, 1.0 / self.samples), factors=factors)
+
+    def completeness_references(self, xs):
+        return self.references

@@ -1,0 +1,77 @@
+"""The perturbation family: occlusion, Shapley values, feature ablation, on top of :mod:`deepexplain.perturbation`."""
+
+from __future__ import annotations
+
+import importlib
+
+
+class PerturbationMethod:
+    """A method that needs forward passes only; ``attribute`` calls one function of the perturbation engine.
+
+    ``engine_function`` names that function in :mod:`deepexplain.perturbation` (imported on first use).
+    """
+
+    needs_gradient = False
+    promises_completeness = False
+    engine_function = ""
+
+    def __init__(self, sample_shapes, **kwargs):
+        self.sample_shapes = [tuple(s) for s in sample_shapes]
+        self.kwargs = kwargs
+
+    def attribute(self, forward, xs, batch_size, progress):
+        function = getattr(importlib.import_module("deepexplain.perturbation"), self.engine_function)
+        return function(forward, xs, batch_size=batch_size, progress=progress, **self.kwargs)
+
+
+class Occlusion(PerturbationMethod):
+    """Occlusion (Zeiler & Fergus 2014), see :func:`deepexplain.perturbation.occlusion`."""
+
+    engine_function = "occlusion"
+
+    def __init__(self, sample_shapes, window_shape=None, step=None, baseline=0.0):
+        super().__init__(sample_shapes, window_shape=window_shape, step=step, baseline=baseline)
+
+
+class ShapleySampling(PerturbationMethod):
+    """Shapley value sampling (Castro et al. 2009), see :func:`deepexplain.perturbation.shapley_sampling`."""
+
+    engine_function = "shapley_sampling"
+
+    def __init__(
+        self,
+        sample_shapes,
+        samples=5,
+        sampling_dims=None,
+        feature_mask=None,
+        baseline=0.0,
+        seed=None,
+        antithetic=False,
+    ):
+        super().__init__(
+            sample_shapes,
+            samples=samples,
+            sampling_dims=sampling_dims,
+            feature_mask=feature_mask,
+            baseline=baseline,
+            seed=seed,
+            antithetic=antithetic,
+        )
+
+
+class ShapleyExact(PerturbationMethod):
+    """Exact Shapley values by enumeration, see :func:`deepexplain.perturbation.shapley_exact`."""
+
+    engine_function = "shapley_exact"
+
+    def __init__(self, sample_shapes, feature_mask=None, baseline=0.0):
+        super().__init__(sample_shapes, feature_mask=feature_mask, baseline=baseline)
+
+
+class FeatureAblation(PerturbationMethod):
+    """Feature ablation, see :func:`deepexplain.perturbation.feature_ablation`."""
+
+    engine_function = "feature_ablation"
+
+    def __init__(self, sample_shapes, feature_mask=None, baseline=0.0):
+        super().__init__(sample_shapes, feature_mask=feature_mask, baseline=baseline)

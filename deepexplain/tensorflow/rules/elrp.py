@@ -1,0 +1,25 @@
+"""epsilon-LRP as a modified gradient (Bach et al. 2015; reformulation of Ancona et al. 2018, ICLR, Sec. 3.2).
+
+For a network of linear layers and elementwise nonlinearities, eps-LRP relevance equals ``x * g`` where ``g`` is
+the gradient computed with every nonlinearity ``y = f(z)`` replaced by the ratio ``y / (z + eps * sign(z))``
+(Ancona et al. 2018, Prop. 1). Linear ops and max-pooling (winner-takes-all) keep their gradients. On ReLU networks
+the ratio is 1 where z > 0 and 0 elsewhere, so eps-LRP tends to grad*input as eps -> 0.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from deepexplain.tensorflow.rules.common import with_unused_inputs
+from deepexplain.tensorflow.topology import ELEMENTWISE_NONLINEAR
+
+
+def ratio(op: tf.Operation, grads, settings) -> list:
+    """``grad * f(z) / (z + eps * sign(z))`` with sign(0) = +1, so the denominator is never zero."""
+    (grad,) = grads
+    z, y = op.inputs[0], op.outputs[0]
+    stabilizer = settings.epsilon * tf.where(z >= 0, tf.ones_like(z), -tf.ones_like(z))
+    return with_unused_inputs(op, grad * y / (z + stabilizer))
+
+
+RULES = {op_type: ratio for op_type in ELEMENTWISE_NONLINEAR}

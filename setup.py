@@ -1,0 +1,37 @@
+"""Installation script of deepexplain: ``pip install -e .`` (extras: ``test``, ``keras``)."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "deepexplain" / "_version.py").read_text()).group(1)
+
+setup(
+    name="deepexplain",
+    version=VERSION,
+    description="Attribution methods (saliency, integrated gradients, DeepLIFT, LRP, occlusion, Shapley) for TensorFlow",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["deepexplain", "deepexplain.*"]),
+    install_requires=[
+        "tensorflow>=2.16",
+        "numpy",
+        "scikit-image",
+        "tqdm",
+    ],
+    extras_require={
+        "test": ["pytest", "ruff", "matplotlib", "scikit-learn", "torch", "captum"],
+        "keras": ["tf-keras"],
+        "plot": ["matplotlib"],
+    },
+    entry_points={"console_scripts": ["deepexplain = deepexplain.__main__:main"]},
+    classifiers=[
+        "License :: OSI Approved :: MIT License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

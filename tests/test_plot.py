@@ -1,0 +1,350 @@
+"""Specification of deepexplain.plot, checked on the rendered pixels where the brief speaks of colours.
+
+Colour oracle: with the default 'RdBu_r', positive attributions are red (R above B and G), negative ones blue (B above
+R and G) and zero near-white; the saturated ends of RdBu_r are dark (#67001f, #053061), hence the margins used.
+PNGs are read back with matplotlib.image.imread as RGBA floats in [0, 1].
+"""
+
+import ast
+import re
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from deepexplain import plot
+
+DPI = 150  # documented resolution of every saved PNG
+
+
+def is_red(rgb) -> bool:
+    return rgb[0] - rgb[2] > 0.2 and rgb[0] > rgb[1]
+
+
+def is_blue(rgb) -> bool:
+    return rgb[2] - rgb[0] > 0.2 and rgb[2] > rgb[1]
+
+
+def is_near_white(rgb) -> bool:
+    return bool(np.all(np.asarray(rgb[:3]) > 0.9))
+
+
+def pixel(png: np.ndarray, shape: tuple[int, int], row: int, col: int) -> np.ndarray:
+    """RGB at the centre of element (row, col) of a `shape` map drawn over the whole PNG."""
+    y = int((row + 0.5) / shape[0] * png.shape[0])
+    x = int((col + 0.5) / shape[1] * png.shape[1])
+    return png[y, x, :3]
+
+
+def two_blobs(size: int = 28) -> np.ndarray:
+    """Zero map with a +1 square at the top left and a -1 square at the bottom right."""
+    values = np.zeros((size, size))
+    values[2:12, 2:12] = 1.0
+    values[16:26, 16:26] = -1.0
+    return values
+
+
+@pytest.fixture
+def png(tmp_path):
+    """Save with `draw(path)` and read the PNG back."""
+
+    def render(draw) -> np.ndarray:
+        path = tmp_path / "figure.png"
+        draw(path)
+        assert path.stat().st_size > 0
+        return mpimg.imread(path)
+
+    return render
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# heatmap
+
+
+def test_heatmap_png_size_is_four_inches_on_the_longer_side_at_150_dpi(png):
+    assert png(lambda p: plot.heatmap(np.ones((28, 28)), save=p)).shape == (600, 600, 4)
+    assert png(lambda p: plot.heatmap(np.ones((14, 28)), save=p)).shape == (300, 600, 4)
+
+
+def test_heatmap_positive_region_red_negative_region_blue_zero_near_white(png):
+    values = two_blobs()
+    image = png(lambda p: plot.heatmap(values, save=p))
+    assert is_red(pixel(image, values.shape, 6, 6))
+    assert is_blue(pixel(image, values.shape, 20, 20))
+    assert is_near_white(pixel(image, values.shape, 6, 20))
+    assert is_near_white(pixel(image, values.shape, 20, 6))
+
+
+def test_heatmap_colour_limits_are_plus_minus_percentile_of_abs():
+    values = np.random.default_rng(0).normal(size=(20, 20)) + 0.5
+    ax = plot.heatmap(values, percentile=90)
+    limit = np.percentile(np.abs(values), 90)
+    assert ax.images[0].get_clim() == pytest.approx((-limit, limit))
+
+
+def test_heatmap_all_zero_map_renders_near_white(png):
+    image = png(lambda p: plot.heatmap(np.zeros((10, 10)), save=p))
+    assert is_near_white(image[::50, ::50, :3].min(axis=(0, 1)))
+
+
+@pytest.mark.parametrize(
+    ("channels", "oracle"),
+    [
+        ("sum", lambda a: np.sum(a, axis=-1)),
+        ("abs", lambda a: np.sum(np.abs(a), axis=-1)),
+        ("norm", lambda a: np.sqrt(np.sum(a**2, axis=-1))),
+    ],
+)
+def test_channel_aggregation_matches_numpy_and_is_what_heatmap_draws(channels, oracle):
+    values = np.random.default_rng(1).normal(size=(6, 5, 3))
+    np.testing.assert_allclose(plot.aggregate_channels(values, channels), oracle(values))
+    drawn = plot.heatmap(values, channels=channels).images[0].get_array()
+    np.testing.assert_allclose(drawn, oracle(values))
+
+
+def test_two_dimensional_map_is_drawn_as_is_whatever_channels_says():
+    values = np.random.default_rng(2).normal(size=(6, 5))
+    np.testing.assert_array_equal(plot.heatmap(values, channels="abs").images[0].get_array(), values)
+
+
+def test_seven_by_seven_map_is_rescaled_onto_a_28_by_28_uint8_image(png):
+    coarse = np.zeros((7, 7))
+    coarse[:3, :3] = 1.0
+    coarse[4:, 4:] = -1.0
+    image = np.full((28, 28, 3), 128, dtype=np.uint8)
+    ax = plot.heatmap(coarse, image=image, edges=False)
+    drawn = ax.images[1].get_array()  # images: grey picture, map
+    assert drawn.shape == (28, 28)
+    assert drawn[4, 4] > 0.9 and drawn[24, 24] < -0.9 and abs(drawn[4, 24]) < 1e-9
+
+    rendered = png(lambda p: plot.heatmap(coarse, image=image, save=p))
+    assert rendered.shape == (600, 600, 4)
+    assert is_red(pixel(rendered, (28, 28), 4, 4))
+    assert is_blue(pixel(rendered, (28, 28), 24, 24))
+    assert is_near_white(pixel(rendered, (28, 28), 4, 24))
+
+
+def test_edges_of_the_image_are_drawn_dark_over_the_map(png):
+    image = np.zeros((28, 28))
+    image[7:21, 7:21] = 1.0  # a bright square: Canny finds its outline
+    rendered = png(lambda p: plot.heatmap(np.zeros((28, 28)), image=image, edges=True, save=p))
+    outline = [pixel(rendered, (28, 28), r, c) for r in range(28) for c in (6, 7, 20, 21)]
+    assert min(float(np.mean(rgb)) for rgb in outline) < 0.6
+    assert is_near_white(pixel(rendered, (28, 28), 14, 14))  # inside, far from any edge
+    assert is_near_white(pixel(rendered, (28, 28), 1, 1))
+
+
+def test_without_edges_there_is_no_edge_layer_and_the_map_is_translucent():
+    ax = plot.heatmap(np.ones((8, 8)), image=np.ones((8, 8)), edges=False)
+    assert len(ax.images) == 2
+    assert ax.images[1].get_alpha() < 1
+
+
+def test_heatmap_draws_on_a_given_ax_and_returns_it():
+    ax = Figure().add_subplot()
+    assert plot.heatmap(np.ones((4, 4)), ax=ax) is ax
+    assert len(ax.images) == 1
+
+
+def test_heatmap_without_ax_opens_no_pyplot_figure():
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    ax = plot.heatmap(np.ones((4, 4)))
+    assert plt.get_fignums() == before
+    assert isinstance(ax.figure, Figure)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"attribution": np.ones(5)}, r"attribution: expected shape \(H, W\) or \(H, W, C\).*\(5,\)"),
+        ({"attribution": np.ones((2, 4, 4, 3))}, r"attribution: .*\(2, 4, 4, 3\).*grid"),
+        ({"attribution": np.ones((4, 4, 3)), "channels": "max"}, r"channels: expected one of .*'max'"),
+        ({"attribution": np.ones((4, 4)), "channels": "max"}, r"channels: expected one of"),
+        ({"attribution": np.ones((30, 30)), "image": np.ones((28, 28))}, r"attribution: .*\(28, 28\).*\(30, 30\)"),
+        ({"attribution": np.ones((4, 4)), "image": np.ones((4, 4, 2))}, r"image: expected .*\(4, 4, 2\)"),
+        ({"attribution": np.ones((4, 4)), "percentile": 0}, r"percentile: expected a number in \(0, 100\]"),
+        ({"attribution": np.ones((4, 4)), "percentile": 101}, r"percentile"),
+        ({"attribution": np.full((4, 4), np.nan)}, r"attribution: expected finite values"),
+        ({"attribution": np.ones((4, 4)), "cmap": "no-such-map"}, r"cmap: .*'no-such-map'"),
+        ({"attribution": np.ones((4, 4)), "alpha": 2.0}, r"alpha: expected an opacity in \[0, 1\]"),
+    ],
+)
+def test_heatmap_rejects_bad_input_naming_the_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        plot.heatmap(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# grid
+
+
+def test_grid_has_an_image_row_then_one_row_per_method_with_labels_and_titles(png):
+    images = np.random.default_rng(3).uniform(size=(3, 28, 28, 3))
+    attributions = {"saliency": np.ones((3, 28, 28, 3)), "grad-cam": np.ones((3, 7, 7))}
+    figure = plot.grid(attributions, images, titles=["cat", "dog", "car"])
+    axes = np.array(figure.axes).reshape(3, 3)
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == ["input", "saliency", "grad-cam"]
+    assert [ax.get_title() for ax in axes[0]] == ["cat", "dog", "car"]
+    assert all(ax.images[1].get_array().shape == (28, 28) for ax in axes[2])  # coarse maps rescaled
+    assert png(lambda p: plot.grid(attributions, images, save=p)).shape == (3 * 2 * DPI, 3 * 2 * DPI, 4)
+
+
+def test_grid_cells_are_coloured_by_their_own_attribution(tmp_path):
+    maps = np.stack([np.ones((10, 10)), -np.ones((10, 10))])  # sample 0 all positive, sample 1 all negative
+    figure = plot.grid([maps], None, save=tmp_path / "grid.png")
+    rendered = mpimg.imread(tmp_path / "grid.png")
+    for ax, check in zip(figure.axes, (is_red, is_blue), strict=True):
+        x0, y0, width, height = ax.get_position().bounds  # figure fraction, y upwards
+        row, col = int((1 - y0 - height / 2) * rendered.shape[0]), int((x0 + width / 2) * rendered.shape[1])
+        assert check(rendered[row, col, :3])
+
+
+def test_grid_accepts_a_list_and_row_titles_and_no_images():
+    figure = plot.grid([np.ones((2, 5, 5)), np.ones((2, 5, 5))], None, row_titles=["a", "b"])
+    assert len(figure.axes) == 4
+    assert [figure.axes[0].get_ylabel(), figure.axes[2].get_ylabel()] == ["a", "b"]
+
+
+def test_grid_passes_heatmap_options_on():
+    figure = plot.grid({"m": np.ones((1, 4, 4, 3))}, np.ones((1, 4, 4)), channels="norm", edges=False)
+    np.testing.assert_allclose(figure.axes[1].images[1].get_array(), np.sqrt(3))
+
+
+@pytest.mark.parametrize(
+    ("attributions", "images", "kwargs", "message"),
+    [
+        ({"m": np.ones((2, 4, 4))}, np.ones((3, 4, 4)), {}, r"attributions 'm': expected 3 samples .*\(2, 4, 4\)"),
+        ({"m": np.ones((4, 4))}, np.ones((3, 4, 4)), {}, r"attributions 'm': expected shape \(N, H, W\)"),
+        ({"m": np.ones((3, 4, 4))}, np.ones((4, 4)), {}, r"images: expected shape \(N, H, W\)"),
+        ({}, np.ones((3, 4, 4)), {}, r"attributions: expected at least one method"),
+        ({"m": np.ones((3, 4, 4))}, np.ones((3, 4, 4)), {"titles": ["a"]}, r"titles: expected one per sample \(3\)"),
+        ({"m": np.ones((3, 4, 4))}, None, {"row_titles": ["a", "b"]}, r"row_titles: expected one per method \(1\)"),
+    ],
+)
+def test_grid_rejects_bad_input_naming_the_argument(attributions, images, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        plot.grid(attributions, images, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# text
+
+
+def backgrounds(html: str) -> list[tuple[float, float, float]]:
+    colours = re.findall(r"background-color: #([0-9a-f]{6})", html)
+    return [tuple(int(c[i : i + 2], 16) / 255 for i in (0, 2, 4)) for c in colours]
+
+
+def test_text_html_holds_every_token_escaped_with_red_positive_blue_negative_white_zero():
+    result = plot.text(["good", "<bad>", "the"], [1.0, -1.0, 0.0])
+    assert "good" in result.html and "&lt;bad&gt;" in result.html and "the" in result.html
+    assert "<bad>" not in result.html
+    positive, negative, zero = backgrounds(result.html)
+    assert is_red(positive) and is_blue(negative) and is_near_white(zero)
+
+
+def test_text_scale_is_symmetric_so_a_smaller_positive_score_is_paler():
+    positive, negative = backgrounds(plot.text(["a", "b"], [0.25, -1.0]).html)
+    assert is_blue(negative)
+    assert positive[0] > positive[2] and min(positive) > 0.6  # pale red, not the saturated #67001f
+
+
+def test_text_ansi_has_24_bit_background_escapes_and_is_its_str():
+    result = plot.text(["a", "b"], [1.0, -1.0])
+    assert result.ansi.count("\x1b[48;2;") == 2 and result.ansi.endswith("\x1b[0m")
+    assert "a" in result.ansi and "b" in result.ansi
+    assert str(result) == result.ansi
+    assert result._repr_html_() == result.html
+
+
+def test_text_save_writes_an_html_page(tmp_path):
+    path = tmp_path / "text.html"
+    result = plot.text(["über", "cool"], [0.5, -0.5], save=path)
+    page = path.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and result.html in page and "über" in page
+
+
+@pytest.mark.parametrize(
+    ("tokens", "scores", "message"),
+    [
+        (["a", "b", "c"], [1.0, 2.0], r"tokens and scores: expected the same length, got 3 tokens and 2 scores"),
+        (["a", "b"], np.ones((2, 8)), r"scores: expected one score per token, shape \(2,\), got \(2, 8\)"),
+        ("a b", [1.0, 2.0], r"tokens: expected a sequence of tokens, got a single str"),
+        (["a"], [np.inf], r"scores: expected finite values"),
+    ],
+)
+def test_text_rejects_bad_input_naming_the_argument(tokens, scores, message):
+    with pytest.raises(ValueError, match=message):
+        plot.text(tokens, scores)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# bars
+
+
+def tick_labels(ax) -> list[str]:
+    return [label.get_text() for label in ax.get_yticklabels()]
+
+
+def test_bars_one_sample_sorted_by_abs_score_most_important_on_top():
+    ax = plot.bars([0.5, -2.0, 0.1, 1.2, -0.3], feature_names=list("abcde"))
+    assert tick_labels(ax) == ["b", "d", "a", "e", "c"]
+    bottom, top = ax.get_ylim()
+    assert top < bottom  # first label drawn at the top
+
+
+def test_bars_colour_positive_red_and_negative_blue():
+    ax = plot.bars([0.5, -2.0, 1.2, -0.3])
+    colours = {bar.get_width() > 0: bar.get_facecolor() for bar in ax.patches}
+    assert is_red(colours[True]) and is_blue(colours[False])
+
+
+def test_bars_top_keeps_the_most_important_features(png):
+    ax = plot.bars([0.5, -2.0, 0.1, 1.2, -0.3], feature_names=list("abcde"), top=2)
+    assert tick_labels(ax) == ["b", "d"] and len(ax.patches) == 2
+    assert png(lambda p: plot.bars([0.5, -2.0, 0.1], save=p)).ndim == 3
+
+
+def test_bars_many_samples_sorted_by_mean_abs_score_with_one_point_per_sample():
+    scores = np.random.default_rng(4).normal(size=(50, 3)) * np.array([0.1, 3.0, 1.0])
+    ax = plot.bars(scores, feature_names=["small", "large", "medium"])
+    assert tick_labels(ax) == ["large", "medium", "small"]
+    assert len(ax.collections[0].get_offsets()) == 50 * 3
+
+
+def test_bars_draws_on_a_given_ax_and_saves_its_whole_figure(tmp_path):
+    ax = Figure(figsize=(4, 2)).add_subplot()
+    assert plot.bars([1.0, -1.0], ax=ax, save=tmp_path / "bars.png") is ax
+    assert mpimg.imread(tmp_path / "bars.png").shape == (2 * DPI, 4 * DPI, 4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"scores": np.ones((2, 3, 4))},
+            r"scores: expected shape \(n_features,\) or \(N, n_features\), got \(2, 3, 4\)",
+        ),
+        ({"scores": np.ones(3), "feature_names": ["a"]}, r"feature_names: expected 3 names .*got 1"),
+        ({"scores": np.ones(3), "top": 0}, r"top: expected a positive int, got 0"),
+        ({"scores": [1.0, np.nan]}, r"scores: expected finite values"),
+    ],
+)
+def test_bars_rejects_bad_input_naming_the_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        plot.bars(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# module
+
+
+def test_module_imports_nothing_from_tensorflow():
+    tree = ast.parse(Path(plot.__file__).read_text(encoding="utf-8"))
+    imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    imported += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    assert not [name for name in imported if name.split(".")[0] in ("tensorflow", "keras", "tf_keras")]
