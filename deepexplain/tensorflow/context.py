@@ -118,9 +118,7 @@ class DeepExplain:
             if not X or not all(isinstance(x, tf.Tensor) for x in X):
                 raise InvalidTypeError("If a list, X must contain only Tensorflow Tensor objects")
         elif not isinstance(X, tf.Tensor):
-            raise InvalidTypeError(
-                f"X must be a Tensorflow Tensor object or a list of them; got {type(X).__name__}"
-            )
+            raise InvalidTypeError(f"X must be a Tensorflow Tensor object or a list of them; got {type(X).__name__}")
         if not isinstance(T, tf.Tensor):
             raise InvalidTypeError(f"T must be a Tensorflow Tensor object; got {type(T).__name__}")
         for tensor in [T, *(X if isinstance(X, list | tuple) else [X])]:

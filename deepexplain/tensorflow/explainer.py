@@ -294,8 +294,7 @@ class Explainer:
                 )
             if len(xs) != len(self._inputs):
                 raise InvalidInputError(
-                    "List of input tensors and input data have different lengths "
-                    f"({len(self._inputs)} and {len(xs)})"
+                    f"List of input tensors and input data have different lengths ({len(self._inputs)} and {len(xs)})"
                 )
             arrays = list(xs)
         else:

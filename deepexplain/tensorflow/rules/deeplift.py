@@ -54,4 +54,7 @@ def max_pool(op: tf.Operation, grads, settings) -> list:
     return with_unused_inputs(op, _secant(op, grad, contribution, x - x_ref))
 
 
-RULES = {**{op_type: rescale for op_type in ELEMENTWISE_NONLINEAR}, **{op_type: max_pool for op_type in POOLING_NONLINEAR}}
+RULES = {
+    **{op_type: rescale for op_type in ELEMENTWISE_NONLINEAR},
+    **{op_type: max_pool for op_type in POOLING_NONLINEAR},
+}
