@@ -11,7 +11,7 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "deepexplain" / "_versio
 setup(
     name="deepexplain",
     version=VERSION,
-    description="Attribution methods (saliency, integrated gradients, DeepLIFT, LRP, occlusion, Shapley) for TensorFlow",
+    description="Attribution methods for TensorFlow: saliency, integrated gradients, DeepLIFT, LRP, occlusion, Shapley",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
@@ -24,7 +24,9 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "ruff", "matplotlib", "scikit-learn", "torch", "captum"],
+        "test": ["pytest", "ruff", "matplotlib", "scikit-learn"],
+        # peer implementations for the optional cross-checks; install with -c constraints.txt (CPU torch)
+        "crosscheck": ["torch", "captum"],
         "keras": ["tf-keras"],
         "plot": ["matplotlib"],
     },

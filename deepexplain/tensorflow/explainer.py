@@ -54,9 +54,10 @@ class Explainer:
         self._multiple_inputs = isinstance(X, list | tuple)
         self._sample_shapes = [tuple(x.shape.as_list()[1:]) for x in self._inputs]
         self._fixed_rows = _fixed_batch_rows(self._inputs)
-        self._path = path_ops(self._inputs, T)
+        needs_gradient = isinstance(method, GradientMethod) and method.needs_gradient
+        self._path = path_ops(self._inputs, T, differentiable=needs_gradient)
         if not self._path:
-            raise NotConnectedError(f"T ({T.name}) does not depend on X ({_names(self._inputs)}). {_EMBEDDING_HINT}")
+            raise NotConnectedError(_not_connected_message(T, self._inputs, needs_gradient))
         extra_feeds = learning_phase_feeds(T)
         self._extra_tensors, self._extra_values = list(extra_feeds), list(extra_feeds.values())
 
@@ -69,7 +70,7 @@ class Explainer:
                 row_values = tf.reduce_sum(tf.reshape(weighted, [tf.shape(weighted)[0], -1]), axis=1)
                 self._forward_fn = session.make_callable(row_values, self._feed_list())
             self._gradient_fn = None
-            if isinstance(method, GradientMethod) and method.needs_gradient:
+            if needs_gradient:
                 self._gradient_fn = self._compile_gradients(method, weighted)
 
     # ------------------------------------------------------------------------------------------------------------
@@ -81,12 +82,6 @@ class Explainer:
         return self._inputs + [self._weights] + extra + self._extra_tensors
 
     def _compile_gradients(self, method, weighted):
-        for x in self._inputs:
-            if not x.dtype.is_floating:
-                raise NotConnectedError(
-                    f"X ({x.name}) has dtype {x.dtype.name}: gradients cannot flow into a non-float tensor. "
-                    + _EMBEDDING_HINT
-                )
         if method.rules:
             self._warn_uncovered_ops(method)
         self._reference_index = None
@@ -95,20 +90,17 @@ class Explainer:
         with overridden_gradients(self._path, method.rules, method.settings(self._reference_index)):
             gradients = tf.gradients(weighted, self._inputs)
         if all(g is None for g in gradients):
-            raise NotConnectedError(
-                f"T ({self._target.name}) has no gradient with respect to X ({_names(self._inputs)}): the path "
-                "between them is not differentiable (an integer cast, argmax or lookup). " + _EMBEDDING_HINT
-            )
+            raise NotConnectedError(_not_connected_message(self._target, self._inputs, True))
         gradients = [tf.zeros_like(x) if g is None else g for g, x in zip(gradients, self._inputs, strict=True)]
         return self.session.make_callable(gradients, self._feed_list(self._reference_index))
 
     def _warn_uncovered_ops(self, method):
         for op in nonlinear_ops(self._path, self._inputs):
-            if op.type not in method.rules:
+            if op.type not in method.rules and op.type not in method.gradient_rule_types:
                 warnings.warn(
                     f"{self.method_name}: op '{op.name}' of type {op.type} on the path from X to T is nonlinear and "
                     f"has no {self.method_name} rule; its plain gradient is used, so the attributions may be wrong "
-                    f"(supported nonlinearities: {sorted(method.rules)})",
+                    f"(supported nonlinearities: {sorted(set(method.rules) | method.gradient_rule_types)})",
                     UserWarning,
                     stacklevel=4,
                 )
@@ -387,3 +379,17 @@ def _fixed_batch_rows(inputs) -> int | None:
 
 def _names(tensors) -> str:
     return ", ".join(t.name for t in tensors)
+
+
+def _not_connected_message(target, inputs, needs_gradient: bool) -> str:
+    integer_inputs = [x.name for x in inputs if not x.dtype.is_floating]
+    if needs_gradient and integer_inputs:
+        reason = f"X ({', '.join(integer_inputs)}) is not a floating-point tensor, so no gradient can flow into it"
+    elif needs_gradient:
+        reason = (
+            f"T ({target.name}) has no differentiable path from X ({_names(inputs)}) (only through an integer "
+            "cast, an argmax or an index)"
+        )
+    else:
+        reason = f"T ({target.name}) does not depend on X ({_names(inputs)})"
+    return f"{reason}. {_EMBEDDING_HINT}"

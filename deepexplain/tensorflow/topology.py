@@ -39,28 +39,36 @@ def as_list(tensors) -> list:
     return list(tensors) if isinstance(tensors, list | tuple) else [tensors]
 
 
-def path_ops(inputs: Sequence[tf.Tensor], target: tf.Tensor) -> list[tf.Operation]:
+def path_ops(inputs: Sequence[tf.Tensor], target: tf.Tensor, differentiable: bool = False) -> list[tf.Operation]:
     """Ops that depend on any of ``inputs`` and that ``target`` depends on (the ops a gradient flows through).
 
-    Returns the ops in no particular order; empty when the target does not depend on the inputs.
+    With ``differentiable``, dependence is followed through floating-point tensors only (a gradient cannot flow
+    through an integer cast or an index). Returns the ops sorted by name; empty when there is no such path.
     """
-    ancestors: set[tf.Operation] = set()
-    stack = [target.op]
-    while stack:
-        op = stack.pop()
-        if op in ancestors:
-            continue
-        ancestors.add(op)
-        stack.extend(t.op for t in op.inputs)
-    on_path: set[tf.Operation] = set()
-    stack = [x.op for x in inputs if x.op in ancestors]
-    while stack:
-        op = stack.pop()
-        if op in on_path:
-            continue
-        on_path.add(op)
-        stack.extend(c for out in op.outputs for c in out.consumers() if c in ancestors)
+
+    def followed(tensor):
+        return tensor.dtype.is_floating or not differentiable
+
+    ancestors = _closure([target.op], lambda op: [t.op for t in op.inputs])
+    downstream = _closure(
+        [x.op for x in inputs if x.op in ancestors and followed(x)],
+        lambda op: [c for out in op.outputs if followed(out) for c in out.consumers() if c in ancestors],
+    )
+    if target.op not in downstream:
+        return []
+    on_path = _closure([target.op], lambda op: [t.op for t in op.inputs if followed(t) and t.op in downstream])
     return sorted(on_path, key=lambda op: op.name)
+
+
+def _closure(start: Iterable[tf.Operation], neighbours) -> set[tf.Operation]:
+    seen: set[tf.Operation] = set()
+    stack = list(start)
+    while stack:
+        op = stack.pop()
+        if op not in seen:
+            seen.add(op)
+            stack.extend(neighbours(op))
+    return seen
 
 
 def nonlinear_ops(ops: Iterable[tf.Operation], inputs: Sequence[tf.Tensor]) -> list[tf.Operation]:
@@ -83,19 +91,10 @@ def nonlinear_ops(ops: Iterable[tf.Operation], inputs: Sequence[tf.Tensor]) -> l
 
 def learning_phase_feeds(target: tf.Tensor) -> dict:
     """Feeds that put a tf_keras graph into inference mode: {keras_learning_phase placeholder: False}."""
-    feeds = {}
-    seen: set[tf.Operation] = set()
-    stack = [target.op]
-    while stack:
-        op = stack.pop()
-        if op in seen:
-            continue
-        seen.add(op)
-        if op.type in ("Placeholder", "PlaceholderWithDefault") and op.name.split("/")[-1].startswith(
-            "keras_learning_phase"
-        ):
-            tensor = op.outputs[0]
-            feeds[tensor] = tensor.dtype.as_numpy_dtype(0)
-        stack.extend(t.op for t in op.inputs)
-        stack.extend(op.control_inputs)
-    return feeds
+    ancestors = _closure([target.op], lambda op: [t.op for t in op.inputs] + list(op.control_inputs))
+    return {
+        op.outputs[0]: op.outputs[0].dtype.as_numpy_dtype(0)
+        for op in ancestors
+        if op.type in ("Placeholder", "PlaceholderWithDefault")
+        and op.name.split("/")[-1].startswith("keras_learning_phase")
+    }

@@ -55,6 +55,8 @@ class GradientMethod:
     ----------------
     rules : mapping
         Op type -> backward rule used while the explanation graph is built; empty for plain gradients.
+    gradient_rule_types : frozenset
+        Nonlinear op types whose own gradient *is* the method's rule (e.g. max-pooling for eps-LRP).
     uses_references : bool
         Whether the rules read reference rows (``settings.reference_index``).
     promises_completeness : bool
@@ -62,6 +64,7 @@ class GradientMethod:
     """
 
     rules: ClassVar[Mapping] = {}
+    gradient_rule_types: ClassVar[frozenset] = frozenset()
     uses_references: ClassVar[bool] = False
     promises_completeness: ClassVar[bool] = False
     needs_gradient: ClassVar[bool] = True

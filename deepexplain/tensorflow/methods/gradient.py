@@ -21,6 +21,7 @@ from deepexplain.tensorflow.methods.base import (
 )
 from deepexplain.tensorflow.rules import deeplift as deeplift_rules
 from deepexplain.tensorflow.rules import elrp as elrp_rules
+from deepexplain.tensorflow.topology import POOLING_NONLINEAR
 
 INTEGRATION_SCHEMES = ("riemann_right", "riemann_left", "riemann_middle", "trapezoid", "gausslegendre")
 
@@ -118,6 +119,7 @@ class EpsilonLRP(GradientMethod):
     """
 
     rules = elrp_rules.RULES
+    gradient_rule_types = POOLING_NONLINEAR  # winner-takes-all: relevance goes to the max (Bach et al. 2015)
 
     def __init__(self, sample_shapes, epsilon=1e-4):
         super().__init__(sample_shapes)

@@ -1,0 +1,194 @@
+"""Misuse fails early, with the original DeepExplain's exception types and messages, and changes nothing."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import mlp, simpler_model, tf1
+
+from deepexplain.errors import InvalidInputError, NotConnectedError
+from deepexplain.tensorflow import DeepExplain
+
+
+@pytest.fixture
+def model(session):
+    X, T = simpler_model()
+    return session, X, T
+
+
+def test_explain_outside_context(model):
+    session, X, T = model
+    with DeepExplain(session=session) as de:
+        pass
+    with pytest.raises(RuntimeError, match=r"^Explain can be called only within a DeepExplain context\.$"):
+        de.explain("grad*input", T, X, np.ones((1, 2)))
+
+
+def test_no_session():
+    with pytest.raises(RuntimeError, match="could not retrieve a session"):
+        DeepExplain()
+
+
+def test_invalid_method_lists_the_methods(model):
+    session, X, T = model
+    with DeepExplain(session=session) as de, pytest.raises(RuntimeError, match="Method must be in") as info:
+        de.explain("invalid", None, None, None)
+    assert "'deeplift'" in str(info.value) and "'occlusion'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "T_is_tensor, X, message",
+    [
+        (False, "tensor", "T must be a Tensorflow Tensor object"),
+        (True, "array", "X must be a Tensorflow Tensor object or a list of them"),
+        (True, "list", "If a list, X must contain only Tensorflow Tensor objects"),
+    ],
+)
+def test_non_tensors_are_refused(model, T_is_tensor, X, message):
+    session, X_tensor, T = model
+    X_arg = {"tensor": X_tensor, "array": np.ones((1, 2)), "list": [X_tensor, np.ones(2)]}[X]
+    with DeepExplain(session=session) as de, pytest.raises(RuntimeError, match=message):
+        de.explain("saliency", T if T_is_tensor else np.ones(1), X_arg, np.ones((1, 2)))
+
+
+def test_list_of_inputs_and_data_of_different_lengths(session):
+    A, B = tf1.placeholder(tf.float32, [None, 2]), tf1.placeholder(tf.float32, [None, 2])
+    with DeepExplain(session=session) as de:
+        with pytest.raises(RuntimeError, match="List of input tensors and input data have different lengths"):
+            de.explain("saliency", A + B, [A, B], [np.ones((1, 2))])
+
+
+def test_inputs_with_different_numbers_of_samples(session):
+    A, B = tf1.placeholder(tf.float32, [None, 2]), tf1.placeholder(tf.float32, [None, 2])
+    with (
+        DeepExplain(session=session) as de,
+        pytest.raises(InvalidInputError, match=r"same number of samples.*\[1, 3\]"),
+    ):
+        de.explain("saliency", A + B, [A, B], [np.ones((1, 2)), np.ones((3, 2))])
+
+
+def test_ys_of_wrong_length(model):
+    session, X, T = model
+    with DeepExplain(session=session) as de:
+        with pytest.raises(
+            RuntimeError, match=r"ys must have the same batch size as xs \(xs has batch size 2 and ys 3"
+        ):
+            de.explain("saliency", T, X, np.ones((2, 2)), ys=np.ones((3, 1)))
+
+
+def test_ys_of_wrong_shape(model):
+    session, X, T = model
+    with DeepExplain(session=session) as de, pytest.raises(ValueError, match=r"ys has shape \(2, 4\).*T"):
+        de.explain("saliency", T, X, np.ones((2, 2)), ys=np.ones((2, 4)))
+
+
+def test_xs_of_wrong_shape_names_both_shapes(model):
+    session, X, T = model
+    with DeepExplain(session=session) as de, pytest.raises(ValueError, match=r"shape \(2, 3\).*\(None, 2\)"):
+        de.explain("saliency", T, X, np.ones((2, 3)))
+
+
+def test_baseline_of_wrong_shape(model):
+    session, X, T = model
+    with DeepExplain(session=session) as de:
+        for method in ("intgrad", "deeplift"):
+            with pytest.raises(RuntimeError, match=r"Baseline shape \(3,\) does not match expected shape \(2,\)"):
+                de.explain(method, T, X, np.ones((1, 2)), baseline=np.zeros(3))
+
+
+def test_deepshap_baselines_need_a_sample_dimension(model):
+    session, X, T = model
+    with DeepExplain(session=session) as de:
+        with pytest.raises(ValueError, match=r"\(M, 2\).*got \(2,\)"):
+            de.explain("deepshap", T, X, np.ones((1, 2)), baselines=np.zeros(2))
+        with pytest.raises(ValueError, match="deepshap needs baselines"):
+            de.explain("deepshap", T, X, np.ones((1, 2)))
+
+
+@pytest.mark.parametrize("epsilon", [0, -1e-3])
+def test_elrp_epsilon_must_be_positive(model, epsilon):
+    session, X, T = model
+    with DeepExplain(session=session) as de:
+        with pytest.raises(ValueError, match="epsilon must be greater than zero"):
+            de.explain("elrp", T, X, np.ones((1, 2)), epsilon=epsilon)
+        with pytest.raises(AssertionError):  # what the original DeepExplain raised
+            de.explain("elrp", T, X, np.ones((1, 2)), epsilon=epsilon)
+
+
+@pytest.mark.parametrize(
+    "method, kwargs, message",
+    [
+        (
+            "intgrad",
+            {"step": 10},
+            r"unexpected argument\(s\) \['step'\]; it takes \['steps', 'baseline', 'integration'\]",
+        ),
+        ("intgrad", {"steps": 0}, "steps of intgrad must be a positive integer"),
+        ("intgrad", {"integration": "simpson"}, "integration must be one of"),
+        ("smoothgrad", {"noise_level": -1}, "noise_level of smoothgrad"),
+        ("saliency", {"steps": 3}, "takes no arguments"),
+    ],
+)
+def test_bad_method_arguments(model, method, kwargs, message):
+    session, X, T = model
+    with DeepExplain(session=session) as de, pytest.raises(ValueError, match=message):
+        de.get_explainer(method, T, X, **kwargs)
+
+
+@pytest.mark.parametrize("batch_size", [0, -2, 1.5, "4"])
+def test_bad_batch_size(model, batch_size):
+    session, X, T = model
+    with DeepExplain(session=session) as de, pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        de.explain("saliency", T, X, np.ones((2, 2)), batch_size=batch_size)
+
+
+def test_deeplift_needs_room_for_its_reference(model):
+    session, X, T = model
+    with DeepExplain(session=session) as de, pytest.raises(ValueError, match="at least 2"):
+        de.explain("deeplift", T, X, np.ones((2, 2)), batch_size=1)
+
+
+def test_target_not_connected_to_input(session):
+    X = tf1.placeholder(tf.float32, [None, 2])
+    other = tf1.placeholder(tf.float32, [None, 2])
+    with (
+        DeepExplain(session=session) as de,
+        pytest.raises(NotConnectedError, match="does not depend on X|no differentiable"),
+    ):
+        de.explain("saliency", other * 2.0, X, np.ones((1, 2)))
+
+
+def test_token_ids_input_explains_to_use_the_embedding_output(session):
+    ids = tf1.placeholder(tf.int32, [None, 4])
+    table = tf.constant(np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32))
+    T = tf.reduce_sum(tf.nn.embedding_lookup(table, ids), axis=[1, 2])[:, None]
+    with DeepExplain(session=session) as de:
+        with pytest.raises(ValueError, match="embedding output") as info:
+            de.explain("intgrad", T, ids, np.zeros((1, 4), int))
+    assert "None values not supported" not in str(info.value)
+
+
+def test_failed_calls_leave_the_graph_unchanged(session):
+    rng = np.random.default_rng(0)
+    X, T = mlp(rng, [2, 3, 1])
+    ids = tf1.placeholder(tf.int32, [None, 2])
+    count = len(session.graph.get_operations())
+    with DeepExplain(session=session) as de:
+        for call in (
+            lambda: de.get_explainer("deeplift", T, X, baseline=np.zeros(5)),
+            lambda: de.get_explainer("elrp", T, X, epsilon=0),
+            lambda: de.get_explainer("saliency", tf.cast(ids, tf.float32), ids),
+            lambda: de.get_explainer("nope", T, X),
+        ):
+            with pytest.raises((ValueError, RuntimeError)):
+                call()
+        explainer = de.get_explainer("saliency", T, X)
+        count = len(session.graph.get_operations())
+        with pytest.raises(ValueError):
+            explainer.run(np.ones((2, 5)))
+    assert len(session.graph.get_operations()) == count
+
+
+def test_completeness_check_only_for_methods_that_promise_it(model):
+    session, X, T = model
+    with DeepExplain(session=session) as de, pytest.raises(ValueError, match="does not promise completeness"):
+        de.get_explainer("saliency", T, X).completeness_error(np.ones((1, 2)))
