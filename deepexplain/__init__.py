@@ -1,6 +1,9 @@
 """deepexplain: attribution methods for TensorFlow models.
 
-``from deepexplain.tensorflow import DeepExplain`` gives the original DeepExplain API on TF1-style graphs.
+- ``deepexplain.explain(method, model, xs, ...)`` and ``deepexplain.Explainer(method, model, ...)`` explain Keras 3,
+  tf_keras and eager TensorFlow models (:mod:`deepexplain.keras`).
+- ``from deepexplain.tensorflow import DeepExplain`` gives the original DeepExplain API on TF1-style graphs.
+
 Submodules load lazily, so ``import deepexplain`` costs little more than importing TensorFlow.
 """
 
@@ -9,19 +12,27 @@ import importlib
 from deepexplain._version import __version__
 
 _LAZY = {
+    "explain": ("deepexplain.keras", "explain"),
+    "Explainer": ("deepexplain.keras", "Explainer"),
+    "strip_softmax": ("deepexplain.keras", "strip_softmax"),
+    "load_model": ("deepexplain.keras", "load_model"),
     "DeepExplain": ("deepexplain.tensorflow", "DeepExplain"),
-    "Explainer": ("deepexplain.tensorflow", "Explainer"),
     "METHODS": ("deepexplain.tensorflow", "METHODS"),
 }
+_SUBMODULES = ("plot", "perturbation", "tensorflow", "keras", "errors")
 
 
 def __getattr__(name):
     if name in _LAZY:
         module, attribute = _LAZY[name]
         return getattr(importlib.import_module(module), attribute)
-    if name in ("plot", "perturbation", "tensorflow", "errors"):
+    if name in _SUBMODULES:
         return importlib.import_module(f"deepexplain.{name}")
     raise AttributeError(f"module 'deepexplain' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "DeepExplain", "Explainer", "METHODS"]
+def __dir__():
+    return sorted([*globals(), *_LAZY, *_SUBMODULES])
+
+
+__all__ = ["__version__", "explain", "Explainer", "strip_softmax", "load_model", "DeepExplain", "METHODS"]
