@@ -91,8 +91,10 @@ class Explainer:
             gradients = tf.gradients(weighted, self._inputs)
         if all(g is None for g in gradients):
             raise NotConnectedError(_not_connected_message(self._target, self._inputs, True))
-        gradients = [tf.zeros_like(x) if g is None else g for g, x in zip(gradients, self._inputs, strict=True)]
-        return self.session.make_callable(gradients, self._feed_list(self._reference_index))
+        self._gradient_tensors = [
+            tf.zeros_like(x) if g is None else g for g, x in zip(gradients, self._inputs, strict=True)
+        ]
+        return self.session.make_callable(self._gradient_tensors, self._feed_list(self._reference_index))
 
     def _warn_uncovered_ops(self, method):
         for op in nonlinear_ops(self._path, self._inputs):
@@ -229,10 +231,7 @@ class Explainer:
                 gradients = self._gradients_of_rows(expansion, ys, start, stop, rows_per_run, bar)
                 for i, (g, factor) in enumerate(zip(gradients, expansion.factors, strict=True)):
                     g = g.reshape((steps, stop - start) + g.shape[1:])
-                    if factor is not None:
-                        g = g * factor
-                    attribution = np.tensordot(expansion.weights.astype(np.float32), g, axes=(0, 0))
-                    results[i][start:stop] = method.finalize(attribution)
+                    results[i][start:stop] = method.finalize(_weighted_sum(expansion.weights, g, factor))
         return results
 
     def _gradients_of_rows(self, expansion, ys, start, stop, rows_per_run, bar):
@@ -248,12 +247,28 @@ class Explainer:
             weights = self._ones() if ys is None else y_rows[lo:hi]
             extra = []
             if expansion.references is not None:
+                # the references go last (after any padding to a fixed batch size): rules read the last row
+                # directly when there is a single reference
                 used, position = np.unique(expansion.reference_ids[lo:hi], return_inverse=True)
-                rows = [np.concatenate([r, ref[used]]) for r, ref in zip(rows, expansion.references, strict=True)]
-                if ys is not None:
-                    weights = np.concatenate([weights, np.zeros((len(used),) + weights.shape[1:], weights.dtype)])
                 count = hi - lo
-                extra = [np.concatenate([position.reshape(-1) + count, np.arange(count, count + len(used))])]
+                pad = self._fixed_rows - count - len(used) if self._fixed_rows else 0
+                rows = [
+                    np.concatenate([r, np.zeros((pad, *r.shape[1:]), r.dtype), ref[used]])
+                    for r, ref in zip(rows, expansion.references, strict=True)
+                ]
+                if ys is not None:
+                    zeros = np.zeros((pad + len(used), *weights.shape[1:]), weights.dtype)
+                    weights = np.concatenate([weights, zeros])
+                first_reference = count + pad
+                extra = [
+                    np.concatenate(
+                        [
+                            position.reshape(-1) + first_reference,
+                            np.arange(count, first_reference),
+                            np.arange(first_reference, first_reference + len(used)),
+                        ]
+                    )
+                ]
             for out, g in zip(outputs, self._call(self._gradient_fn, rows, weights, extra), strict=True):
                 out[lo:hi] = g[: hi - lo]
             bar.update(1)
@@ -354,6 +369,20 @@ class Explainer:
 
     def _uses_references(self):
         return isinstance(self.method, GradientMethod) and self.method.uses_references
+
+
+def _weighted_sum(weights: np.ndarray, gradients: np.ndarray, factor) -> np.ndarray:
+    """``sum_r weights[r] * factor[r] * gradients[r]`` over the leading (step) axis, without BLAS (whose thread
+    start-up costs more than this sum) and without a full-size product when the factor is the same for every step."""
+    constant_factor = factor is None or factor.shape[0] == 1
+    total = np.zeros(gradients.shape[1:], dtype=np.float32)
+    for weight, gradient, row_factor in zip(
+        weights, gradients, [None] * len(weights) if constant_factor else factor, strict=True
+    ):
+        total += np.float32(weight) * (gradient if row_factor is None else gradient * row_factor)
+    if factor is not None and constant_factor:
+        total *= factor[0]
+    return total
 
 
 def _chunks(total: int, reference_ids, rows_per_run: int):

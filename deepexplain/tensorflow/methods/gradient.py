@@ -137,6 +137,7 @@ class EpsilonLRP(GradientMethod):
 @dataclass(frozen=True)
 class _ReferenceSettings:
     reference_index: object
+    single_reference: bool
 
 
 class DeepLIFTRescale(GradientMethod):
@@ -160,7 +161,7 @@ class DeepLIFTRescale(GradientMethod):
         return 1
 
     def settings(self, reference_index):
-        return _ReferenceSettings(reference_index)
+        return _ReferenceSettings(reference_index, single_reference=self.reference_rows == 1)
 
     def expand(self, xs, rng):
         references = [baseline_or_zeros(b, x)[None] for b, x in zip(self.baselines, xs, strict=True)]

@@ -18,8 +18,8 @@ def ratio(op: tf.Operation, grads, settings) -> list:
     """``grad * f(z) / (z + eps * sign(z))`` with sign(0) = +1, so the denominator is never zero."""
     (grad,) = grads
     z, y = op.inputs[0], op.outputs[0]
-    stabilizer = settings.epsilon * tf.where(z >= 0, tf.ones_like(z), -tf.ones_like(z))
-    return with_unused_inputs(op, grad * y / (z + stabilizer))
+    epsilon = tf.constant(settings.epsilon, z.dtype)
+    return with_unused_inputs(op, grad * y / (z + tf.where(z >= 0, epsilon, -epsilon)))
 
 
 RULES = {op_type: ratio for op_type in ELEMENTWISE_NONLINEAR}

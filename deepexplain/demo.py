@@ -1,0 +1,460 @@
+"""The digits demo: a small CNN, trained in seconds on scikit-learn's 8×8 digits, explained with every method.
+
+``python -m deepexplain demo --out DIR`` trains the network (or loads its cached weights), explains a handful of test
+digits with every method of :data:`deepexplain.tensorflow.METHODS`, writes ``DIR/methods.png`` (methods × samples,
+drawn by :func:`deepexplain.plot.grid`) and prints, per method, the seconds it took (compile and run) and, where the
+method promises completeness, the largest ``|sum(attributions) - (f(x) - E f(baseline))|`` over the samples.
+
+Everything runs offline: the digits ship with scikit-learn, and the trained weights are cached as ``.npz`` under
+``$XDG_CACHE_HOME/deepexplain`` (default ``~/.cache/deepexplain``). The functions here are reused by
+``examples/compare_methods.py`` and ``examples/explainer_loop.py``.
+
+The model is a TF1-style graph (``tf.compat.v1``, an explicit ``tf.Graph`` and ``Session``) built from
+``tf.Variable``, ``tf.nn.conv2d`` and ``tf.matmul``: conv 3×3 (8) → ReLU → max-pool 2 → conv 3×3 (16) → ReLU →
+dense (10 logits). It is deliberately small, so that exact Shapley values over 16 superpixels (2**16 forward passes
+per sample) take about a second per sample on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from deepexplain.tensorflow import METHODS, DeepExplain
+
+tf1 = tf.compat.v1
+
+__all__ = [
+    "COMPLETENESS_NOTE",
+    "DigitsCNN",
+    "DigitsData",
+    "MethodReport",
+    "cache_dir",
+    "digits_cnn",
+    "explain_all",
+    "format_table",
+    "load_digits_data",
+    "method_arguments",
+    "pick_samples",
+    "run_demo",
+    "superpixels",
+]
+
+# Bump when the architecture or the training recipe changes: old cached weights are then ignored.
+_CACHE_VERSION = 1
+_CLASSES = 10
+_SHAPES = {
+    "conv1/kernel": (3, 3, 1, 8),
+    "conv1/bias": (8,),
+    "conv2/kernel": (3, 3, 8, 16),
+    "conv2/bias": (16,),
+    "dense/kernel": (4 * 4 * 16, _CLASSES),
+    "dense/bias": (_CLASSES,),
+}
+
+Log = Callable[[str], None]
+
+COMPLETENESS_NOTE = (
+    "completeness: exact for deeplift and deepshap (to float precision); intgrad's error shrinks with more steps;\n"
+    "for expected_gradients it holds only in expectation over the random baselines and points."
+)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass(frozen=True)
+class DigitsData:
+    """scikit-learn's 8×8 digits as NHWC float32 images in [0, 1], split into training and test sets.
+
+    Attributes
+    ----------
+    x_train, x_test : numpy.ndarray, shape (N, 8, 8, 1), float32
+    y_train, y_test : numpy.ndarray, shape (N,), int64
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def load_digits_data(test_fraction: float = 0.2, seed: int = 0) -> DigitsData:
+    """Load ``sklearn.datasets.load_digits`` (1,797 images, shipped with scikit-learn: no download).
+
+    Parameters
+    ----------
+    test_fraction : float, default 0.2
+        Share of the images held out for testing.
+    seed : int, default 0
+        Seed of the shuffle before the split.
+
+    Returns
+    -------
+    DigitsData
+        Pixel values (0..16 in the data set) divided by 16, shape ``(N, 8, 8, 1)``.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[..., None]
+    labels = digits.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    n_test = int(round(test_fraction * len(labels)))
+    test, train = order[:n_test], order[n_test:]
+    return DigitsData(images[train], labels[train], images[test], labels[test])
+
+
+def pick_samples(labels: np.ndarray, count: int) -> np.ndarray:
+    """Indices of ``count`` samples cycling through the classes 0, 1, 2, ...: a varied handful for a figure.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray, shape (N,)
+        Integer class labels.
+    count : int
+        How many indices to return.
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (count,)
+
+    Raises
+    ------
+    ValueError
+        If ``count`` is not in ``1..len(labels)``.
+    """
+    if not 1 <= count <= len(labels):
+        raise ValueError(f"expected 1..{len(labels)} samples (as many as there are labels), got {count}")
+    queues = {c: list(np.flatnonzero(labels == c)) for c in np.unique(labels)}
+    chosen: list[int] = []
+    while len(chosen) < count:
+        for c in sorted(queues):
+            if queues[c] and len(chosen) < count:
+                chosen.append(int(queues[c].pop(0)))
+    return np.asarray(chosen)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Model
+
+
+@dataclass
+class DigitsCNN:
+    """The trained digits CNN in its own graph and session.
+
+    Attributes
+    ----------
+    graph : tf.Graph
+    session : tf.compat.v1.Session
+    X : tf.Tensor
+        Input placeholder, shape ``(None, 8, 8, 1)``.
+    logits : tf.Tensor
+        Shape ``(None, 10)``; explain these, not the softmax.
+    weights : dict of str to numpy.ndarray
+        The trained parameters, as cached.
+    """
+
+    graph: tf.Graph
+    session: tf1.Session
+    X: tf.Tensor
+    logits: tf.Tensor
+    weights: dict
+
+    def predict(self, xs: np.ndarray) -> np.ndarray:
+        """Logits of ``xs``, shape ``(N, 10)``."""
+        return self.session.run(self.logits, {self.X: xs})
+
+    def accuracy(self, xs: np.ndarray, labels: np.ndarray) -> float:
+        """Share of ``xs`` whose largest logit is the label."""
+        return float(np.mean(self.predict(xs).argmax(axis=1) == labels))
+
+    def close(self) -> None:
+        """Release the session."""
+        self.session.close()
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/deepexplain``, or ``~/.cache/deepexplain`` when ``XDG_CACHE_HOME`` is not set."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "deepexplain"
+
+
+def _forward(X: tf.Tensor, params: Mapping[str, tf.Variable]) -> tf.Tensor:
+    h = tf.nn.relu(tf.nn.conv2d(X, params["conv1/kernel"], 1, "SAME") + params["conv1/bias"])
+    h = tf.nn.max_pool2d(h, 2, 2, "VALID")
+    h = tf.nn.relu(tf.nn.conv2d(h, params["conv2/kernel"], 1, "SAME") + params["conv2/bias"])
+    flat = tf.reshape(h, [-1, _SHAPES["dense/kernel"][0]])
+    return tf.matmul(flat, params["dense/kernel"]) + params["dense/bias"]
+
+
+def _initial_weights(seed: int) -> dict:
+    # He initialisation for ReLU layers, zero biases.
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in _SHAPES.items():
+        if name.endswith("bias"):
+            weights[name] = np.zeros(shape, np.float32)
+        else:
+            fan_in = int(np.prod(shape[:-1]))
+            weights[name] = rng.normal(0, np.sqrt(2 / fan_in), shape).astype(np.float32)
+    return weights
+
+
+def _train(graph, session, X, logits, params, data: DigitsData, steps: int, seed: int) -> None:
+    with graph.as_default():
+        labels = tf1.placeholder(tf.int64, [None])
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        optimizer = tf1.train.AdamOptimizer(3e-3)
+        train_op = optimizer.minimize(loss, var_list=list(params.values()))
+        session.run(tf1.variables_initializer(optimizer.variables()))
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        batch = rng.integers(len(data.y_train), size=64)
+        session.run(train_op, {X: data.x_train[batch], labels: data.y_train[batch]})
+
+
+def digits_cnn(
+    data: DigitsData | None = None,
+    cache: bool = True,
+    seed: int = 0,
+    steps: int = 600,
+    log: Log | None = _stderr,
+) -> DigitsCNN:
+    """The digits CNN, trained with Adam (a few seconds on two cores) or loaded from the cache.
+
+    Parameters
+    ----------
+    data : DigitsData, optional
+        Training data; default :func:`load_digits_data`.
+    cache : bool, default True
+        Load the weights from ``cache_dir()/digits_cnn-v*-seed*.npz`` when present and write them there after
+        training. False retrains and overwrites the cached file.
+    seed : int, default 0
+        Seed of the initial weights and of the minibatches.
+    steps : int, default 600
+        Training steps of 64 images.
+    log : callable, optional
+        Receives one-line progress messages (default: printed to stderr); None is silent.
+
+    Returns
+    -------
+    DigitsCNN
+        Its graph is separate from the default graph; close its session when done.
+    """
+    data = load_digits_data() if data is None else data
+    path = cache_dir() / f"digits_cnn-v{_CACHE_VERSION}-seed{seed}-steps{steps}.npz"
+    weights = None
+    if cache and path.is_file():
+        with np.load(path) as stored:
+            weights = {name: stored[name] for name in _SHAPES}
+        if log:
+            log(f"digits CNN: weights loaded from {path}")
+    graph = tf.Graph()
+    with graph.as_default():
+        X = tf1.placeholder(tf.float32, [None, 8, 8, 1], name="images")
+        initial = weights if weights is not None else _initial_weights(seed)
+        params = {name: tf.Variable(value, name=name.replace("/", "_")) for name, value in initial.items()}
+        logits = _forward(X, params)
+        session = tf1.Session(graph=graph)
+        session.run(tf1.variables_initializer(list(params.values())))
+    if weights is None:
+        start = time.perf_counter()
+        _train(graph, session, X, logits, params, data, steps, seed)
+        weights = dict(zip(params, session.run(list(params.values())), strict=True))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename: a process reading the cache meanwhile sees the old file or the whole new one.
+        partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
+        np.savez(partial, **weights)
+        os.replace(partial, path)
+        if log:
+            log(f"digits CNN: trained in {time.perf_counter() - start:.1f} s, weights cached in {path}")
+    model = DigitsCNN(graph, session, X, logits, weights)
+    if log:
+        log(f"digits CNN: test accuracy {model.accuracy(data.x_test, data.y_test):.1%}")
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Explaining
+
+
+def superpixels(size: int = 8, block: int = 2) -> np.ndarray:
+    """Player ids of ``block``×``block`` superpixels of a ``size``×``size`` one-channel image, shape (size, size, 1).
+
+    With the defaults, 16 players: few enough for exact Shapley values.
+    """
+    rows, cols = np.indices((size, size)) // block
+    return (rows * (size // block) + cols)[..., None]
+
+
+def method_arguments(baselines: np.ndarray, quick: bool = False, seed: int = 0) -> dict:
+    """Arguments for every method of ``METHODS`` on 8×8 one-channel images.
+
+    Parameters
+    ----------
+    baselines : numpy.ndarray, shape (M, 8, 8, 1)
+        Reference images for ``deepshap`` and ``expected_gradients``, e.g. a few training images.
+    quick : bool, default False
+        Fewer steps and samples, and 4×4 instead of 2×2 superpixels for exact Shapley values (for smoke tests).
+    seed : int, default 0
+        Seed of the sampling methods.
+
+    Returns
+    -------
+    dict of str to dict
+        Method name -> keyword arguments. Every method in ``METHODS`` has an entry (``{}``: its defaults).
+    """
+    steps = 20 if quick else 100
+    samples = 10 if quick else 50
+    arguments = {
+        "intgrad": {"steps": steps},
+        "smoothgrad": {"samples": samples, "noise_level": 0.15, "seed": seed},
+        "expected_gradients": {"baselines": baselines, "samples": 4 * samples, "seed": seed},
+        "deepshap": {"baselines": baselines},
+        "occlusion": {"window_shape": (2, 2, 1), "step": 1},
+        "shapley_sampling": {"samples": 2 if quick else 10, "seed": seed},
+        # 2×2 superpixels: 16 players, 2**16 model evaluations per sample; quick: 4×4, 4 players
+        "shapley_exact": {"feature_mask": superpixels(block=4 if quick else 2)},
+    }
+    return {name: arguments.get(name, {}) for name in METHODS}
+
+
+@dataclass(frozen=True)
+class MethodReport:
+    """How one method did: its name, seconds (compile + run) and max |completeness error| (None: not promised)."""
+
+    method: str
+    seconds: float
+    completeness: float | None
+
+
+def explain_all(
+    model: DigitsCNN, xs: np.ndarray, ys: np.ndarray, arguments: Mapping[str, Mapping], log: Log | None = None
+) -> tuple[dict, list[MethodReport]]:
+    """Explain ``xs`` with each method of ``arguments``, in order, timing each and checking completeness.
+
+    Parameters
+    ----------
+    model : DigitsCNN
+        The network; its logits are explained.
+    xs : numpy.ndarray, shape (N, 8, 8, 1)
+        The samples.
+    ys : numpy.ndarray, shape (N, 10)
+        One-hot weights of the logits to explain.
+    arguments : mapping of str to mapping
+        Method name -> keyword arguments, as :func:`method_arguments` returns.
+    log : callable, optional
+        Receives one line per method once it is done.
+
+    Returns
+    -------
+    attributions : dict of str to numpy.ndarray
+        Method name -> attributions shaped like ``xs``.
+    reports : list of MethodReport
+        One per method, in order.
+    """
+    attributions, reports = {}, []
+    with DeepExplain(session=model.session) as de:
+        for name, kwargs in arguments.items():
+            start = time.perf_counter()
+            explainer = de.get_explainer(name, model.logits, model.X, progress=False, **kwargs)
+            result = explainer.run(xs, ys)
+            seconds = time.perf_counter() - start
+            error = None
+            if getattr(METHODS[name], "promises_completeness", False):
+                error = float(np.max(np.abs(explainer.completeness_error(xs, ys, attributions=result))))
+            attributions[name] = result
+            reports.append(MethodReport(name, seconds, error))
+            if log:
+                log(f"  {name}: {seconds:.2f} s")
+    return attributions, reports
+
+
+def format_table(reports: Sequence[MethodReport]) -> str:
+    """The reports as a plain-text table: method, seconds, max |completeness error| ('-' where not promised).
+
+    Seconds include compiling the explainer. The completeness error is ``sum(attributions) - (f(x) - E f(baseline))``
+    with ``f`` the explained logit; :data:`COMPLETENESS_NOTE` follows the table when any method reports one.
+
+    Parameters
+    ----------
+    reports : sequence of MethodReport
+
+    Returns
+    -------
+    str
+        A header line, a rule, one line per method and the note, without a trailing newline.
+    """
+    width = max([len("method")] + [len(r.method) for r in reports])
+    lines = [f"{'method':<{width}}  {'seconds':>8}  max |completeness error|", "-" * (width + 36)]
+    for r in reports:
+        error = "-" if r.completeness is None else f"{r.completeness:.2e}"
+        lines.append(f"{r.method:<{width}}  {r.seconds:>8.3f}  {error}")
+    if any(r.completeness is not None for r in reports):
+        lines += ["", COMPLETENESS_NOTE]
+    return "\n".join(lines)
+
+
+def run_demo(
+    out: str | os.PathLike,
+    samples: int = 6,
+    cache: bool = True,
+    quick: bool = False,
+    seed: int = 0,
+    log: Log | None = _stderr,
+) -> list[MethodReport]:
+    """Train (or load) the digits CNN, explain ``samples`` test digits with every method, save ``out/methods.png``.
+
+    Parameters
+    ----------
+    out : str or path-like
+        Output folder, created if missing.
+    samples : int, default 6
+        How many test digits to explain (one per class, cycling through the classes).
+    cache : bool, default True
+        Use the cached trained weights (see :func:`digits_cnn`).
+    quick : bool, default False
+        Fewer integration steps and noise samples (see :func:`method_arguments`).
+    seed : int, default 0
+        Seed of the training and of the sampling methods.
+    log : callable, optional
+        Receives progress messages (default: stderr).
+
+    Returns
+    -------
+    list of MethodReport
+        One per method, in the order of ``METHODS``; print them with :func:`format_table`.
+    """
+    from deepexplain import plot
+
+    data = load_digits_data(seed=seed)
+    model = digits_cnn(data, cache=cache, seed=seed, log=log)
+    try:
+        chosen = pick_samples(data.y_test, samples)
+        xs = data.x_test[chosen]
+        predicted = model.predict(xs).argmax(axis=1)
+        ys = np.eye(_CLASSES, dtype=np.float32)[predicted]
+        baselines = data.x_train[np.random.default_rng(seed).choice(len(data.x_train), 32, replace=False)]
+        if log:
+            log(f"explaining {len(xs)} test digits with {len(METHODS)} methods")
+        attributions, reports = explain_all(model, xs, ys, method_arguments(baselines, quick, seed))
+    finally:
+        model.close()
+    Path(out).mkdir(parents=True, exist_ok=True)
+    titles = [f"label {label}, predicted {guess}" for label, guess in zip(data.y_test[chosen], predicted, strict=True)]
+    # 8×8 digits are too small for edge overlays: the input row above each column gives the context instead.
+    plot.grid(attributions, xs, titles=titles, edges=False, alpha=1.0, save=Path(out) / "methods.png")
+    return reports
