@@ -320,3 +320,39 @@ def test_bad_target_and_xs_raise_clear_errors():
         explainer.run(rng.normal(size=(3, 5)))
     with pytest.raises(RuntimeError, match="Method must be in"):
         deepexplain.Explainer("nope", model)
+
+
+def test_eager_execution_off_with_a_tf_keras_graph_model(tmp_path):
+    """In a process with eager execution disabled, a tf_keras model built in the graph is explained through its own
+    session; the numbers equal the eager path's on a Keras 3 model with the same weights."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def build(K):
+        x = K.Input((6,))
+        h = K.layers.Dense(6, activation="relu")(x)
+        return K.Model(x, K.layers.Dense(3)(K.layers.Dense(4, activation="sigmoid")(K.layers.Add()([x, h]))))
+
+    rng = np.random.default_rng(10)
+    model = eager_model(keras, build, [(6,)], rng)
+    xs = rng.normal(size=(3, 6)).astype(np.float32)
+    np.savez(tmp_path / "w.npz", **{f"w{i}": w for i, w in enumerate(model.get_weights())})
+    np.save(tmp_path / "x.npy", xs)
+    program = Path(__file__).parent / "programs" / "eager_off_tf_keras.py"
+    completed = subprocess.run(
+        [sys.executable, str(program), str(tmp_path / "w.npz"), str(tmp_path / "x.npy")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert results.pop("eager_after") is False
+    for method, values in results.items():
+        kwargs = {"steps": 10} if method == "intgrad" else {}
+        expected = deepexplain.explain(method, model, xs, target=1, **kwargs)
+        np.testing.assert_allclose(values, expected, rtol=1e-4, atol=1e-6, err_msg=method)
