@@ -180,7 +180,9 @@ def trace_model(model, input_specs: list, layer=None) -> GraphModel:
         return outputs
 
     concrete = tf.function(forward).get_concrete_function(*input_specs)
-    frozen = convert_variables_to_constants_v2(concrete)
+    # keep functional control flow (While/If with function bodies): lowered v1 loops lose the Python-side context
+    # that tf.gradients needs once the graph is re-imported
+    frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False)
     graph = tf.Graph()
     with graph.as_default():
         tf.graph_util.import_graph_def(frozen.graph.as_graph_def(), name="")

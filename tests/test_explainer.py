@@ -28,6 +28,8 @@ def cases(rng):
         "occlusion": {"window_shape": (2, 2, 1), "step": (2, 2, 1)},
         "shapley_sampling": {"samples": 2, "sampling_dims": [1, 2], "seed": 5},
         "feature_ablation": {},
+        # 2x2-pixel superpixels, shared by both channels: 16 players
+        "shapley_exact": {"feature_mask": (np.arange(8)[:, None] // 2 * 4 + np.arange(8)[None, :] // 2)[..., None]},
     }
 
 
@@ -39,7 +41,7 @@ def perturbation_engine_available():
     return True
 
 
-PERTURBATION = {"occlusion", "shapley_sampling", "feature_ablation"}
+PERTURBATION = {"occlusion", "shapley_sampling", "feature_ablation", "shapley_exact"}
 METHOD_NAMES = list(cases(np.random.default_rng(0)))
 
 

@@ -356,3 +356,22 @@ def test_eager_execution_off_with_a_tf_keras_graph_model(tmp_path):
         kwargs = {"steps": 10} if method == "intgrad" else {}
         expected = deepexplain.explain(method, model, xs, target=1, **kwargs)
         np.testing.assert_allclose(values, expected, rtol=1e-4, atol=1e-6, err_msg=method)
+
+
+def test_lstm_model_works_with_gradient_and_perturbation_methods_and_rules_name_the_loop():
+    """Oracle for the gradient: tf.GradientTape on the eager model itself."""
+    rng = np.random.default_rng(11)
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)])
+    model.set_weights(weights_for(model, rng))
+    xs = rng.normal(size=(2, 5, 3)).astype(np.float32)
+    x = tf.constant(xs)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        score = model(x)[:, 1]
+    np.testing.assert_allclose(
+        deepexplain.explain("saliency", model, xs, target=1), np.abs(tape.gradient(score, x)), rtol=1e-4, atol=1e-6
+    )
+    occlusion = deepexplain.explain("occlusion", model, xs, target=1)
+    assert occlusion.shape == xs.shape and np.isfinite(occlusion).all()
+    with pytest.warns(UserWarning, match="of type While"):
+        deepexplain.Explainer("deeplift", model)

@@ -24,6 +24,7 @@ _LINEAR = frozenset(
         "DepthToSpace", "SpaceToDepth", "SpaceToBatchND", "BatchToSpaceND", "ResizeNearestNeighbor",
         "ResizeBilinear", "FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3", "Cumsum",
         "Placeholder", "PlaceholderWithDefault", "Const", "ReadVariableOp", "VariableV2", "Enter", "Exit",
+        "TensorListFromTensor", "TensorListStack", "TensorListGetItem", "TensorListSetItem", "TensorListReserve",
     }
 )  # fmt: skip
 _MULTILINEAR = frozenset(
@@ -42,12 +43,13 @@ def as_list(tensors) -> list:
 def path_ops(inputs: Sequence[tf.Tensor], target: tf.Tensor, differentiable: bool = False) -> list[tf.Operation]:
     """Ops that depend on any of ``inputs`` and that ``target`` depends on (the ops a gradient flows through).
 
-    With ``differentiable``, dependence is followed through floating-point tensors only (a gradient cannot flow
-    through an integer cast or an index). Returns the ops sorted by name; empty when there is no such path.
+    With ``differentiable``, dependence is followed through floating-point (and variant) tensors only (a gradient
+    cannot flow through an integer cast or an index). Returns the ops sorted by name; empty when there is no such path.
     """
 
     def followed(tensor):
-        return tensor.dtype.is_floating or not differentiable
+        # variant tensors carry differentiable TensorLists through functional loops (Keras' LSTM)
+        return not differentiable or tensor.dtype.is_floating or tensor.dtype.is_complex or tensor.dtype == tf.variant
 
     ancestors = _closure([target.op], lambda op: [t.op for t in op.inputs])
     downstream = _closure(
