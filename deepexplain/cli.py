@@ -2,10 +2,12 @@
 
 Parsing ``--help`` imports neither TensorFlow nor matplotlib; each subcommand imports what it needs when it runs.
 
-``explain`` reads its inputs (images through scikit-image, resized to the model's input, or ``.npy`` arrays), picks
-a target per input, attributes and writes ``OUT/<name>.png`` (a heatmap over the input) and ``OUT/<name>.npy`` (the
-raw attributions). All of it is written and tested around :func:`explain_files`, which takes the model as two
-functions; only loading a saved Keras model (:func:`load_keras_model`) waits for deepexplain's Keras/eager path.
+``explain`` loads a saved model (:func:`deepexplain.load_model`; a Keras model ending in a softmax is explained on its
+logits through :func:`deepexplain.strip_softmax`), compiles one :class:`deepexplain.Explainer` for all inputs, reads
+the inputs (images through scikit-image, resized to the model's input, or ``.npy`` arrays) and writes
+``OUT/<name>.png`` (a heatmap over the input) and ``OUT/<name>.npy`` (the raw attributions) per input. The file
+handling is :func:`explain_files`, which takes the model as one function; :func:`load_keras_model` makes that
+function from a saved model.
 """
 
 from __future__ import annotations
@@ -20,29 +22,21 @@ import numpy as np
 from deepexplain._version import __version__
 
 __all__ = [
+    "BASELINES_METHODS",
     "IMAGE_SUFFIXES",
-    "KerasPathUnavailable",
     "build_parser",
     "explain_files",
     "load_keras_model",
     "main",
+    "model_sample_shape",
     "read_input",
-    "target_weights",
 ]
 
 # What scikit-image's default plugin (imageio) reads; anything else must be a .npy array.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
-_KERAS_MESSAGE = (
-    "explaining saved Keras models arrives with deepexplain's Keras/eager path, which is not there yet. "
-    "Meanwhile, build the model as a TF1-style graph and use DeepExplain(session=...) (see the README's "
-    "quickstart), or run `python -m deepexplain demo` to see every method at work."
-)
-
-
-class KerasPathUnavailable(NotImplementedError):
-    """Explaining a saved Keras model needs the Keras/eager path, which deepexplain does not have yet."""
-
+# The methods that take `baselines` (M reference samples) and have no default for them.
+BASELINES_METHODS = ("deepshap", "expected_gradients")
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Parsing
@@ -105,34 +99,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = commands.add_parser(
         "explain",
-        help="explain a saved Keras model on image or .npy inputs (arrives with the Keras path)",
+        help="explain a saved Keras model (or SavedModel) on image or .npy inputs",
         description=(
             "Explain a saved Keras model's output for each INPUT: an image (read with scikit-image, scaled to [0, 1] "
             "and resized to the model's input; RGB and grey converted to the model's channels) or a .npy array "
-            "shaped like one model input. Writes OUT/<name>.png (heatmap over the input) and OUT/<name>.npy (the "
-            "attributions, shaped like the input) per INPUT."
+            "shaped like one model input. The model is loaded with deepexplain.load_model (Keras 3 .keras, .h5 "
+            "through Keras 3 or tf_keras, SavedModel folder) and explained in eager mode by one "
+            "deepexplain.Explainer, compiled once for all inputs. A Keras model that ends in a softmax is "
+            "explained on its logits (deepexplain.strip_softmax; said on stderr). Writes OUT/<name>.png (heatmap "
+            "over the input, or bars for a feature vector) and OUT/<name>.npy (the attributions, shaped like the "
+            "input) per INPUT."
         ),
         epilog=(
-            "Status: explaining saved Keras models arrives with deepexplain's Keras/eager path; until then this "
-            "command checks its arguments and exits with status 1. For TF1-style graphs use the Python API "
-            "(DeepExplain(session=...))."
+            "Methods run with their defaults (see the README's table): intgrad 100 steps from a black (all-zeros) "
+            "input, deeplift from all zeros, smoothgrad 50 samples, occlusion 1-pixel windows. deepshap and "
+            "expected_gradients take their reference samples from --baselines; without it they use one all-zeros "
+            "sample (deepshap then equals deeplift). shapley_exact accepts inputs of at most 16 features; "
+            "perturbation methods evaluate the model once or more per feature, which is slow on large images. "
+            "Exit status: 0 on success, 1 when the model cannot be loaded or explained on these inputs, 2 on usage "
+            "errors. For TF1-style graphs use the Python API (DeepExplain(session=...))."
         ),
     )
-    explain.add_argument("model", metavar="MODEL", help="saved Keras model (.keras or .h5 file, or SavedModel folder)")
+    explain.add_argument(
+        "model", metavar="MODEL", help="saved model: a .keras or .h5 file (Keras 3 or tf_keras), or a SavedModel folder"
+    )
     explain.add_argument(
         "inputs", nargs="+", metavar="INPUT", help=f"image ({', '.join(IMAGE_SUFFIXES)}) or .npy array"
     )
     explain.add_argument(
         "--method",
         default="deeplift",
-        help="attribution method, a name in deepexplain.tensorflow.METHODS, e.g. saliency, 'grad*input', intgrad, "
-        "elrp, deeplift, smoothgrad, occlusion (default: %(default)s)",
+        help="attribution method: zero, saliency, 'grad*input', intgrad, elrp, deeplift, smoothgrad, "
+        "expected_gradients, deepshap, occlusion, shapley_sampling, shapley_exact or feature_ablation "
+        "(default: %(default)s)",
     )
     explain.add_argument(
         "--target",
         type=_target,
         default="max",
-        help="output unit to explain: 'max' (the largest output per input) or a class index (default: %(default)s)",
+        help="output unit to explain: 'max' (each input's largest output) or a class index (default: %(default)s)",
+    )
+    explain.add_argument(
+        "--baselines",
+        metavar="NPY",
+        help="reference samples for deepshap and expected_gradients: a .npy array shaped (M, *input_shape), or "
+        "one sample shaped like a model input (default: one all-zeros sample)",
     )
     explain.add_argument("--out", default="deepexplain-out", metavar="DIR", help="output folder (default: %(default)s)")
     explain.set_defaults(command_parser=explain)
@@ -200,40 +211,6 @@ def read_input(path: str | Path, sample_shape: Sequence[int | None]) -> np.ndarr
     return np.clip(image, 0, 1).astype(np.float32)
 
 
-def target_weights(outputs: np.ndarray, target: str | int) -> np.ndarray:
-    """One-hot weights ``ys`` selecting the output unit to explain for each input.
-
-    Parameters
-    ----------
-    outputs : numpy.ndarray, shape (N, K)
-        The model's outputs (logits) for the N inputs.
-    target : 'max' or int
-        ``'max'``: each input's largest output; an int: that unit for every input.
-
-    Returns
-    -------
-    numpy.ndarray, shape (N, K), float32
-
-    Raises
-    ------
-    ValueError
-        If ``outputs`` is not (N, K), or ``target`` is neither 'max' nor an index in ``0..K-1``.
-    """
-    outputs = np.asarray(outputs)
-    if outputs.ndim != 2:
-        raise ValueError(f"outputs: expected shape (N, K) (one output vector per input), got {outputs.shape}")
-    n, k = outputs.shape
-    if isinstance(target, str):
-        if target != "max":
-            raise ValueError(f"target: expected 'max' or a class index, got {target!r}")
-        index = outputs.argmax(axis=1)
-    elif isinstance(target, int | np.integer) and 0 <= target < k:
-        index = np.full(n, int(target))
-    else:
-        raise ValueError(f"target: expected 'max' or a class index in 0..{k - 1}, got {target!r}")
-    return np.eye(k, dtype=np.float32)[index]
-
-
 def _output_names(inputs: Sequence[Path]) -> list[str]:
     """File stems, numbered where two inputs share one (a/x.png and b/x.png)."""
     names, used = [], set()
@@ -250,12 +227,11 @@ def _output_names(inputs: Sequence[Path]) -> list[str]:
 def explain_files(
     inputs: Sequence[str | Path],
     sample_shape: Sequence[int | None],
-    predict: Callable[[np.ndarray], np.ndarray],
-    attribute: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    attribute: Callable[[np.ndarray, str | int], np.ndarray],
     target: str | int = "max",
     out: str | Path = "deepexplain-out",
 ) -> list[Path]:
-    """Read ``inputs``, explain each and write ``out/<name>.png`` (heatmap) and ``out/<name>.npy`` (attributions).
+    """Read ``inputs``, explain them in one call and write ``out/<name>.png`` (heatmap) and ``out/<name>.npy``.
 
     Parameters
     ----------
@@ -263,44 +239,112 @@ def explain_files(
         Images or ``.npy`` arrays, read by :func:`read_input`.
     sample_shape : sequence of int or None
         The model's input shape without the batch dimension.
-    predict : callable
-        ``predict(xs) -> outputs``, ``(N, *sample_shape) -> (N, K)``: the model's outputs (logits).
     attribute : callable
-        ``attribute(xs, ys) -> attributions`` shaped like ``xs``, ``ys`` the one-hot targets ``(N, K)``.
+        ``attribute(xs, target) -> attributions`` shaped like ``xs`` ``(N, *sample_shape)``, e.g.
+        ``lambda xs, target: explainer.run(xs, target=target)`` with a :class:`deepexplain.Explainer`.
     target : 'max' or int, default 'max'
-        The unit to explain, see :func:`target_weights`.
+        The unit to explain, passed to ``attribute``: each input's largest output, or that class for every input.
     out : str or path-like
         Output folder, created if missing.
 
     Returns
     -------
     list of pathlib.Path
-        The files written: per input, its ``.png`` then its ``.npy``.
+        The files written: per input, its ``.png`` (a heatmap for an (H, W) or (H, W, C) input, bars for a feature
+        vector, none for other ranks) then its ``.npy``.
 
     Raises
     ------
     ValueError
-        As :func:`read_input` and :func:`target_weights`, before anything is written.
+        As :func:`read_input`, or when the inputs differ in shape (a model with free dimensions, images of different
+        sizes), before anything is written; and whatever ``attribute`` raises (deepexplain's errors are
+        ``ValueError`` or ``TypeError``).
     """
     from deepexplain import plot
 
     paths = [Path(p) for p in inputs]
-    xs = np.stack([read_input(p, sample_shape) for p in paths])
-    ys = target_weights(predict(xs), target)
-    attributions = np.asarray(attribute(xs, ys))
+    arrays = [read_input(p, sample_shape) for p in paths]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"the inputs differ in shape ({', '.join(map(str, sorted(shapes)))}): the model takes "
+            f"{tuple(sample_shape)}, so explain inputs of different sizes in separate runs"
+        )
+    xs = np.stack(arrays)
+    attributions = np.asarray(attribute(xs, target))
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, x, a in zip(_output_names(paths), xs, attributions, strict=True):
         picture = folder / f"{name}.png"
-        plot.heatmap(a, image=x if x.ndim in (2, 3) else None, save=picture)
+        if a.ndim == 1:  # a feature vector (a .npy input of a tabular model)
+            plot.bars(a, top=20, save=picture)
+            written.append(picture)
+        elif a.ndim in (2, 3):
+            plot.heatmap(a, image=x, save=picture)
+            written.append(picture)
         np.save(folder / f"{name}.npy", a)
-        written += [picture, folder / f"{name}.npy"]
+        written.append(folder / f"{name}.npy")
     return written
 
 
-def load_keras_model(path: str | Path, method: str, **method_kwargs):
-    """A saved Keras model as the three things :func:`explain_files` needs.
+# ---------------------------------------------------------------------------------------------------------------------
+# explain: the model
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def model_sample_shape(model) -> tuple[int | None, ...]:
+    """The shape of one input of ``model`` (no batch dimension), None for free dimensions.
+
+    Parameters
+    ----------
+    model : keras.Model, tf_keras.Model or loaded SavedModel
+        A model with one input: a Keras model whose inputs are known (Sequential with an ``Input``, functional), or
+        a SavedModel with a ``serving_default`` signature.
+
+    Raises
+    ------
+    ValueError
+        If the model has several inputs, or its input shape cannot be told before it runs (a subclassed Keras model
+        that was never built).
+    """
+    shapes = None
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if inputs:
+        shapes = [tuple(t.shape) for t in inputs]
+    elif getattr(model, "signatures", None) and "serving_default" in model.signatures:
+        import tensorflow as tf
+
+        args, kwargs = model.signatures["serving_default"].structured_input_signature
+        shapes = [tuple(spec.shape.as_list()) for spec in tf.nest.flatten((args, kwargs))]
+    if shapes is None:
+        raise ValueError(
+            f"cannot tell the input shape of this {type(model).__name__}; save a Sequential model with an Input, a "
+            "functional model, or a SavedModel with a serving signature"
+        )
+    if len(shapes) != 1:
+        raise ValueError(f"the command line explains models with one input; this one has {len(shapes)}: {shapes}")
+    return tuple(None if d is None else int(d) for d in shapes[0][1:])
+
+
+def load_keras_model(
+    path: str | Path,
+    method: str,
+    baselines: np.ndarray | None = None,
+    log: Callable[[str], None] | None = _stderr,
+    **method_kwargs,
+):
+    """A saved model as what :func:`explain_files` needs: its input shape and an attribution function.
+
+    The model is loaded with :func:`deepexplain.load_model`. A Keras model that ends in a softmax is replaced by its
+    logits (:func:`deepexplain.strip_softmax`), and ``log`` says so. One :class:`deepexplain.Explainer` is compiled
+    for all the inputs of ``attribute``.
 
     Parameters
     ----------
@@ -308,24 +352,74 @@ def load_keras_model(path: str | Path, method: str, **method_kwargs):
         A ``.keras`` or ``.h5`` file or a SavedModel folder.
     method : str
         The attribution method, a name in :data:`deepexplain.tensorflow.METHODS`.
+    baselines : numpy.ndarray, optional
+        Reference samples of ``deepshap`` and ``expected_gradients``, shaped ``(M, *input_shape)`` or like one input
+        (then M = 1). Default: one all-zeros sample. Ignored by the other methods.
+    log : callable, optional
+        Receives one-line notes (default: printed to stderr); None is silent.
     **method_kwargs
-        The method's arguments.
+        The method's other arguments.
 
     Returns
     -------
     sample_shape : tuple
         The model's input shape without the batch dimension.
-    predict : callable
-        ``predict(xs) -> outputs (N, K)``.
     attribute : callable
-        ``attribute(xs, ys) -> attributions`` shaped like ``xs``.
+        ``attribute(xs, target) -> attributions`` shaped like ``xs``; ``target`` is 'max' or a class index.
 
     Raises
     ------
-    KerasPathUnavailable
-        Always, for now: explaining Keras models arrives with deepexplain's Keras/eager path.
+    ValueError
+        When the model does not load; as :func:`model_sample_shape`; for ``baselines`` that fit neither
+        ``(M, *input_shape)`` nor one input, or none for a model with free input dimensions; deepexplain's
+        ``InvalidInputError`` for the method's arguments.
+    TypeError
+        deepexplain's ``InvalidTypeError``.
     """
-    raise KerasPathUnavailable(_KERAS_MESSAGE)
+    import deepexplain
+    from deepexplain.errors import InvalidInputError, InvalidTypeError
+
+    try:
+        model = deepexplain.load_model(path)
+    except Exception as error:  # Keras and h5py raise many types for a file that is no model
+        raise ValueError(f"MODEL {path}: cannot load it ({type(error).__name__}: {error})") from error
+    shape = model_sample_shape(model)
+    try:
+        model = deepexplain.strip_softmax(model)
+    except (InvalidInputError, InvalidTypeError):
+        pass  # no trailing softmax (or not a Keras model): explain the output as it is
+    else:
+        if log:
+            log("the model ends in a softmax: explaining its logits instead (deepexplain.strip_softmax)")
+    if method in BASELINES_METHODS:
+        method_kwargs["baselines"] = _reference_samples(baselines, shape, method)
+    explainer = deepexplain.Explainer(method, model, **method_kwargs)
+
+    def attribute(xs: np.ndarray, target: str | int) -> np.ndarray:
+        return explainer.run(xs, target=target)
+
+    return shape, attribute
+
+
+def _reference_samples(baselines: np.ndarray | None, shape: tuple, method: str) -> np.ndarray:
+    """``baselines`` as ``(M, *shape)`` float32: one all-zeros sample when None, a batch of 1 for one sample."""
+    if baselines is None:
+        if None in shape:
+            raise ValueError(f"{method} needs baselines for a model whose input shape {shape} has free dimensions")
+        return np.zeros((1, *shape), np.float32)
+    array = np.asarray(baselines)
+
+    def fits(dims) -> bool:
+        return len(dims) == len(shape) and all(d is None or d == a for d, a in zip(shape, dims, strict=True))
+
+    if fits(array.shape):
+        array = array[None]
+    elif array.ndim == 0 or len(array) == 0 or not fits(array.shape[1:]):
+        raise ValueError(
+            f"baselines of {method}: expected reference samples shaped (M, *{shape}) or one sample shaped {shape}, "
+            f"got {array.shape}"
+        )
+    return array.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -353,17 +447,23 @@ def _explain(args: argparse.Namespace) -> int:
             parser.error(f"INPUT {path}: no such file")
         if path.suffix.lower() not in (*IMAGE_SUFFIXES, ".npy"):
             parser.error(f"INPUT {path}: expected an image ({', '.join(IMAGE_SUFFIXES)}) or a .npy array")
+    if args.baselines is not None:
+        if args.method not in BASELINES_METHODS:
+            parser.error(f"--baselines: only {' and '.join(BASELINES_METHODS)} take baselines, not {args.method!r}")
+        if Path(args.baselines).suffix.lower() != ".npy" or not Path(args.baselines).is_file():
+            parser.error(f"--baselines {args.baselines}: expected an existing .npy file")
     from deepexplain.tensorflow import METHODS  # imports TensorFlow: only once the files are known to be there
 
     if args.method not in METHODS:
         parser.error(f"--method {args.method!r}: expected one of {', '.join(METHODS)}")
     try:
-        sample_shape, predict, attribute = load_keras_model(args.model, args.method)
-    except KerasPathUnavailable as error:
-        print(f"deepexplain explain: {error}", file=sys.stderr)
+        baselines = None if args.baselines is None else np.load(args.baselines)
+        sample_shape, attribute = load_keras_model(args.model, args.method, baselines=baselines)
+        written = explain_files(args.inputs, sample_shape, attribute, target=args.target, out=args.out)
+    except (OSError, ValueError, TypeError) as error:  # a file that does not read, inputs that do not fit the model
+        _stderr(f"deepexplain explain: {error}")
         return 1
-    written = explain_files(args.inputs, sample_shape, predict, attribute, target=args.target, out=args.out)
-    print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)
+    _stderr(f"wrote {len(written)} files to {args.out}")
     return 0
 
 
@@ -378,8 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit status: 0 on success, 1 when ``explain`` meets a model it cannot explain yet. Usage errors exit
-        through argparse with status 2.
+        The exit status: 0 on success, 1 when ``explain`` cannot load the model or explain these inputs with it
+        (the reason on stderr). Usage errors exit through argparse with status 2.
     """
     args = build_parser().parse_args(argv)
     return _demo(args) if args.command == "demo" else _explain(args)

@@ -125,3 +125,21 @@ def test_multiple_inputs_deeplift_summation_to_delta(session):
     attributions, explainer = run(session, "deeplift", T, [A, B], xs, baseline=baseline)
     assert isinstance(attributions, list) and [a.shape for a in attributions] == [(4, 3), (4, 2, 2)]
     np.testing.assert_allclose(explainer.completeness_error(xs, attributions=attributions), 0, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["deeplift", "deepshap"])
+@pytest.mark.parametrize("pool", [(3, 1, "SAME"), (3, 2, "VALID"), (2, 2, "SAME")])
+def test_deeplift_summation_to_delta_through_any_max_pool(session, method, pool):
+    """Overlapping, strided and padded windows (the general routing) and tiling ones (the mask routing)."""
+    ksize, stride, padding = pool
+    rng = np.random.default_rng(10)
+    X = tf1.placeholder(tf.float32, [None, 7, 7, 2])
+    h = tf.nn.relu(tf.nn.conv2d(X, tf.constant(rng.normal(0, 0.5, (3, 3, 2, 3)), tf.float32), 1, "SAME"))
+    h = tf.nn.max_pool2d(h, ksize, stride, padding)
+    _, T = mlp(rng, [int(np.prod(h.shape[1:])), 4, 2], X=tf.reshape(h, [-1, int(np.prod(h.shape[1:]))]))
+    xs, baselines = rng.normal(size=(3, 7, 7, 2)), rng.normal(size=(2, 7, 7, 2))
+    kwargs = {"baselines": baselines} if method == "deepshap" else {"baseline": baselines[0]}
+    attributions, explainer = run(session, method, T, X, xs, one_hot([0, 1, 0], 2), **kwargs)
+    np.testing.assert_allclose(
+        explainer.completeness_error(xs, one_hot([0, 1, 0], 2), attributions=attributions), 0, atol=1e-5
+    )

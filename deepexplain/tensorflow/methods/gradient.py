@@ -6,7 +6,7 @@ assembly live in the Explainer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -138,6 +138,7 @@ class EpsilonLRP(GradientMethod):
 class _ReferenceSettings:
     reference_index: object
     single_reference: bool
+    differences: dict = field(default_factory=dict)  # tensor -> its difference from the reference, per compilation
 
 
 class DeepLIFTRescale(GradientMethod):

@@ -26,6 +26,15 @@ def reference_of(tensor: tf.Tensor, settings) -> tf.Tensor:
     return tf.gather(tensor, settings.reference_index)
 
 
+def difference_from_reference(tensor: tf.Tensor, settings) -> tf.Tensor:
+    """``tensor - reference_of(tensor)``, built once per tensor and explanation graph (a ReLU's output difference
+    is the next max-pool's input difference)."""
+    key = tensor.ref()
+    if key not in settings.differences:
+        settings.differences[key] = tensor - reference_of(tensor, settings)
+    return settings.differences[key]
+
+
 def _secant(op: tf.Operation, grad: tf.Tensor, delta_out: tf.Tensor, delta_in: tf.Tensor) -> tf.Tensor:
     usable = tf.abs(delta_in) > DELTA_TOLERANCE
     safe_delta_in = tf.where(usable, delta_in, tf.constant(1, delta_in.dtype))
@@ -40,8 +49,8 @@ def rescale(op: tf.Operation, grads, settings) -> list:
     """
     (grad,) = grads
     x, y = op.inputs[0], op.outputs[0]
-    delta_in = x - reference_of(x, settings)
-    delta_out = grad * (y - reference_of(y, settings))
+    delta_in = difference_from_reference(x, settings)
+    delta_out = grad * difference_from_reference(y, settings)
     return with_unused_inputs(op, _secant(op, grad, delta_out, delta_in))
 
 
@@ -51,7 +60,7 @@ def rescale_piecewise_linear(op: tf.Operation, grads, settings) -> list:
     ``multiplier * (x - x_ref)`` is 0 either way; Captum uses the gradient there)."""
     (grad,) = grads
     x, y = op.inputs[0], op.outputs[0]
-    secant = tf.math.divide_no_nan(y - reference_of(y, settings), x - reference_of(x, settings))
+    secant = tf.math.divide_no_nan(difference_from_reference(y, settings), difference_from_reference(x, settings))
     return with_unused_inputs(op, grad * secant)
 
 
@@ -71,12 +80,11 @@ def max_pool(op: tf.Operation, grads, settings) -> list:
     cross_max = tf.maximum(y, y_ref)
     to_input_argmax, to_reference_argmax = grad * (cross_max - y_ref), grad * (y - cross_max)
     window = _non_overlapping_window(op)
-    if window is not None:
-        # Route with 0/1 argmax masks and nearest upsampling instead of three MaxPoolGrad calls; the reference's
-        # mask is computed on the reference row(s) only.
-        input_mask = max_pool_backward(op, x, y, tf.ones_like(y))
+    if window is not None and settings.single_reference:
+        # The reference's argmax is the same for every row: route its part with a 0/1 mask computed on the single
+        # reference row and nearest upsampling, instead of a MaxPoolGrad over the whole batch.
         reference_mask = max_pool_backward(op, x_ref, y_ref, tf.ones_like(y_ref))
-        contribution = input_mask * _upsample(to_input_argmax, window) + reference_mask * _upsample(
+        contribution = max_pool_backward(op, x, y, to_input_argmax) + reference_mask * _upsample(
             to_reference_argmax, window
         )
     else:
@@ -85,7 +93,7 @@ def max_pool(op: tf.Operation, grads, settings) -> list:
         contribution = max_pool_backward(op, x, y, to_input_argmax) + max_pool_backward(
             op, x_ref, y_ref, to_reference_argmax
         )
-    return with_unused_inputs(op, tf.math.divide_no_nan(contribution, x - x_ref))
+    return with_unused_inputs(op, tf.math.divide_no_nan(contribution, difference_from_reference(x, settings)))
 
 
 def _non_overlapping_window(op: tf.Operation) -> tuple[int, int] | None:

@@ -22,4 +22,16 @@ def ratio(op: tf.Operation, grads, settings) -> list:
     return with_unused_inputs(op, grad * y / (z + tf.where(z >= 0, epsilon, -epsilon)))
 
 
-RULES = {op_type: ratio for op_type in ELEMENTWISE_NONLINEAR}
+def ratio_zero_below_zero(op: tf.Operation, grads, settings) -> list:
+    """The same ratio for ReLU and ReLU6, where ``f(z) = 0`` for ``z < 0``: ``f(z) / (z + eps)`` with 0 wherever the
+    denominator vanishes (there ``f(z) = 0`` too), which needs no sign."""
+    (grad,) = grads
+    z, y = op.inputs[0], op.outputs[0]
+    return with_unused_inputs(op, grad * tf.math.divide_no_nan(y, z + tf.constant(settings.epsilon, z.dtype)))
+
+
+ZERO_BELOW_ZERO = frozenset({"Relu", "Relu6"})
+RULES = {
+    **{op_type: ratio for op_type in ELEMENTWISE_NONLINEAR - ZERO_BELOW_ZERO},
+    **{op_type: ratio_zero_below_zero for op_type in ZERO_BELOW_ZERO},
+}
