@@ -178,10 +178,10 @@ class Explainer:
                 "deepshap and expected_gradients"
             )
         self._require_forward()
-        if attributions is None:
-            attributions = self.run(xs, ys, batch_size)
         xs = self._check_xs(xs)
         ys = self._check_ys(ys, len(xs[0]))
+        if attributions is None:
+            attributions = self.run(xs if self._multiple_inputs else xs[0], ys, batch_size)
         n = len(xs[0])
         forward = self._forward(ys, self._rows_per_run(batch_size, xs))
         references = self.method.completeness_references(xs)
@@ -247,32 +247,29 @@ class Explainer:
             weights = self._ones() if ys is None else y_rows[lo:hi]
             extra = []
             if expansion.references is not None:
-                # the references go last (after any padding to a fixed batch size): rules read the last row
-                # directly when there is a single reference
-                used, position = np.unique(expansion.reference_ids[lo:hi], return_inverse=True)
-                count = hi - lo
-                pad = self._fixed_rows - count - len(used) if self._fixed_rows else 0
-                rows = [
-                    np.concatenate([r, np.zeros((pad, *r.shape[1:]), r.dtype), ref[used]])
-                    for r, ref in zip(rows, expansion.references, strict=True)
-                ]
-                if ys is not None:
-                    zeros = np.zeros((pad + len(used), *weights.shape[1:]), weights.dtype)
-                    weights = np.concatenate([weights, zeros])
-                first_reference = count + pad
-                extra = [
-                    np.concatenate(
-                        [
-                            position.reshape(-1) + first_reference,
-                            np.arange(count, first_reference),
-                            np.arange(first_reference, first_reference + len(used)),
-                        ]
-                    )
-                ]
+                rows, weights, index = self._append_references(rows, weights, expansion, lo, hi, ys is not None)
+                extra = [index]
             for out, g in zip(outputs, self._call(self._gradient_fn, rows, weights, extra), strict=True):
                 out[lo:hi] = g[: hi - lo]
             bar.update(1)
         return outputs
+
+    def _append_references(self, rows, weights, expansion, lo, hi, weighted):
+        """Rows ``lo:hi`` followed by padding (to a fixed batch size) and the references they need, which go last so
+        that rules can read a single reference as the last row; weights padded with zeros; each row's reference
+        row index (padding and references refer to themselves)."""
+        used, position = np.unique(expansion.reference_ids[lo:hi], return_inverse=True)
+        count = hi - lo
+        pad = self._fixed_rows - count - len(used) if self._fixed_rows else 0
+        rows = [
+            np.concatenate([r, np.zeros((pad, *r.shape[1:]), r.dtype), ref[used]])
+            for r, ref in zip(rows, expansion.references, strict=True)
+        ]
+        if weighted:
+            weights = np.concatenate([weights, np.zeros((pad + len(used), *weights.shape[1:]), weights.dtype)])
+        first = count + pad
+        index = np.concatenate([position.reshape(-1) + first, np.arange(count, first + len(used))])
+        return rows, weights, index
 
     def _call(self, fn, rows, weights, extra=()):
         """One session run on ``rows`` (padded to the input's fixed batch size, if it has one)."""
