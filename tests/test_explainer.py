@@ -28,8 +28,8 @@ def cases(rng):
         "occlusion": {"window_shape": (2, 2, 1), "step": (2, 2, 1)},
         "shapley_sampling": {"samples": 2, "sampling_dims": [1, 2], "seed": 5},
         "feature_ablation": {},
-        # 2x2-pixel superpixels, shared by both channels: 16 players
-        "shapley_exact": {"feature_mask": (np.arange(8)[:, None] // 2 * 4 + np.arange(8)[None, :] // 2)[..., None]},
+        # 4x4-pixel quadrants, shared by both channels: 4 players, 16 coalitions
+        "shapley_exact": {"feature_mask": (np.arange(8)[:, None] // 4 * 2 + np.arange(8)[None, :] // 4)[..., None]},
     }
 
 

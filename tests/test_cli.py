@@ -1,0 +1,313 @@
+"""The command line: ``python -m deepexplain demo`` and ``explain``, and the pieces ``explain`` is built from.
+
+Both commands run in-process through :func:`deepexplain.cli.main` (neither changes TensorFlow's global state: the
+demo builds its own graph and session, ``explain`` traces a Keras model into a private graph), which saves a
+TensorFlow import (~5 s) per run; ``python -m deepexplain`` itself is run for ``--help``. ``explain`` is checked
+end to end on small Keras 3 CNNs saved as ``.keras``: its ``.npy`` files must equal ``deepexplain.explain`` on the
+same (resized) inputs.
+"""
+
+import contextlib
+import io as text_io
+import os
+import re
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from skimage import io
+from skimage.transform import resize
+from skimage.util import img_as_float
+
+import deepexplain
+from deepexplain.cli import explain_files, main, read_input
+from deepexplain.tensorflow import METHODS
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg")
+COMPLETENESS = {"intgrad", "deeplift", "deepshap", "expected_gradients"}
+
+
+def _deepexplain(*args, env=ENV, timeout=180):
+    command = [sys.executable, "-m", "deepexplain", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def digits_cache(tmp_path_factory):
+    """One XDG_CACHE_HOME per test session (tests/test_examples.py uses it too): the digits CNN is trained once."""
+    folder = tmp_path_factory.getbasetemp() / "xdg_cache"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# demo
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """``deepexplain demo --out OUT --samples 2``: (exit status, stdout, stderr, OUT, cache folder)."""
+    out, cache = tmp_path_factory.mktemp("demo"), digits_cache(tmp_path_factory)
+    stdout, stderr = text_io.StringIO(), text_io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        patch.setenv("XDG_CACHE_HOME", str(cache))
+        status = main(["demo", "--out", str(out), "--samples", "2"])
+    assert status == 0, f"demo failed:\n{stdout.getvalue()}\n{stderr.getvalue()[-4000:]}"
+    return SimpleNamespace(stdout=stdout.getvalue(), stderr=stderr.getvalue(), out=out, cache=cache)
+
+
+def _table(stdout: str) -> dict:
+    """method -> (seconds, max |completeness error| or None), from the demo's table."""
+    rows = {}
+    for line in stdout.splitlines():
+        match = re.fullmatch(r"(\S+)\s+(\d+\.\d+)\s+(\S+)", line.strip())
+        if match:
+            name, seconds, error = match.groups()
+            rows[name] = (float(seconds), None if error == "-" else float(error))
+    return rows
+
+
+def test_demo_table_lists_every_method_in_the_registry(demo):
+    assert list(_table(demo.stdout)) == list(METHODS)
+
+
+def test_demo_reports_completeness_exactly_where_promised(demo):
+    """'-' for methods without the promise; DeepLIFT and DeepSHAP sum to f(x) - f(baseline) to float precision."""
+    table = _table(demo.stdout)
+    assert {name for name, (_, error) in table.items() if error is not None} == COMPLETENESS
+    assert table["deeplift"][1] < 1e-4
+    assert table["deepshap"][1] < 1e-4
+    assert table["intgrad"][1] < 0.5  # 100 Riemann steps on a small ReLU CNN
+
+
+def test_demo_writes_the_methods_grid(demo):
+    """One input row and one row per method, two columns of 2-inch cells at 150 dpi."""
+    image = io.imread(demo.out / "methods.png")
+    assert image.shape[:2] == ((len(METHODS) + 1) * 300, 2 * 300)
+    assert image[..., :3].std() > 10
+
+
+def test_demo_caches_the_trained_weights(demo):
+    assert len(list((demo.cache / "deepexplain").glob("digits_cnn-*.npz"))) == 1
+    assert f"wrote {demo.out / 'methods.png'}" in demo.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# help
+
+
+def test_help_documents_both_commands_without_importing_tensorflow():
+    code = (
+        "import sys\n"
+        "from deepexplain.cli import build_parser\n"
+        "print(build_parser().format_help())\n"
+        "print('tensorflow imported:', 'tensorflow' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "demo" in result.stdout and "explain" in result.stdout
+    assert "tensorflow imported: False" in result.stdout
+
+
+def test_python_m_deepexplain_explain_help():
+    result = _deepexplain("explain", "--help", timeout=60)
+    assert result.returncode == 0, result.stderr
+    for text in ("MODEL", "INPUT", "--method", "--target", "--baselines", "--out", ".npy", "Keras", "strip_softmax"):
+        assert text in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# explain, end to end on saved Keras 3 models
+
+
+@pytest.fixture(scope="module")
+def keras_files(tmp_path_factory):
+    """A Keras 3 CNN (8×8×1 → conv 3×3 (4) + ReLU → max-pool 2 → dense 10 logits, seeded random weights) and the same
+    network ending in a softmax, both saved as .keras; two inputs, a 13×11 grey PNG (resized to 8×8 when read) and an
+    8×8×1 .npy; and a .npy of 3 reference samples."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("keras_cli")
+
+    def cnn(activation=None):
+        return keras.Sequential(
+            [
+                keras.Input((8, 8, 1)),
+                keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer=keras.initializers.HeNormal(0)),
+                keras.layers.MaxPooling2D(2),
+                keras.layers.Flatten(),
+                keras.layers.Dense(10, activation=activation, kernel_initializer=keras.initializers.HeNormal(1)),
+            ]
+        )
+
+    logits, softmax = cnn(), cnn("softmax")
+    softmax.set_weights(logits.get_weights())
+    logits.save(folder / "logits.keras")
+    softmax.save(folder / "softmax.keras")
+    rng = np.random.default_rng(0)
+    io.imsave(folder / "digit.png", (rng.random((13, 11)) * 255).astype(np.uint8), check_contrast=False)
+    np.save(folder / "noise.npy", rng.random((8, 8, 1)).astype(np.float32))
+    np.save(folder / "references.npy", rng.random((3, 8, 8, 1)).astype(np.float32))
+    # the inputs as the model sees them: the PNG scaled to [0, 1] and resized (anti-aliased) to 8×8
+    image = resize(img_as_float(io.imread(folder / "digit.png")), (8, 8), anti_aliasing=True)[..., None]
+    xs = np.stack([image.astype(np.float32), np.load(folder / "noise.npy")])
+    return SimpleNamespace(folder=folder, model=logits, xs=xs)
+
+
+@pytest.mark.parametrize(
+    ("saved", "options", "oracle"),
+    [
+        ("logits", [], ("deeplift", "max", {})),
+        ("softmax", ["--method", "intgrad", "--target", "3"], ("intgrad", 3, {})),
+        ("logits", ["--method", "deepshap"], ("deeplift", "max", {})),  # one all-zeros baseline: DeepLIFT's
+        ("logits", ["--method", "deepshap", "--baselines", "{references}"], ("deepshap", "max", "references")),
+    ],
+    ids=["deeplift max", "softmax stripped, intgrad class 3", "deepshap zeros", "deepshap --baselines"],
+)
+def test_explain_writes_what_deepexplain_explain_computes(keras_files, tmp_path, capsys, saved, options, oracle):
+    """``deepexplain explain MODEL digit.png noise.npy``: per input a heatmap PNG and the attributions of
+    ``deepexplain.explain`` on the in-memory model (the softmax model's logits are the logits model)."""
+    folder, out = keras_files.folder, tmp_path / "out"
+    options = [o.format(references=folder / "references.npy") for o in options]
+    argv = ["explain", str(folder / f"{saved}.keras"), str(folder / "digit.png"), str(folder / "noise.npy")]
+    assert main([*argv, *options, "--out", str(out)]) == 0
+    stderr = capsys.readouterr().err
+    assert f"wrote 4 files to {out}" in stderr
+    assert ("strip_softmax" in stderr) == (saved == "softmax")
+
+    method, target, kwargs = oracle
+    if kwargs == "references":
+        kwargs = {"baselines": np.load(folder / "references.npy")}
+    expected = deepexplain.explain(method, keras_files.model, keras_files.xs, target=target, **kwargs)
+    assert sorted(p.name for p in out.iterdir()) == ["digit.npy", "digit.png", "noise.npy", "noise.png"]
+    for name, attributions in zip(["digit", "noise"], expected, strict=True):
+        np.testing.assert_allclose(np.load(out / f"{name}.npy"), attributions, rtol=1e-5, atol=1e-6)
+        picture = io.imread(out / f"{name}.png")
+        assert picture.ndim == 3 and picture.shape[2] in (3, 4) and picture[..., :3].std() > 10
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--target", "12"], r"target units must be in \[0, 10\)"),
+        (["--method", "shapley_exact"], "accepts at most 16 players, got 64"),
+        (["--method", "deepshap", "--baselines", "{flat}"], "expected reference samples shaped"),  # (2, 64)
+    ],
+    ids=["target out of range", "too many players", "baselines of the wrong shape"],
+)
+def test_explain_reports_what_it_cannot_explain_with_status_1(keras_files, tmp_path, capsys, options, message):
+    folder = keras_files.folder
+    np.save(tmp_path / "flat.npy", np.zeros((2, 64), np.float32))
+    options = [o.format(flat=tmp_path / "flat.npy") for o in options]
+    argv = ["explain", str(folder / "logits.keras"), str(folder / "digit.png"), "--out", str(tmp_path / "out")]
+    assert main([*argv, *options]) == 1
+    assert re.search(f"^deepexplain explain: .*{message}", capsys.readouterr().err, re.M)
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# explain: argument checks
+
+
+@pytest.fixture
+def files(tmp_path):
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"not a real model")
+    image = tmp_path / "digit.png"
+    io.imsave(image, (np.random.default_rng(0).random((16, 16)) * 255).astype(np.uint8), check_contrast=False)
+    return model, image
+
+
+def test_explain_says_when_the_model_does_not_load(files, tmp_path, capsys):
+    model, image = files
+    assert main(["explain", str(model), str(image), "--out", str(tmp_path / "out")]) == 1
+    assert f"deepexplain explain: MODEL {model}: cannot load it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["missing.keras", "{image}"], "MODEL missing.keras: no such file"),
+        (["{model}", "missing.png"], "INPUT missing.png: no such file"),
+        (["{model}", "{model}"], "expected an image"),
+        (["{model}", "{image}", "--method", "lime"], "expected one of zero, saliency"),
+        (["{model}", "{image}", "--target", "first"], "expected 'max' or a non-negative class index"),
+        (["{model}", "{image}", "--baselines", "{image}"], "only deepshap and expected_gradients take baselines"),
+        (["{model}", "{image}", "--method", "deepshap", "--baselines", "{image}"], "expected an existing .npy file"),
+    ],
+    ids=["missing model", "missing input", "not an image", "unknown method", "bad target", "baselines", "not npy"],
+)
+def test_explain_rejects_bad_arguments_with_usage_error(files, capsys, arguments, message):
+    model, image = files
+    argv = ["explain"] + [a.format(model=model, image=image) for a in arguments]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# explain: reading inputs and writing outputs (model-independent)
+
+
+def test_read_input_fits_an_rgb_image_to_a_grey_model_input(tmp_path):
+    path = tmp_path / "rgb.png"
+    io.imsave(path, np.full((32, 24, 3), 255, np.uint8), check_contrast=False)
+    x = read_input(path, (8, 8, 1))
+    assert x.shape == (8, 8, 1) and x.dtype == np.float32
+    np.testing.assert_allclose(x, 1.0, atol=1e-6)
+
+
+def test_read_input_drops_alpha_and_makes_grey_rgb(tmp_path):
+    rgba, grey = tmp_path / "rgba.png", tmp_path / "grey.png"
+    io.imsave(rgba, np.zeros((10, 10, 4), np.uint8), check_contrast=False)
+    io.imsave(grey, np.zeros((10, 10), np.uint8), check_contrast=False)
+    assert read_input(rgba, (10, 10, 3)).shape == (10, 10, 3)
+    assert read_input(grey, (None, None, 3)).shape == (10, 10, 3)
+
+
+def test_read_input_takes_npy_as_stored_and_checks_its_shape(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.arange(12.0).reshape(1, 3, 4))
+    np.testing.assert_array_equal(read_input(path, (3, 4)), np.arange(12.0).reshape(3, 4))
+    with pytest.raises(ValueError, match=r"expected an array of shape \(4, 3\)"):
+        read_input(path, (4, 3))
+
+
+def test_explain_files_writes_a_heatmap_and_the_attributions_per_input(tmp_path, files):
+    """With a linear 'model' f(x) = sum(x * w), grad*input is x * w: the .npy holds exactly that."""
+    _, image = files
+    other = tmp_path / "sub" / "digit.png"  # same stem as `image`: must not overwrite its outputs
+    other.parent.mkdir()
+    io.imsave(other, np.zeros((8, 8), np.uint8), check_contrast=False)
+    weights = np.random.default_rng(1).normal(size=(8, 8, 1)).astype(np.float32)
+    targets = []
+
+    def attribute(xs, target):
+        targets.append(target)
+        return xs * weights
+
+    written = explain_files([image, other], (8, 8, 1), attribute, target=1, out=tmp_path / "out")
+    assert targets == [1]  # one call for all inputs, the target passed through
+    assert [p.name for p in written] == ["digit.png", "digit.npy", "digit-2.png", "digit-2.npy"]
+    np.testing.assert_allclose(np.load(written[1]), read_input(image, (8, 8, 1)) * weights, rtol=1e-6)
+    assert io.imread(written[0]).shape[2] in (3, 4)
+
+
+def test_explain_files_draws_bars_for_a_feature_vector(tmp_path):
+    path = tmp_path / "row.npy"
+    np.save(path, np.arange(5.0))
+    written = explain_files([path], (5,), lambda xs, target: xs * (xs == xs.max()), out=tmp_path / "out")
+    assert [p.name for p in written] == ["row.png", "row.npy"]
+    np.testing.assert_array_equal(np.load(written[1]), [0, 0, 0, 0, 4])
+
+
+def test_explain_files_refuses_inputs_of_different_sizes_before_writing(tmp_path):
+    """A model with free height and width takes each image at its size, but one batch needs one size."""
+    small, large = tmp_path / "small.png", tmp_path / "large.png"
+    io.imsave(small, np.zeros((8, 8), np.uint8), check_contrast=False)
+    io.imsave(large, np.zeros((9, 8), np.uint8), check_contrast=False)
+    with pytest.raises(ValueError, match="the inputs differ in shape"):
+        explain_files([small, large], (None, None, 1), lambda xs, target: xs, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
