@@ -29,6 +29,7 @@ setup(
         "crosscheck": ["torch", "captum"],
         "keras": ["tf-keras"],
         "plot": ["matplotlib"],
+        "demo": ["matplotlib", "scikit-learn"],
     },
     entry_points={"console_scripts": ["deepexplain = deepexplain.__main__:main"]},
     classifiers=[
