@@ -61,7 +61,7 @@ def test_inputs_with_different_numbers_of_samples(session):
     A, B = tf1.placeholder(tf.float32, [None, 2]), tf1.placeholder(tf.float32, [None, 2])
     with (
         DeepExplain(session=session) as de,
-        pytest.raises(InvalidInputError, match=r"same number of samples.*\[1, 3\]"),
+        pytest.raises(InvalidInputError, match=r"requires all inputs to have the same number of samples.*\[1, 3\]"),
     ):
         de.explain("saliency", A + B, [A, B], [np.ones((1, 2)), np.ones((3, 2))])
 

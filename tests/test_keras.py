@@ -142,6 +142,9 @@ def graph_twin(build, shapes, weights):
     return session, inputs, output, model
 
 
+QUADRANTS = (np.arange(8)[:, None] // 4 * 2 + np.arange(8)[None, :] // 4)[..., None]  # 4 players of an 8x8 image
+
+
 def method_arguments(rng, shapes):
     baselines = [rng.normal(size=(3, *s)).astype(np.float32) for s in shapes]
     single = len(shapes) == 1
@@ -157,6 +160,8 @@ def method_arguments(rng, shapes):
         "occlusion": {"window_shape": (2, 2, 1), "step": 1} if shapes[0] == (8, 8, 1) else {},
         "shapley_sampling": {"samples": 3, "seed": 3},
         "feature_ablation": {},
+        "shapley_exact": {"feature_mask": QUADRANTS} if shapes[0] == (8, 8, 1) else {},
+        "zero": {},
     }
 
 
@@ -247,6 +252,19 @@ def test_saved_keras_model_is_loaded_by_path(tmp_path):
     xs = make_inputs([(8, 8, 1)], rng)[0]
     np.testing.assert_allclose(
         deepexplain.explain("deeplift", str(path), xs, target=1), deepexplain.explain("deeplift", model, xs, target=1)
+    )
+
+
+def test_savedmodel_directory_is_loaded_by_path(tmp_path):
+    rng = np.random.default_rng(12)
+    model = eager_model(keras, residual_concat, [(6,)], rng)
+    model.export(str(tmp_path / "saved"), verbose=False)
+    xs = make_inputs([(6,)], rng)[0]
+    np.testing.assert_allclose(
+        deepexplain.explain("deeplift", tmp_path / "saved", xs, target=2),
+        deepexplain.explain("deeplift", model, xs, target=2),
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 

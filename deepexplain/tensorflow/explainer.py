@@ -318,7 +318,8 @@ class Explainer:
         counts = [len(a) for a in checked]
         if len(set(counts)) > 1:
             raise InvalidInputError(
-                f"All input arrays must have the same number of samples (the batch dimension); got {counts}"
+                "Evaluation in batches requires all inputs to have the same number of samples (the first "
+                f"dimension); got {counts}"
             )
         return checked
 
