@@ -277,7 +277,8 @@ class Explainer:
     Notes
     -----
     The model is traced once per input signature (known from a functional model, else from the first ``xs``) and
-    once more per callable ``target``; ``run`` adds nothing after that.
+    once more per callable ``target``; ``run`` adds nothing after that. Tracing freezes the weights: an Explainer
+    keeps explaining the weights the model had when it was traced, so build a new one after training further.
     """
 
     def __init__(self, method, model, layer=None, output=None, progress=True, **method_kwargs):
