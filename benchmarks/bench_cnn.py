@@ -217,8 +217,12 @@ def interleaved_medians(fns, repeats):
     return [statistics.median(samples) for samples in times]
 
 
-class Bench:
-    """The main graph and session, with the bound tensors created once, shared by the steady-state timings.
+class BenchBase:
+    """What :func:`run_benchmark` needs of a benchmark: its timings, its targets and what it adds to the report.
+
+    Subclasses define ``steady(workload)``, the median seconds of the run and of each bound (see ``bound_variants``)
+    timed in turns, and ``first_call(workload)``, the seconds of the first call with nothing compiled before reused;
+    they may change the class attributes and the hooks :meth:`notes` and :meth:`report`.
 
     Parameters
     ----------
@@ -226,11 +230,59 @@ class Bench:
         The model's weights.
     repeats : int
         Timed calls per measurement.
+
+    Attributes
+    ----------
+    first_call_target : float
+        Seconds above which the table marks a first call with ``!``.
+    bound_variants : tuple of str
+        Suffixes of the bounds that :meth:`steady` times after the run, in its order: ``''`` gives the result keys
+        ``bound_s`` and ``ratio``, ``'_tensor'`` gives ``bound_tensor_s`` and ``ratio_tensor``.
+    bound_note : str
+        Appended to the note under the table.
     """
+
+    first_call_target = TARGET_FIRST_CALL_S
+    bound_variants = ("",)
+    bound_note = ""
 
     def __init__(self, weights, repeats):
         self.weights = weights
         self.repeats = repeats
+
+    def notes(self, results):
+        """Lines printed after the note under the table.
+
+        Parameters
+        ----------
+        results : list of dict
+            As returned by :func:`run_workload`.
+
+        Returns
+        -------
+        list of str
+        """
+        return []
+
+    def report(self):
+        """What the JSON file holds besides the results.
+
+        Returns
+        -------
+        dict
+            ``environment`` (see :func:`environment`) and ``repeats``.
+        """
+        return {"environment": environment(), "repeats": self.repeats}
+
+
+class Bench(BenchBase):
+    """The main graph and session, with the bound tensors created once, shared by the steady-state timings.
+
+    Built with the parameters of :class:`BenchBase`.
+    """
+
+    def __init__(self, weights, repeats):
+        super().__init__(weights, repeats)
         self.sess, self.X, self.T = build_model(weights)
         with self.sess.graph.as_default():
             self.Y = tf.placeholder(tf.float32, shape=(None, NUM_CLASSES), name="bound_Y")
@@ -307,14 +359,16 @@ def run_workload(bench, workload):
 
     Parameters
     ----------
-    bench : Bench
+    bench : BenchBase
     workload : Workload
 
     Returns
     -------
     dict
-        ``name``, ``median_s``, ``bound_s``, ``ratio``, ``first_call_s``, ``warnings`` and ``error`` (None or text).
+        ``name``, ``median_s``, ``bound_s``, ``ratio``, ``first_call_s``, ``warnings`` and ``error`` (None or text);
+        for each further suffix ``v`` of ``bench.bound_variants`` also ``bound{v}_s`` and ``ratio{v}``.
     """
+    variants = bench.bound_variants
     result = {
         "name": workload.name,
         "method": workload.method,
@@ -322,8 +376,8 @@ def run_workload(bench, workload):
         "bound_rows": workload.bound_rows,
         "bound_kind": workload.bound_kind,
         "median_s": None,
-        "bound_s": None,
-        "ratio": None,
+        **{f"bound{v}_s": None for v in variants},
+        **{f"ratio{v}": None for v in variants},
         "first_call_s": None,
         "warnings": [],
         "error": None,
@@ -331,8 +385,9 @@ def run_workload(bench, workload):
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result["median_s"], result["bound_s"] = bench.steady(workload)
-            result["ratio"] = result["median_s"] / result["bound_s"]
+            result["median_s"], *bounds = bench.steady(workload)
+            result.update({f"bound{v}_s": bound for v, bound in zip(variants, bounds, strict=True)})
+            result.update({f"ratio{v}": result["median_s"] / result[f"bound{v}_s"] for v in variants})
             result["first_call_s"] = bench.first_call(workload)
         result["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
     except Exception as error:  # one failing workload must not stop the others
@@ -346,13 +401,15 @@ def run_workload(bench, workload):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def markdown_table(results):
+def markdown_table(results, first_call_target=TARGET_FIRST_CALL_S):
     """The results as a markdown table: workload, median s, bound s, ratio, first call s.
 
     Parameters
     ----------
     results : list of dict
         As returned by :func:`run_workload`.
+    first_call_target : float
+        Seconds above which a first call is marked with ``!`` (a ratio: above ``TARGET_RATIO``).
 
     Returns
     -------
@@ -364,7 +421,7 @@ def markdown_table(results):
             lines.append(f"| {r['name']} | unavailable: {r['error'].splitlines()[0][:100]} | | | |")
             continue
         ratio = f"{r['ratio']:.2f}" + (" !" if r["ratio"] > TARGET_RATIO else "")
-        first = f"{r['first_call_s']:.3f}" + (" !" if r["first_call_s"] > TARGET_FIRST_CALL_S else "")
+        first = f"{r['first_call_s']:.3f}" + (" !" if r["first_call_s"] > first_call_target else "")
         lines.append(f"| {r['name']} | {r['median_s']:.4f} | {r['bound_s']:.4f} | {ratio} | {first} |")
     return "\n".join(lines)
 
@@ -392,9 +449,9 @@ def load_average():
         return None
 
 
-def parse_args(argv=None):
-    """Command-line options (see ``--help``)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv=None, description=__doc__):
+    """Command-line options (see ``--help``); ``--help`` shows the first line of ``description``."""
+    parser = argparse.ArgumentParser(description=description.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 5)")
     parser.add_argument("--only", default=None, help="comma-separated workload names to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 repeats unless --repeats is given")
@@ -416,20 +473,37 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
-    """Run the selected workloads, print the markdown table, optionally write JSON; returns the exit status."""
-    args = parse_args(argv)
+def run_benchmark(argv, bench_class, description):
+    """Run the selected workloads, print the markdown table, optionally write JSON.
+
+    Parameters
+    ----------
+    argv : list of str or None
+        Command-line arguments (None: ``sys.argv[1:]``).
+    bench_class : type
+        A :class:`BenchBase` subclass, built with the model's weights and the number of repeats.
+    description : str
+        The calling script's docstring, for ``--help``.
+
+    Returns
+    -------
+    int
+        The exit status.
+    """
+    args = parse_args(argv, description)
     load_before = load_average()
-    bench = Bench(model_weights(), args.repeats)
+    bench = bench_class(model_weights(), args.repeats)
     results = []
     for workload in args.workloads:
         print(f"running {workload.name} ...", file=sys.stderr, flush=True)
         results.append(run_workload(bench, workload))
-    print(markdown_table(results))
+    print(markdown_table(results, bench.first_call_target))
     print(
         f"\n(repeats={args.repeats}; load average before/after: {load_before} / {load_average()}; "
-        f"'!' marks a ratio above {TARGET_RATIO} or a first call above {TARGET_FIRST_CALL_S} s)"
+        f"'!' marks a ratio above {TARGET_RATIO} or a first call above {bench.first_call_target} s{bench.bound_note})"
     )
+    for line in bench.notes(results):
+        print(line)
     notes = [(r["name"], w) for r in results for w in r["warnings"]]
     if notes:
         print("\nWarnings raised by deepexplain:")
@@ -437,8 +511,13 @@ def main(argv=None):
             print(f"- {name}: {message}")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"environment": environment(), "repeats": args.repeats, "results": results}, handle, indent=2)
+            json.dump({**bench.report(), "results": results}, handle, indent=2)
     return 0
+
+
+def main(argv=None):
+    """Run bench-cnn on the TF1 graph (see :func:`run_benchmark`); returns the exit status."""
+    return run_benchmark(argv, Bench, __doc__)
 
 
 if __name__ == "__main__":

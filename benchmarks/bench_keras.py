@@ -31,11 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_cnn, also when imported from elsewhere
 
-import argparse  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
-import traceback  # noqa: E402
-import warnings  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -45,14 +41,11 @@ from bench_cnn import (  # noqa: E402
     DATA_SEED,
     INPUT_SHAPE,
     NUM_CLASSES,
-    TARGET_RATIO,
-    WORKLOADS,
+    BenchBase,
     build_model,
-    environment,
     interleaved_medians,
-    load_average,
     make_data,
-    model_weights,
+    run_benchmark,
 )
 
 import deepexplain  # noqa: E402
@@ -171,22 +164,23 @@ def bound_functions(model):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class KerasBench:
+class KerasBench(BenchBase):
     """One Keras model and its bound functions, shared by the steady-state timings.
 
-    Parameters
-    ----------
-    weights : dict of str to ndarray
-        The model's weights.
-    repeats : int
-        Timed calls per measurement.
+    Checks on building that the model's logits are bench_cnn's and says so on stderr. Besides the bound fed with
+    numpy arrays it times the bound fed with ``tf.Tensor`` s (``bound_tensor_s`` and ``ratio_tensor`` in the results,
+    a line under the table). Built with the parameters of ``bench_cnn.BenchBase``.
     """
 
+    first_call_target = TARGET_FIRST_CALL_S
+    bound_variants = ("", "_tensor")
+    bound_note = "; bound: a tf.function of the bare Keras model fed with numpy"
+
     def __init__(self, weights, repeats):
-        self.weights = weights
-        self.repeats = repeats
+        super().__init__(weights, repeats)
         self.model = build_keras_model(weights)
         self.logits_diff = check_same_logits(self.model, weights)
+        print(f"Keras and TF1 logits agree: max abs diff {self.logits_diff:.2e}", file=sys.stderr, flush=True)
         self.bounds = bound_functions(self.model)
 
     def bound_fns(self, rows, kind):
@@ -251,78 +245,38 @@ class KerasBench:
         explainer.run(xs, ys=ys, progress=False)
         return time.perf_counter() - start
 
+    def notes(self, results):
+        """The line of the bound fed with ``tf.Tensor`` inputs (see :func:`tensor_bound_line`), after a blank line.
 
-def run_workload(bench, workload):
-    """Measure one workload; an exception is reported in the result instead of raised.
+        Parameters
+        ----------
+        results : list of dict
+            As returned by ``bench_cnn.run_workload``.
 
-    Parameters
-    ----------
-    bench : KerasBench
-    workload : bench_cnn.Workload
+        Returns
+        -------
+        list of str
+        """
+        return ["\n" + tensor_bound_line(results)]
 
-    Returns
-    -------
-    dict
-        ``name``, ``median_s``, ``bound_s`` (numpy inputs), ``bound_tensor_s``, ``ratio``, ``ratio_tensor``,
-        ``first_call_s``, ``warnings`` and ``error`` (None or text).
-    """
-    result = {
-        "name": workload.name,
-        "method": workload.method,
-        "batch": workload.batch,
-        "bound_rows": workload.bound_rows,
-        "bound_kind": workload.bound_kind,
-        "median_s": None,
-        "bound_s": None,
-        "bound_tensor_s": None,
-        "ratio": None,
-        "ratio_tensor": None,
-        "first_call_s": None,
-        "warnings": [],
-        "error": None,
-    }
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result["median_s"], result["bound_s"], result["bound_tensor_s"] = bench.steady(workload)
-            result["ratio"] = result["median_s"] / result["bound_s"]
-            result["ratio_tensor"] = result["median_s"] / result["bound_tensor_s"]
-            result["first_call_s"] = bench.first_call(workload)
-        result["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
-    except Exception as error:  # one failing workload must not stop the others
-        result["error"] = f"{type(error).__name__}: {error}"
-        traceback.print_exc(file=sys.stderr)
-    return result
+    def report(self):
+        """What the JSON file holds besides the results.
+
+        Returns
+        -------
+        dict
+            As ``bench_cnn.BenchBase.report``, with the Keras version and eager mode in ``environment``, and
+            ``logits_max_abs_diff``.
+        """
+        report = super().report()
+        report["environment"].update(keras=keras.__version__, executing_eagerly=tf.executing_eagerly())
+        report["logits_max_abs_diff"] = self.logits_diff
+        return report
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def markdown_table(results):
-    """The results as a markdown table: workload, median s, bound s, ratio, first call s.
-
-    As ``bench_cnn.markdown_table``, with this benchmark's first-call target.
-
-    Parameters
-    ----------
-    results : list of dict
-        As returned by :func:`run_workload`.
-
-    Returns
-    -------
-    str
-    """
-    lines = ["| workload | median s | bound s | ratio | first call s |", "|---|---:|---:|---:|---:|"]
-    for r in results:
-        if r["error"] is not None:
-            lines.append(f"| {r['name']} | unavailable: {r['error'].splitlines()[0][:100]} | | | |")
-            continue
-        ratio = f"{r['ratio']:.2f}" + (" !" if r["ratio"] > TARGET_RATIO else "")
-        first = f"{r['first_call_s']:.3f}" + (" !" if r["first_call_s"] > TARGET_FIRST_CALL_S else "")
-        lines.append(f"| {r['name']} | {r['median_s']:.4f} | {r['bound_s']:.4f} | {ratio} | {first} |")
-    return "\n".join(lines)
 
 
 def tensor_bound_line(results):
@@ -333,61 +287,12 @@ def tensor_bound_line(results):
     return "Bound with tf.Tensor inputs made beforehand (ratio to it): " + ", ".join(parts)
 
 
-def parse_args(argv=None):
-    """Command-line options (see ``--help``)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 5)")
-    parser.add_argument("--only", default=None, help="comma-separated workload names to run (default: all)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 3 repeats unless --repeats is given")
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON to PATH")
-    args = parser.parse_args(argv)
-    if args.repeats is None:
-        args.repeats = 3 if args.quick else 5
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    names = [w.name for w in WORKLOADS]
-    if args.only:
-        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in names]
-        if unknown:
-            parser.error(f"unknown workload(s) {unknown}; choose from {names}")
-        args.workloads = [w for w in WORKLOADS if w.name in wanted]
-    else:
-        args.workloads = list(WORKLOADS)
-    return args
-
-
 def main(argv=None):
-    """Run the selected workloads, print the markdown table, optionally write JSON; returns the exit status."""
-    args = parse_args(argv)
+    """Run bench-cnn on the Keras model (see ``bench_cnn.run_benchmark``); returns the exit status."""
     # as bench_cnn's session; deepexplain's private session inherits this configuration too
     tf.config.threading.set_intra_op_parallelism_threads(2)
     tf.config.threading.set_inter_op_parallelism_threads(2)
-    load_before = load_average()
-    bench = KerasBench(model_weights(), args.repeats)
-    print(f"Keras and TF1 logits agree: max abs diff {bench.logits_diff:.2e}", file=sys.stderr, flush=True)
-    results = []
-    for workload in args.workloads:
-        print(f"running {workload.name} ...", file=sys.stderr, flush=True)
-        results.append(run_workload(bench, workload))
-    print(markdown_table(results))
-    print(
-        f"\n(repeats={args.repeats}; load average before/after: {load_before} / {load_average()}; "
-        f"'!' marks a ratio above {TARGET_RATIO} or a first call above {TARGET_FIRST_CALL_S} s; "
-        "bound: a tf.function of the bare Keras model fed with numpy)"
-    )
-    print("\n" + tensor_bound_line(results))
-    notes = [(r["name"], w) for r in results for w in r["warnings"]]
-    if notes:
-        print("\nWarnings raised by deepexplain:")
-        for name, message in notes:
-            print(f"- {name}: {message}")
-    if args.json:
-        env = {**environment(), "keras": keras.__version__, "executing_eagerly": tf.executing_eagerly()}
-        report = {"environment": env, "repeats": args.repeats, "logits_max_abs_diff": bench.logits_diff}
-        with open(args.json, "w") as handle:
-            json.dump({**report, "results": results}, handle, indent=2)
-    return 0
+    return run_benchmark(argv, KerasBench, __doc__)
 
 
 if __name__ == "__main__":
