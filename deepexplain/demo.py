@@ -1,9 +1,10 @@
 """The digits demo: a small CNN, trained in seconds on scikit-learn's 8×8 digits, explained with every method.
 
 ``python -m deepexplain demo --out DIR`` trains the network (or loads its cached weights), explains a handful of test
-digits with every method of :data:`deepexplain.tensorflow.METHODS`, writes ``DIR/methods.png`` (methods × samples,
-drawn by :func:`deepexplain.plot.grid`) and prints, per method, the seconds it took (compile and run) and, where the
-method promises completeness, the largest ``|sum(attributions) - (f(x) - E f(baseline))|`` over the samples.
+digits with every method of :data:`deepexplain.tensorflow.METHODS` (other libraries' aliases skipped), writes
+``DIR/methods.png`` (methods × samples, drawn by :func:`deepexplain.plot.grid`) and prints, per method, the seconds
+it took (compile and run) and, where the method promises completeness, the largest
+``|sum(attributions) - (f(x) - E f(baseline))|`` over the samples.
 
 Everything runs offline: the digits ship with scikit-learn, and the trained weights are cached as ``.npz`` under
 ``$XDG_CACHE_HOME/deepexplain`` (default ``~/.cache/deepexplain``). The functions here are reused by
@@ -28,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from deepexplain.tensorflow import METHODS, DeepExplain
+from deepexplain.tensorflow.methods import ALIASES
 
 tf1 = tf.compat.v1
 
@@ -315,7 +317,8 @@ def method_arguments(baselines: np.ndarray, quick: bool = False, seed: int = 0) 
     Returns
     -------
     dict of str to dict
-        Method name -> keyword arguments. Every method in ``METHODS`` has an entry (``{}``: its defaults).
+        Method name -> keyword arguments. Every method in ``METHODS`` but the aliases has an entry (``{}``: its
+        defaults).
     """
     steps = 20 if quick else 100
     samples = 10 if quick else 50
@@ -329,7 +332,7 @@ def method_arguments(baselines: np.ndarray, quick: bool = False, seed: int = 0) 
         # 2×2 superpixels: 16 players, 2**16 model evaluations per sample; quick: 4×4, 4 players
         "shapley_exact": {"feature_mask": superpixels(block=4 if quick else 2)},
     }
-    return {name: arguments.get(name, {}) for name in METHODS}
+    return {name: arguments.get(name, {}) for name in METHODS if name not in ALIASES}
 
 
 @dataclass(frozen=True)
@@ -449,7 +452,7 @@ def run_demo(
         ys = np.eye(_CLASSES, dtype=np.float32)[predicted]
         baselines = data.x_train[np.random.default_rng(seed).choice(len(data.x_train), 32, replace=False)]
         if log:
-            log(f"explaining {len(xs)} test digits with {len(METHODS)} methods")
+            log(f"explaining {len(xs)} test digits with {len(METHODS) - len(ALIASES)} methods")
         attributions, reports = explain_all(model, xs, ys, method_arguments(baselines, quick, seed))
     finally:
         model.close()

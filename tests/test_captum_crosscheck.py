@@ -29,6 +29,7 @@ weights sum to 1 - 1/n by design.
 """
 
 import os
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -39,7 +40,14 @@ torch = pytest.importorskip("torch")
 captum = pytest.importorskip("captum")
 
 import tensorflow as tf  # noqa: E402
-from captum.attr import DeepLift, InputXGradient, IntegratedGradients, Saliency  # noqa: E402
+from captum.attr import (  # noqa: E402
+    Deconvolution,
+    DeepLift,
+    GuidedBackprop,
+    InputXGradient,
+    IntegratedGradients,
+    Saliency,
+)
 from torch import nn  # noqa: E402
 
 from deepexplain.tensorflow import DeepExplain  # noqa: E402
@@ -293,6 +301,18 @@ def test_grad_times_input_matches_captum_input_x_gradient(twin):
     xs, targets = inputs(twin)
     ours = twin.deepexplain("grad*input", xs, one_hot(targets))
     theirs = InputXGradient(twin.torch_model).attribute(twin.to_torch(xs), target=targets.tolist())
+    assert_matches(ours, twin.from_torch(theirs))
+
+
+@pytest.mark.parametrize("method, peer", [("guided_backprop", GuidedBackprop), ("deconvnet", Deconvolution)])
+def test_relu_filtering_rules_match_captum(twin, method, peer):
+    """Captum's GuidedBackprop/Deconvolution override ReLU modules only, as our rules do (Tanh/Sigmoid keep their
+    gradients; ours warn about them)."""
+    xs, targets = inputs(twin)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = twin.deepexplain(method, xs, one_hot(targets))
+    theirs = peer(twin.torch_model).attribute(twin.to_torch(xs), target=targets.tolist())
     assert_matches(ours, twin.from_torch(theirs))
 
 

@@ -29,6 +29,14 @@ def explain(session, method, T, X, xs, **kwargs):
         ("intgrad", {"steps": 10, "integration": "riemann_left"}, [[0, 0], [1.2, -0.4]]),
         # ratios y/(z + eps) = 2/(2 + eps), 1/(1 + eps) in layer 1 and 1/(1 + eps) in layer 2
         ("elrp", {"epsilon": 0.1}, [[0, 0], [3 * 2 / 2.1 / 1.1, -1 / 1.1**2]]),
+        ("gradient", {}, [[0, 0], [1, -1]]),
+        ("input_t_gradient", {}, [[0, 0], [3, -1]]),
+        ("input", {}, XS),
+        # guided: at (3, 1) the layer-1 signal (1, -1) loses its negative part; at (-10, -5) the output ReLU is off
+        ("guided_backprop", {}, [[0, 0], [1, 0]]),
+        # deconvnet ignores the forward pass: the signal (1, -1) -> relu -> (1, 0) for both samples
+        ("deconvnet", {}, [[1, 0], [1, 0]]),
+        ("integrated_gradients", {}, [[0, 0], [3 * 31 / 64, -31 / 64]]),  # 64-step left sum: alphas 33/64..63/64
         # reference 0: layer-1 pre-activations (-1, 0) -> multipliers 2/3 and 1; layer 2: 1
         ("deeplift", {}, [[0, 0], [2, -1]]),
         ("deepshap", {"baselines": np.zeros((3, 2))}, [[0, 0], [2, -1]]),
@@ -40,6 +48,13 @@ def test_toy_network_values(session, method, kwargs, expected):
     X, T = simpler_model()
     result = explain(session, method, T, X, XS, **kwargs)
     np.testing.assert_allclose(result, expected, atol=1e-6)
+
+
+def test_random_baseline_is_seeded_gaussian_noise(session):
+    X, T = simpler_model()
+    first = explain(session, "random", T, X, np.zeros((500, 2)), stddev=2.0, seed=3)
+    np.testing.assert_array_equal(first, explain(session, "random", T, X, np.zeros((500, 2)), stddev=2.0, seed=3))
+    assert abs(first.std() - 2.0) < 0.15 and abs(first.mean()) < 0.2
 
 
 def test_intgrad_with_baseline_equal_to_input_is_zero(session):

@@ -162,6 +162,9 @@ def method_arguments(rng, shapes):
         "feature_ablation": {},
         "shapley_exact": {"feature_mask": QUADRANTS} if shapes[0] == (8, 8, 1) else {},
         "zero": {},
+        "guided_backprop": {},
+        "deconvnet": {},
+        "random": {"seed": 4},
     }
 
 

@@ -142,7 +142,8 @@ class Explainer:
             if self.method.needs_gradient:
                 result = self._attribute_gradients(xs, ys, rows_per_run, show_progress)
             else:
-                result = [np.zeros(x.shape, dtype=np.float32) for x in xs]
+                rng = np.random.default_rng(getattr(self.method, "seed", None)) if self.method.is_random else None
+                result = self.method.without_gradient(xs, rng)
         else:
             self._require_forward()
             engine_rows = rows_per_run if (batch_size is not None or self._fixed_rows) else None

@@ -24,8 +24,21 @@ METHODS = MappingProxyType(
         "shapley_sampling": perturbation.ShapleySampling,
         "shapley_exact": perturbation.ShapleyExact,
         "feature_ablation": perturbation.FeatureAblation,
+        "guided_backprop": gradient.GuidedBackprop,
+        "deconvnet": gradient.Deconvnet,
+        # iNNvestigate's names, so its users can switch
+        "gradient": gradient.Gradient,
+        "input_t_gradient": gradient.GradientXInput,
+        "integrated_gradients": gradient.InnvestigateIntegratedGradients,
+        "input": gradient.InputBaseline,
+        "random": gradient.RandomBaseline,
     }
 )
+
+
+# Names that another library uses for a method listed under its own name too (same numbers or same method with
+# that library's defaults); galleries such as the demo skip them.
+ALIASES = frozenset({"input_t_gradient", "integrated_gradients"})
 
 
 def method_arguments(name: str) -> list[str]:
@@ -53,4 +66,4 @@ def make_method(name: str, sample_shapes, kwargs: dict):
     return METHODS[name](sample_shapes, **kwargs)
 
 
-__all__ = ["METHODS", "GradientMethod", "make_method", "method_arguments"]
+__all__ = ["ALIASES", "METHODS", "GradientMethod", "make_method", "method_arguments"]

@@ -91,6 +91,10 @@ class GradientMethod:
         """Rows for the samples ``xs`` (one array ``(n, ...)`` per input tensor)."""
         return Expansion(points=xs, weights=np.ones(1), factors=[None] * len(xs))
 
+    def without_gradient(self, xs: list, rng) -> list:
+        """Attributions of a method that needs no gradient (``needs_gradient = False``); zeros by default."""
+        return [np.zeros(x.shape, dtype=np.float32) for x in xs]
+
     def finalize(self, attribution: np.ndarray) -> np.ndarray:
         """Last elementwise step on one input's attributions (e.g. ``abs`` for saliency)."""
         return attribution

@@ -21,6 +21,7 @@ from deepexplain.tensorflow.methods.base import (
 )
 from deepexplain.tensorflow.rules import deeplift as deeplift_rules
 from deepexplain.tensorflow.rules import elrp as elrp_rules
+from deepexplain.tensorflow.rules import guided as guided_rules
 from deepexplain.tensorflow.topology import POOLING_NONLINEAR
 
 INTEGRATION_SCHEMES = ("riemann_right", "riemann_left", "riemann_middle", "trapezoid", "gausslegendre")
@@ -55,6 +56,57 @@ class Zero(GradientMethod):
     """All-zero attributions: a control that no real method should resemble."""
 
     needs_gradient = False
+
+
+class InputBaseline(GradientMethod):
+    """The input itself (iNNvestigate's ``input`` baseline): what any attribution should beat."""
+
+    needs_gradient = False
+
+    def without_gradient(self, xs, rng):
+        return [x.astype(np.float32) for x in xs]
+
+
+class RandomBaseline(GradientMethod):
+    """Gaussian noise with standard deviation ``stddev`` (iNNvestigate's ``random`` baseline); ``seed`` for
+    reproducible runs."""
+
+    needs_gradient = False
+    is_random = True
+
+    def __init__(self, sample_shapes, stddev=1.0, seed=None):
+        super().__init__(sample_shapes)
+        if not np.isscalar(stddev) or not stddev >= 0:
+            raise InvalidInputError(f"stddev of random must be a number >= 0; got {stddev!r}")
+        self.stddev = float(stddev)
+        self.seed = seed
+
+    def without_gradient(self, xs, rng):
+        # drawn sample by sample, so a seeded run does not depend on the batch size
+        return [
+            np.stack([rng.normal(0.0, self.stddev, x.shape[1:]) for _ in range(len(x))]).astype(np.float32)
+            if len(x)
+            else np.zeros(x.shape, np.float32)
+            for x in xs
+        ]
+
+
+class Gradient(GradientMethod):
+    """The plain gradient ``d f / d x`` (iNNvestigate's ``gradient``; ``saliency`` is its absolute value)."""
+
+
+class GuidedBackprop(GradientMethod):
+    """Guided backpropagation (Springenberg et al. 2015), see :mod:`deepexplain.tensorflow.rules.guided`."""
+
+    rules = guided_rules.GUIDED_RULES
+    gradient_rule_types = frozenset({"MaxPool", "MaxPoolV2"})
+
+
+class Deconvnet(GradientMethod):
+    """Deconvnet (Zeiler & Fergus 2014), see :mod:`deepexplain.tensorflow.rules.guided`."""
+
+    rules = guided_rules.DECONVNET_RULES
+    gradient_rule_types = frozenset({"MaxPool", "MaxPoolV2"})  # "switches": the max locations of the forward pass
 
 
 class Saliency(GradientMethod):
@@ -109,6 +161,13 @@ class IntegratedGradients(GradientMethod):
 @dataclass(frozen=True)
 class _EpsilonSettings:
     epsilon: float
+
+
+class InnvestigateIntegratedGradients(IntegratedGradients):
+    """Integrated gradients with iNNvestigate's defaults (64 steps, left Riemann sum), under its name."""
+
+    def __init__(self, sample_shapes, steps=64, baseline=None, integration="riemann_left"):
+        super().__init__(sample_shapes, steps=steps, baseline=baseline, integration=integration)
 
 
 class EpsilonLRP(GradientMethod):
