@@ -307,7 +307,8 @@ class Explainer:
         target : 'max', int, sequence of int, or callable
             Which output to explain: each sample's highest output ('max'), one unit for all samples, one unit per
             sample, or a callable mapping the output tensor to one score per sample (e.g. the summed score of a
-            segmentation mask). Ignored when ``ys`` is given.
+            segmentation mask; each distinct callable object is compiled once and kept, so reuse the same function
+            object across calls rather than a new lambda each time). Ignored when ``ys`` is given.
         ys : ndarray, optional
             DeepExplain's weights of the output units, ``(N, *output.shape[1:])``.
         batch_size : int, optional
