@@ -30,6 +30,8 @@ def cases(rng):
         "feature_ablation": {},
         "guided_backprop": {},
         "deconvnet": {},
+        "lrp.z": {},
+        "lrp.epsilon": {"epsilon": 1e-3},
         "gradient": {},
         "integrated_gradients": {"steps": 5},
         "input": {},

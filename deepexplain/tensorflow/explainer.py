@@ -88,7 +88,10 @@ class Explainer:
         if method.uses_references:
             self._reference_index = tf.compat.v1.placeholder(tf.int32, shape=[None], name="reference_index")
         with overridden_gradients(self._path, method.rules, method.settings(self._reference_index)):
-            gradients = tf.gradients(weighted, self._inputs)
+            if method.seeds_relevance:  # relevance starts as the weighted output's value
+                gradients = tf.gradients(self._target, self._inputs, grad_ys=weighted)
+            else:
+                gradients = tf.gradients(weighted, self._inputs)
         if all(g is None for g in gradients):
             raise NotConnectedError(_not_connected_message(self._target, self._inputs, True))
         self._gradient_tensors = [

@@ -26,6 +26,8 @@ METHODS = MappingProxyType(
         "feature_ablation": perturbation.FeatureAblation,
         "guided_backprop": gradient.GuidedBackprop,
         "deconvnet": gradient.Deconvnet,
+        "lrp.z": gradient.LRPZ,
+        "lrp.epsilon": gradient.LRPEpsilon,
         # iNNvestigate's names, so its users can switch
         "gradient": gradient.Gradient,
         "input_t_gradient": gradient.GradientXInput,

@@ -61,6 +61,9 @@ class GradientMethod:
         Whether the rules read reference rows (``settings.reference_index``).
     promises_completeness : bool
         Whether attributions sum to ``f(x) - E[f(baseline)]`` (exactly or in the limit of many steps/samples).
+    seeds_relevance : bool
+        Whether the backward pass starts from the explained output's value (relevance methods, LRP) instead of from
+        its weights (gradients).
     """
 
     rules: ClassVar[Mapping] = {}
@@ -68,6 +71,7 @@ class GradientMethod:
     uses_references: ClassVar[bool] = False
     promises_completeness: ClassVar[bool] = False
     needs_gradient: ClassVar[bool] = True
+    seeds_relevance: ClassVar[bool] = False
     is_random: ClassVar[bool] = False
 
     def __init__(self, sample_shapes: Sequence[SampleShape]):

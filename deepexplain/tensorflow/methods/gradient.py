@@ -22,6 +22,7 @@ from deepexplain.tensorflow.methods.base import (
 from deepexplain.tensorflow.rules import deeplift as deeplift_rules
 from deepexplain.tensorflow.rules import elrp as elrp_rules
 from deepexplain.tensorflow.rules import guided as guided_rules
+from deepexplain.tensorflow.rules import lrp as lrp_rules
 from deepexplain.tensorflow.topology import POOLING_NONLINEAR
 
 INTEGRATION_SCHEMES = ("riemann_right", "riemann_left", "riemann_middle", "trapezoid", "gausslegendre")
@@ -191,6 +192,43 @@ class EpsilonLRP(GradientMethod):
 
     def expand(self, xs, rng):
         return Expansion(points=xs, weights=np.ones(1), factors=[x[None] for x in xs])
+
+
+@dataclass(frozen=True)
+class _LRPSettings:
+    epsilon: float
+    bias: bool
+
+
+class LRPEpsilon(GradientMethod):
+    """LRP with the epsilon rule at every linear op (Bach et al. 2015; Montavon et al. 2019, Eq. 4), see
+    :mod:`deepexplain.tensorflow.rules.lrp`. ``bias=False`` leaves biases out of the denominators, so relevance is
+    conserved exactly: the attributions sum to the explained output.
+
+    Unlike ``elrp`` (DeepExplain's reformulation, which stabilises at the activations), the stabiliser sits at the
+    linear ops, as in iNNvestigate and zennit, including the output layer.
+    """
+
+    rules = lrp_rules.RULES
+    gradient_rule_types = POOLING_NONLINEAR  # winner-takes-all
+    seeds_relevance = True
+
+    def __init__(self, sample_shapes, epsilon=1e-7, bias=True):
+        super().__init__(sample_shapes)
+        if not np.isscalar(epsilon) or not np.isfinite(epsilon) or epsilon < 0:
+            raise InvalidInputError(f"epsilon of lrp.epsilon must be a number >= 0; got {epsilon!r}")
+        self.epsilon, self.bias = float(epsilon), bool(bias)
+
+    def settings(self, reference_index):
+        return _LRPSettings(self.epsilon, self.bias)
+
+
+class LRPZ(LRPEpsilon):
+    """LRP with the z-rule (LRP-0; Bach et al. 2015, Eq. 56): the epsilon rule with epsilon = 0. On ReLU networks it
+    equals gradient x input."""
+
+    def __init__(self, sample_shapes, bias=True):
+        super().__init__(sample_shapes, epsilon=0.0, bias=bias)
 
 
 @dataclass(frozen=True)

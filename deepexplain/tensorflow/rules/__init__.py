@@ -5,6 +5,6 @@ the incoming gradients of the op's outputs, the result has one entry per op inpu
 rules and exports a table ``RULES`` (op type -> rule); ops without an entry keep their own gradient.
 """
 
-from deepexplain.tensorflow.rules import deeplift, elrp, guided
+from deepexplain.tensorflow.rules import deeplift, elrp, guided, lrp
 
-__all__ = ["deeplift", "elrp", "guided"]
+__all__ = ["deeplift", "elrp", "guided", "lrp"]
