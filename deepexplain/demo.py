@@ -331,6 +331,10 @@ def method_arguments(baselines: np.ndarray, quick: bool = False, seed: int = 0) 
         "shapley_sampling": {"samples": 2 if quick else 10, "seed": seed},
         # 2×2 superpixels: 16 players, 2**16 model evaluations per sample; quick: 4×4, 4 players
         "shapley_exact": {"feature_mask": superpixels(block=4 if quick else 2)},
+        # the digits are images in [0, 1]
+        "lrp.bounded": {"low": 0.0, "high": 1.0},
+        "lrp.epsilon_gamma_box": {"low": 0.0, "high": 1.0},
+        "deep_taylor.bounded": {"low": 0.0, "high": 1.0},
     }
     return {name: arguments.get(name, {}) for name in METHODS if name not in ALIASES}
 

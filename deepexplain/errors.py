@@ -18,6 +18,10 @@ class InvalidEpsilonError(ValueError, AssertionError):
     """eps-LRP's epsilon is not positive (the original DeepExplain asserted it)."""
 
 
+class UnsupportedOpError(ValueError, RuntimeError):
+    """An op on the explained path has no rule in a method that needs one for every op (the LRP family)."""
+
+
 class NotConnectedError(ValueError, RuntimeError):
     """The target does not depend on the explained input through a differentiable path."""
 

@@ -4,7 +4,9 @@ A model becomes a TF1-style graph the rest of the library already explains: with
 traced once into a ``tf.function`` graph (inference mode), its variables are frozen into constants, and the graph is
 imported into a private ``tf.Graph`` with its own session. Rule-based methods then use ``tf.gradients`` in that
 graph, which honours the gradient overrides (``GradientTape`` would not). With eager execution off (a tf_keras model
-built in a TF1 graph), the model's own graph and session are used. The global execution mode is never changed.
+built in a TF1 graph), the model's own graph and session are used (the model applied once more with
+``training=False`` when batch norm or dropout put learning-phase switches in it). The global execution mode is
+never changed.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import numpy as np
 import tensorflow as tf
 
 from deepexplain.errors import InvalidInputError, InvalidTypeError
+from deepexplain.selection import selection_weights
 from deepexplain.tensorflow.context import DeepExplain
 from deepexplain.tensorflow.methods import METHODS
-from deepexplain.tensorflow.topology import as_list
+from deepexplain.tensorflow.topology import as_list, learning_phase_feeds
 
 TARGET_CHOICES = (
-    "'max', an int, a sequence of per-sample ints, or a callable from the output tensor to one score per sample"
+    "'max' (alias 'max_activation'), 'all', an int, a sequence of per-sample ints, or a callable from the output "
+    "tensor to one score per sample"
 )
 
 
@@ -211,7 +215,13 @@ def graph_mode_model(model, layer=None) -> GraphModel:
     # tf_keras keeps its TF1 session API internal; it is the session that holds the model's variables
     session = importlib.import_module(f"{keras_module.__name__}.src.backend").get_session()
     names = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))])
-    return GraphModel(session, list(model.inputs), list(model.outputs), names, layer.output if layer else None)
+    outputs = list(model.outputs)
+    if layer is None and learning_phase_feeds(outputs[0]):
+        # batch norm/dropout sit inside learning-phase switches (If ops) whose bodies no rule reaches: apply the
+        # model once more in inference mode, which builds the inference ops directly
+        with session.graph.as_default():
+            outputs = as_list(model(list(model.inputs) if len(model.inputs) > 1 else model.inputs[0], training=False))
+    return GraphModel(session, list(model.inputs), outputs, names, layer.output if layer else None)
 
 
 def strip_softmax(model):
@@ -304,10 +314,11 @@ class Explainer:
         ----------
         xs : ndarray or list of ndarray
             Model input(s), first dimension the samples.
-        target : 'max', int, sequence of int, or callable
-            Which output to explain: each sample's highest output ('max'), one unit for all samples, one unit per
-            sample, or a callable mapping the output tensor to one score per sample (e.g. the summed score of a
-            segmentation mask; each distinct callable object is compiled once and kept, so reuse the same function
+        target : 'max', 'all', int, sequence of int, or callable
+            Which output to explain: each sample's highest output ('max', or iNNvestigate's 'max_activation'), the
+            sum of all outputs ('all'), one unit for all samples, one unit per sample, or a callable mapping the
+            output tensor to one score per sample (e.g. the summed score of a segmentation mask; each distinct
+            callable object is compiled once and kept, so reuse the same function
             object across calls rather than a new lambda each time). Ignored when ``ys`` is given.
         ys : ndarray, optional
             DeepExplain's weights of the output units, ``(N, *output.shape[1:])``.
@@ -430,30 +441,23 @@ def _evaluate(graph_model: GraphModel, tensor, arrays: list, batch_size=None) ->
 
 
 def _target_weights(graph_model: GraphModel, output, target, arrays, batch_size) -> np.ndarray:
-    """One-hot weights of the output units selected by ``target`` ('max', an int, or one int per sample)."""
+    """One-hot weights of the output units selected by ``target`` ('max', 'all', an int, or one int per sample)."""
     n = len(arrays[0])
     if output.shape.rank != 2 or output.shape[1] is None:
         raise InvalidInputError(
             f"target= selects a unit of an output shaped (N, units); this output has shape {output.shape}: pass "
             "ys (weights shaped like the output) or a callable target"
         )
-    units = int(output.shape[1])
-    if isinstance(target, str):
-        if target != "max":
-            raise InvalidInputError(f"target must be {TARGET_CHOICES}; got {target!r}")
-        indices = np.argmax(_evaluate(graph_model, output, arrays, batch_size), axis=1)
-    elif isinstance(target, int | np.integer) and not isinstance(target, bool):
-        indices = np.full(n, int(target))
-    else:
-        try:
-            indices = np.asarray(target, dtype=np.int64).reshape(-1)
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"target must be {TARGET_CHOICES}; got {target!r}") from None
-        if len(indices) != n:
-            raise InvalidInputError(f"target has {len(indices)} entries for {n} samples")
-    if indices.size and (indices.min() < 0 or indices.max() >= units):
-        raise InvalidInputError(f"target units must be in [0, {units}); got {sorted(set(indices.tolist()))}")
-    return np.eye(units, dtype=output.dtype.as_numpy_dtype)[indices]
+    if isinstance(target, str) and target not in ("max", "max_activation", "all"):
+        raise InvalidInputError(f"target must be {TARGET_CHOICES}; got {target!r}")
+    return selection_weights(
+        target,
+        n,
+        (int(output.shape[1]),),
+        output.dtype.as_numpy_dtype,
+        lambda: _evaluate(graph_model, output, arrays, batch_size),
+        name="target",
+    )
 
 
 def _check_layer_separates(graph_model: GraphModel, target) -> None:

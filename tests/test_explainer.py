@@ -32,6 +32,13 @@ def cases(rng):
         "deconvnet": {},
         "lrp.z": {},
         "lrp.epsilon": {"epsilon": 1e-3},
+        "lrp.alpha_2_beta_1": {},
+        "lrp.gamma": {},
+        "lrp.epsilon_gamma_box": {"low": -3.0, "high": 3.0},
+        "lrp.composite": {"rules": {"conv": "z_plus", "dense": "epsilon"}, "first_layer": "flat", "maxpool": "avg"},
+        "deep_taylor": {},
+        "deeplift_reveal_cancel": {"rule": "reveal_cancel"},
+        "connection_weights": {"times_input": True},
         "gradient": {},
         "integrated_gradients": {"steps": 5},
         "input": {},
@@ -50,6 +57,7 @@ def perturbation_engine_available():
 
 
 PERTURBATION = {"occlusion", "shapley_sampling", "feature_ablation", "shapley_exact"}
+CASE_METHOD = {"deeplift_reveal_cancel": "deeplift"}  # cases that are a method with other arguments
 METHOD_NAMES = list(cases(np.random.default_rng(0)))
 
 
@@ -65,7 +73,7 @@ def test_results_do_not_depend_on_batch_size(session, method):
     X, T = cnn(rng)
     xs, ys = rng.normal(size=(5, 8, 8, 2)), one_hot([0, 1, 2, 0, 1], 3)
     with DeepExplain(session=session) as de:
-        explainer = de.get_explainer(method, T, X, **cases(rng)[method])
+        explainer = de.get_explainer(CASE_METHOD.get(method, method), T, X, **cases(rng)[method])
         reference = explainer.run(xs, ys)
         for batch_size in (2, 3, 17):
             np.testing.assert_allclose(explainer.run(xs, ys, batch_size=batch_size), reference, rtol=1e-5, atol=1e-5)
@@ -79,7 +87,7 @@ def test_attributions_are_linear_in_ys(session, method):
     xs = rng.normal(size=(3, 8, 8, 2))
     ys1, ys2 = rng.normal(size=(3, 3)), rng.normal(size=(3, 3))
     with DeepExplain(session=session) as de:
-        explainer = de.get_explainer(method, T, X, **cases(rng)[method])
+        explainer = de.get_explainer(CASE_METHOD.get(method, method), T, X, **cases(rng)[method])
         combined = explainer.run(xs, 2 * ys1 - ys2)
         separate = 2 * explainer.run(xs, ys1) - explainer.run(xs, ys2)
     if method in ("saliency", "guided_backprop", "deconvnet"):  # |g| and ReLU-filtered signals are only homogeneous

@@ -165,6 +165,9 @@ def method_arguments(rng, shapes):
         "guided_backprop": {},
         "deconvnet": {},
         "lrp.epsilon": {"epsilon": 1e-3},
+        "lrp.alpha_2_beta_1": {},
+        "lrp.epsilon_gamma_box": {"low": -3.0, "high": 3.0},
+        "deep_taylor": {},
         "random": {"seed": 4},
     }
 
@@ -182,7 +185,7 @@ def test_eager_path_equals_graph_api_for_every_method(library, architecture):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf_keras graphs hold functional If ops for the learning phase
         for method, kwargs in method_arguments(rng, shapes).items():
-            if method.startswith("lrp.") and architecture == "batchnorm_dropout":
+            if method.startswith(("lrp.", "deep_taylor")) and architecture == "batchnorm_dropout":
                 continue  # tf_keras' graph puts batch norm inside a learning-phase If op, where no rule reaches
             eager = deepexplain.explain(method, model, data, ys=ys, progress=False, **kwargs)
             with DeepExplain(session=session) as de:
@@ -405,6 +408,9 @@ def test_eager_execution_off_with_a_tf_keras_graph_model(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(completed.stdout.strip().splitlines()[-1])
     assert results.pop("eager_after") is False
+    lrp, gradient_x_input = results.pop("batchnorm lrp.z"), results.pop("batchnorm grad*input")
+    np.testing.assert_allclose(lrp, gradient_x_input, rtol=1e-4, atol=1e-6)  # LRP-0 through batch norm
+    assert np.abs(lrp).max() > 1e-3
     for method, values in results.items():
         kwargs = {"steps": 10} if method == "intgrad" else {}
         expected = deepexplain.explain(method, model, xs, target=1, **kwargs)

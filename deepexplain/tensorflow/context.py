@@ -100,18 +100,20 @@ class DeepExplain:
         declaration = make_method(method, sample_shapes, kwargs)
         return Explainer(method, declaration, T, X, self.session, progress=progress)
 
-    def explain(self, method, T, X, xs, ys=None, batch_size=None, **kwargs):
+    def explain(self, method, T, X, xs, ys=None, batch_size=None, neuron_selection=None, **kwargs):
         """Attributions of ``T`` (weighted by ``ys``) with respect to ``X`` for the batch ``xs``.
 
-        Equivalent to ``get_explainer(method, T, X, **kwargs).run(xs, ys, batch_size)``; compile an explainer
-        with :meth:`get_explainer` to explain many batches.
+        Equivalent to ``get_explainer(method, T, X, **kwargs).run(xs, ys, batch_size, neuron_selection=...)``;
+        compile an explainer with :meth:`get_explainer` to explain many batches. ``neuron_selection``
+        ('max_activation', 'all', an int or one int per sample) picks the explained output instead of ``ys``, as
+        in iNNvestigate.
 
         Returns
         -------
         ndarray or list of ndarray
             Shaped like ``xs`` (a list when ``X`` is a list).
         """
-        return self.get_explainer(method, T, X, **kwargs).run(xs, ys, batch_size)
+        return self.get_explainer(method, T, X, **kwargs).run(xs, ys, batch_size, neuron_selection=neuron_selection)
 
     def _check_tensors(self, T, X):
         if isinstance(X, list | tuple):

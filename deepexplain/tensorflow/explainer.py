@@ -8,7 +8,14 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from deepexplain.errors import InvalidInputError, InvalidTypeError, NotConnectedError, describe_shape
+from deepexplain.errors import (
+    InvalidInputError,
+    InvalidTypeError,
+    NotConnectedError,
+    UnsupportedOpError,
+    describe_shape,
+)
+from deepexplain.selection import selection_weights
 from deepexplain.tensorflow.methods.base import GradientMethod, shapes_match
 from deepexplain.tensorflow.overrides import overridden_gradients
 from deepexplain.tensorflow.topology import as_list, learning_phase_feeds, nonlinear_ops, path_ops
@@ -58,6 +65,8 @@ class Explainer:
         self._path = path_ops(self._inputs, T, differentiable=needs_gradient)
         if not self._path:
             raise NotConnectedError(_not_connected_message(T, self._inputs, needs_gradient))
+        if isinstance(method, GradientMethod) and method.covers_all_ops:
+            self._check_coverage(method)  # before anything is added to the graph
         extra_feeds = learning_phase_feeds(T)
         self._extra_tensors, self._extra_values = list(extra_feeds), list(extra_feeds.values())
 
@@ -65,10 +74,11 @@ class Explainer:
         with graph.as_default(), tf.name_scope("deepexplain"):
             self._weights = tf.compat.v1.placeholder(T.dtype, shape=None, name="target_weights")
             weighted = T * self._weights
-            self._forward_fn = None
+            self._forward_fn = self._target_fn = None
             if T.shape.rank:
                 row_values = tf.reduce_sum(tf.reshape(weighted, [tf.shape(weighted)[0], -1]), axis=1)
                 self._forward_fn = session.make_callable(row_values, self._feed_list())
+                self._target_fn = session.make_callable(T, self._inputs + self._extra_tensors)
             self._gradient_fn = None
             if needs_gradient:
                 self._gradient_fn = self._compile_gradients(method, weighted)
@@ -82,14 +92,16 @@ class Explainer:
         return self._inputs + [self._weights] + extra + self._extra_tensors
 
     def _compile_gradients(self, method, weighted):
-        if method.rules:
+        if method.rules and not method.covers_all_ops:
             self._warn_uncovered_ops(method)
         self._reference_index = None
         if method.uses_references:
             self._reference_index = tf.compat.v1.placeholder(tf.int32, shape=[None], name="reference_index")
-        with overridden_gradients(self._path, method.rules, method.settings(self._reference_index)):
+        settings = method.graph_settings(self._reference_index, self._path, self._inputs)
+        with overridden_gradients(self._path, method.rules, settings):
             if method.seeds_relevance:  # relevance starts as the weighted output's value
-                gradients = tf.gradients(self._target, self._inputs, grad_ys=weighted)
+                seed = tf.nn.relu(self._target) * self._weights if method.explains_positive_output else weighted
+                gradients = tf.gradients(self._target, self._inputs, grad_ys=seed)
             else:
                 gradients = tf.gradients(weighted, self._inputs)
         if all(g is None for g in gradients):
@@ -98,6 +110,26 @@ class Explainer:
             tf.zeros_like(x) if g is None else g for g, x in zip(gradients, self._inputs, strict=True)
         ]
         return self.session.make_callable(self._gradient_tensors, self._feed_list(self._reference_index))
+
+    def _check_coverage(self, method):
+        """Every op on the path needs a rule (or must only move values); otherwise an error, or with
+        ``strict=False`` a warning and the op's gradient."""
+        input_ops = {x.op for x in self._inputs}
+        covered = set(method.rules) | method.gradient_rule_types | method.structural_types
+        uncovered = [op for op in self._path if op.type not in covered and op not in input_ops]
+        if not uncovered:
+            return
+        listing = ", ".join(f"'{op.name}' ({op.type})" for op in uncovered[:5]) + (" ..." if len(uncovered) > 5 else "")
+        hint = ""
+        if any(op.type == "Softmax" for op in uncovered):
+            hint = " T should be the logits (the input of the softmax), not the probabilities."
+        message = (
+            f"{self.method_name}: no rule covers op(s) {listing} on the path from X to T.{hint} Supported op types: "
+            f"{sorted(covered - {'Placeholder', 'PlaceholderWithDefault'})}."
+        )
+        if method.strict:
+            raise UnsupportedOpError(f"{message} Pass strict=False to use their gradient instead (with a warning).")
+        warnings.warn(f"{message} Their plain gradient is used (strict=False).", UserWarning, stacklevel=4)
 
     def _warn_uncovered_ops(self, method):
         for op in nonlinear_ops(self._path, self._inputs):
@@ -114,7 +146,7 @@ class Explainer:
     # Public API
     # ------------------------------------------------------------------------------------------------------------
 
-    def run(self, xs, ys=None, batch_size=None, progress=None):
+    def run(self, xs, ys=None, batch_size=None, progress=None, neuron_selection=None):
         """Attributions of the weighted target ``sum(ys * T)`` for the samples ``xs``.
 
         Parameters
@@ -130,6 +162,9 @@ class Explainer:
             16 MB of input.
         progress : bool, optional
             Show a progress bar when the run takes more than ~2 s (default: the explainer's setting).
+        neuron_selection : 'max_activation', 'all', int or sequence of int, optional
+            iNNvestigate's way to pick the explained output instead of ``ys``: each sample's largest output, the sum
+            of all outputs, one output index (into a sample's flattened ``T``) for every sample, or one per sample.
 
         Returns
         -------
@@ -138,8 +173,10 @@ class Explainer:
             ``sampling_dims``, shaped ``(N, *sampled dims)`` as in DeepExplain.
         """
         xs = self._check_xs(xs)
-        ys = self._check_ys(ys, len(xs[0]))
         rows_per_run = self._rows_per_run(batch_size, xs)
+        if neuron_selection is not None:
+            ys = self._selected_neurons(neuron_selection, ys, xs, rows_per_run)
+        ys = self._check_ys(ys, len(xs[0]))
         show_progress = self.progress if progress is None else bool(progress)
         if isinstance(self.method, GradientMethod):
             if self.method.needs_gradient:
@@ -200,6 +237,32 @@ class Explainer:
     # Running
     # ------------------------------------------------------------------------------------------------------------
 
+    def _selected_neurons(self, selection, ys, xs, rows_per_run) -> np.ndarray:
+        if ys is not None:
+            raise InvalidInputError("pass either ys or neuron_selection, not both")
+        self._require_forward()
+        n, shape = len(xs[0]), tuple(self._target.shape.as_list()[1:])
+        if None in shape:
+            raise InvalidInputError(
+                f"neuron_selection needs T with a static shape; T ({self._target.name}) has shape "
+                f"{describe_shape(self._target.shape)}: pass ys instead"
+            )
+
+        def outputs():
+            size = self._fixed_rows or rows_per_run
+            parts = [
+                self._call_target([x[lo : lo + size] for x in xs])[: min(size, n - lo)] for lo in range(0, n, size)
+            ]
+            return np.concatenate(parts)
+
+        return selection_weights(selection, n, shape, self._target.dtype.as_numpy_dtype, outputs)
+
+    def _call_target(self, rows):
+        count = len(rows[0])
+        if self._fixed_rows and count != self._fixed_rows:
+            rows = [np.concatenate([r, np.zeros((self._fixed_rows - count,) + r.shape[1:], r.dtype)]) for r in rows]
+        return self._target_fn(*rows, *self._extra_values)
+
     def _require_forward(self):
         if self._forward_fn is None:
             raise InvalidInputError(
@@ -226,7 +289,7 @@ class Explainer:
         steps = method.rows_per_sample
         group = max(1, (rows_per_run - method.reference_rows) // steps)
         rng = np.random.default_rng(getattr(method, "seed", None)) if method.is_random else None
-        results = [np.empty(x.shape, dtype=np.float32) for x in xs]
+        results = [np.empty(x.shape, dtype=np.result_type(x.dtype, np.float32)) for x in xs]
         total_runs = -(-n_total * steps // max(1, rows_per_run - method.reference_rows))
         with tqdm(total=total_runs, delay=2, disable=not progress, desc=self.method_name, unit="run") as bar:
             for start in range(0, n_total, group):
@@ -241,7 +304,7 @@ class Explainer:
     def _gradients_of_rows(self, expansion, ys, start, stop, rows_per_run, bar):
         points = expansion.points
         total = len(points[0])
-        outputs = [np.empty(p.shape, dtype=np.float32) for p in points]
+        outputs = [np.empty(p.shape, dtype=np.result_type(p.dtype, np.float32)) for p in points]
         if ys is not None:
             ys_group = ys[start:stop]
             y_rows = np.broadcast_to(ys_group[None], (total // len(ys_group), *ys_group.shape))
@@ -377,11 +440,11 @@ def _weighted_sum(weights: np.ndarray, gradients: np.ndarray, factor) -> np.ndar
     """``sum_r weights[r] * factor[r] * gradients[r]`` over the leading (step) axis, without BLAS (whose thread
     start-up costs more than this sum) and without a full-size product when the factor is the same for every step."""
     constant_factor = factor is None or factor.shape[0] == 1
-    total = np.zeros(gradients.shape[1:], dtype=np.float32)
+    total = np.zeros(gradients.shape[1:], dtype=gradients.dtype)
     for weight, gradient, row_factor in zip(
         weights, gradients, [None] * len(weights) if constant_factor else factor, strict=True
     ):
-        total += np.float32(weight) * (gradient if row_factor is None else gradient * row_factor)
+        total += gradients.dtype.type(weight) * (gradient if row_factor is None else gradient * row_factor)
     if factor is not None and constant_factor:
         total *= factor[0]
     return total

@@ -29,5 +29,14 @@ results = {
     method: deepexplain.explain(method, model, xs, target=1, **kwargs).tolist()
     for method, kwargs in [("grad*input", {}), ("deeplift", {}), ("intgrad", {"steps": 10}), ("occlusion", {})]
 }
+# batch norm and dropout: tf_keras' graph holds learning-phase switches, which the Explainer builds around
+# (training=False), so that the LRP rules see the inference ops; LRP-0 equals grad*input on this ReLU net
+x = K.Input((6,))
+h = K.layers.Dropout(0.5)(K.layers.BatchNormalization()(K.layers.Dense(5, activation="relu")(x)))
+bn_model = K.Model(x, K.layers.Dense(3)(K.layers.Activation("relu")(h)))
+rng = np.random.default_rng(0)
+bn_model.set_weights([rng.normal(0.5, 0.5, w.shape).astype(np.float32) ** 2 for w in bn_model.get_weights()])
+for method in ("lrp.z", "grad*input"):
+    results[f"batchnorm {method}"] = deepexplain.explain(method, bn_model, xs, target=1).tolist()
 results["eager_after"] = tf.executing_eagerly()
 print(json.dumps(results))

@@ -6,7 +6,7 @@ import inspect
 from types import MappingProxyType
 
 from deepexplain.errors import InvalidInputError
-from deepexplain.tensorflow.methods import gradient, perturbation
+from deepexplain.tensorflow.methods import gradient, perturbation, relevance
 from deepexplain.tensorflow.methods.base import GradientMethod
 
 METHODS = MappingProxyType(
@@ -26,21 +26,41 @@ METHODS = MappingProxyType(
         "feature_ablation": perturbation.FeatureAblation,
         "guided_backprop": gradient.GuidedBackprop,
         "deconvnet": gradient.Deconvnet,
-        "lrp.z": gradient.LRPZ,
-        "lrp.epsilon": gradient.LRPEpsilon,
+        "lrp.z": relevance.LRPZ,
+        "lrp.epsilon": relevance.LRPEpsilon,
+        "lrp.w_square": relevance.LRPWSquare,
+        "lrp.flat": relevance.LRPFlat,
+        "lrp.alpha_beta": relevance.LRPAlphaBeta,
+        "lrp.alpha_1_beta_0": relevance.LRPAlpha1Beta0,
+        "lrp.alpha_2_beta_1": relevance.LRPAlpha2Beta1,
+        "lrp.z_plus": relevance.LRPZPlus,
+        "lrp.z_plus_fast": relevance.LRPZPlusFast,
+        "lrp.gamma": relevance.LRPGamma,
+        "lrp.bounded": relevance.LRPBounded,
+        "lrp.sequential_preset_a": relevance.SequentialPresetA,
+        "lrp.sequential_preset_b": relevance.SequentialPresetB,
+        "lrp.sequential_preset_a_flat": relevance.SequentialPresetAFlat,
+        "lrp.sequential_preset_b_flat": relevance.SequentialPresetBFlat,
+        "lrp.epsilon_plus": relevance.EpsilonPlus,
+        "lrp.epsilon_plus_flat": relevance.EpsilonPlusFlat,
+        "lrp.epsilon_gamma_box": relevance.EpsilonGammaBox,
+        "lrp.composite": relevance.LRPComposite,
+        "deep_taylor": relevance.DeepTaylor,
+        "deep_taylor.bounded": relevance.DeepTaylorBounded,
         # iNNvestigate's names, so its users can switch
         "gradient": gradient.Gradient,
         "input_t_gradient": gradient.GradientXInput,
         "integrated_gradients": gradient.InnvestigateIntegratedGradients,
         "input": gradient.InputBaseline,
         "random": gradient.RandomBaseline,
+        "connection_weights": gradient.ConnectionWeights,
     }
 )
 
 
 # Names that another library uses for a method listed under its own name too (same numbers or same method with
-# that library's defaults); galleries such as the demo skip them.
-ALIASES = frozenset({"input_t_gradient", "integrated_gradients"})
+# that library's defaults), and methods that equal another one with its defaults; galleries such as the demo skip them.
+ALIASES = frozenset({"input_t_gradient", "integrated_gradients", "lrp.alpha_2_beta_1", "lrp.composite"})
 
 
 def method_arguments(name: str) -> list[str]:

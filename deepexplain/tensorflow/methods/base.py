@@ -64,6 +64,12 @@ class GradientMethod:
     seeds_relevance : bool
         Whether the backward pass starts from the explained output's value (relevance methods, LRP) instead of from
         its weights (gradients).
+    explains_positive_output : bool
+        Whether the relevance seed is the output passed through a ReLU (Deep Taylor decomposes positive evidence).
+    covers_all_ops : bool
+        Whether every op on the path from X to T must have a rule, be in ``gradient_rule_types`` or in
+        ``structural_types`` (ops that only move values: reshapes, concatenation, padding); ``strict`` then says
+        whether an uncovered op is an error (True) or a warning (False).
     """
 
     rules: ClassVar[Mapping] = {}
@@ -72,6 +78,10 @@ class GradientMethod:
     promises_completeness: ClassVar[bool] = False
     needs_gradient: ClassVar[bool] = True
     seeds_relevance: ClassVar[bool] = False
+    explains_positive_output: ClassVar[bool] = False
+    covers_all_ops: ClassVar[bool] = False
+    structural_types: ClassVar[frozenset] = frozenset()
+    strict: bool = False
     is_random: ClassVar[bool] = False
 
     def __init__(self, sample_shapes: Sequence[SampleShape]):
@@ -90,6 +100,11 @@ class GradientMethod:
     def settings(self, reference_index):
         """The object the rules receive; ``reference_index`` is the int32 row-index tensor or None."""
         return self
+
+    def graph_settings(self, reference_index, path_ops, inputs):
+        """The settings object for one compilation, which may depend on the explained path (e.g. which layer is
+        nearest the input); by default :meth:`settings`."""
+        return self.settings(reference_index)
 
     def expand(self, xs: list, rng: np.random.Generator) -> Expansion:
         """Rows for the samples ``xs`` (one array ``(n, ...)`` per input tensor)."""

@@ -19,10 +19,10 @@ from deepexplain.tensorflow.methods.base import (
     check_positive_int,
     check_reference_samples,
 )
+from deepexplain.tensorflow.rules import connection as connection_rules
 from deepexplain.tensorflow.rules import deeplift as deeplift_rules
 from deepexplain.tensorflow.rules import elrp as elrp_rules
 from deepexplain.tensorflow.rules import guided as guided_rules
-from deepexplain.tensorflow.rules import lrp as lrp_rules
 from deepexplain.tensorflow.topology import POOLING_NONLINEAR
 
 INTEGRATION_SCHEMES = ("riemann_right", "riemann_left", "riemann_middle", "trapezoid", "gausslegendre")
@@ -110,6 +110,30 @@ class Deconvnet(GradientMethod):
     gradient_rule_types = frozenset({"MaxPool", "MaxPoolV2"})  # "switches": the max locations of the forward pass
 
 
+class ConnectionWeights(GradientMethod):
+    """Connection weights (Olden & Jackson 2002; Olden et al. 2004, Ecological Modelling 178, Sec. 2.4), as innsight's
+    ``ConnectionWeights``: the sum over all paths from each input to the explained output of the products of the
+    weights along the path (``W_1 W_2 ... W_L`` for a dense network), i.e. the backward pass with every activation
+    replaced by the identity. Biases drop out, so the result does not depend on the input; ``times_input=True``
+    multiplies it by the input (innsight's local variant).
+
+    Convolutions and average pooling propagate by their transposed op; max-pooling sends each window's signal to the
+    window's first element, as innsight does (see :mod:`deepexplain.tensorflow.rules.connection`).
+    """
+
+    rules = connection_rules.RULES
+
+    def __init__(self, sample_shapes, times_input=False):
+        super().__init__(sample_shapes)
+        if not isinstance(times_input, bool | np.bool_):
+            raise InvalidInputError(f"times_input of connection_weights must be True or False; got {times_input!r}")
+        self.times_input = bool(times_input)
+
+    def expand(self, xs, rng):
+        factors = [x[None] if self.times_input else None for x in xs]
+        return Expansion(points=xs, weights=np.ones(1), factors=factors)
+
+
 class Saliency(GradientMethod):
     """``|d f / d x|`` (Simonyan et al. 2014, "Deep Inside Convolutional Networks", Eq. 3)."""
 
@@ -195,64 +219,47 @@ class EpsilonLRP(GradientMethod):
 
 
 @dataclass(frozen=True)
-class _LRPSettings:
-    epsilon: float
-    bias: bool
-
-
-class LRPEpsilon(GradientMethod):
-    """LRP with the epsilon rule at every linear op (Bach et al. 2015; Montavon et al. 2019, Eq. 4), see
-    :mod:`deepexplain.tensorflow.rules.lrp`. ``bias=False`` leaves biases out of the denominators, so relevance is
-    conserved exactly: the attributions sum to the explained output.
-
-    Unlike ``elrp`` (DeepExplain's reformulation, which stabilises at the activations), the stabiliser sits at the
-    linear ops, as in iNNvestigate and zennit, including the output layer.
-    """
-
-    rules = lrp_rules.RULES
-    gradient_rule_types = POOLING_NONLINEAR  # winner-takes-all
-    seeds_relevance = True
-
-    def __init__(self, sample_shapes, epsilon=1e-7, bias=True):
-        super().__init__(sample_shapes)
-        if not np.isscalar(epsilon) or not np.isfinite(epsilon) or epsilon < 0:
-            raise InvalidInputError(f"epsilon of lrp.epsilon must be a number >= 0; got {epsilon!r}")
-        self.epsilon, self.bias = float(epsilon), bool(bias)
-
-    def settings(self, reference_index):
-        return _LRPSettings(self.epsilon, self.bias)
-
-
-class LRPZ(LRPEpsilon):
-    """LRP with the z-rule (LRP-0; Bach et al. 2015, Eq. 56): the epsilon rule with epsilon = 0. On ReLU networks it
-    equals gradient x input."""
-
-    def __init__(self, sample_shapes, bias=True):
-        super().__init__(sample_shapes, epsilon=0.0, bias=bias)
-
-
-@dataclass(frozen=True)
 class _ReferenceSettings:
     reference_index: object
     single_reference: bool
     differences: dict = field(default_factory=dict)  # tensor -> its difference from the reference, per compilation
+    reveal_cancel: dict = field(default_factory=dict)  # linear op -> RevealCancel multipliers left by its nonlinearity
+
+
+DEEPLIFT_RULES = ("rescale", "reveal_cancel")
 
 
 class DeepLIFTRescale(GradientMethod):
-    """DeepLIFT with the Rescale rule (Shrikumar et al. 2017), reference activations from the same batch.
+    """DeepLIFT (Shrikumar et al. 2017, ICML) with the Rescale rule (default) or the RevealCancel rule, reference
+    activations from the same batch.
 
     The reference input (``baseline``, zeros by default) is appended to each batch as one extra row, so the
     reference activations of every layer come from the same run as the inputs. Max-pooling uses the cross-maximum
     rule of :func:`deepexplain.tensorflow.rules.deeplift.max_pool`, which keeps summation-to-delta.
+
+    ``rule='reveal_cancel'`` (their Sec. 3.5.3, as innsight implements it) splits each nonlinearity's input difference
+    into its positive and negative contributions, see :func:`deepexplain.tensorflow.rules.deeplift.reveal_cancel`; a
+    nonlinearity whose input is not a weighted linear op (plus bias) falls back to Rescale there, with a warning.
+    Both rules keep summation-to-delta.
+
+    Raises
+    ------
+    InvalidInputError
+        For a ``rule`` other than ``'rescale'`` and ``'reveal_cancel'``.
     """
 
     rules = deeplift_rules.RULES
     uses_references = True
     promises_completeness = True
 
-    def __init__(self, sample_shapes, baseline=None):
+    def __init__(self, sample_shapes, baseline=None, rule="rescale"):
         super().__init__(sample_shapes)
         self.baselines = check_baseline(baseline, self.sample_shapes)
+        if not isinstance(rule, str) or rule not in DEEPLIFT_RULES:
+            raise InvalidInputError(f"rule of deeplift must be one of {list(DEEPLIFT_RULES)}; got {rule!r}")
+        self.rule = rule
+        if rule == "reveal_cancel":
+            self.rules = deeplift_rules.REVEAL_CANCEL_RULES
 
     @property
     def reference_rows(self):

@@ -5,13 +5,20 @@ The reference activations come from the same forward pass as the inputs: the ref
 the batch, and ``settings.reference_index`` (an int32 tensor, one entry per row) names, for each row, the row holding
 its reference. Every rule therefore sees ``x`` and ``x_ref = gather(x, reference_index)`` side by side; with a single
 reference (``settings.single_reference``) that is simply the last row, broadcast, which saves a gather per layer.
+
+Two rule sets: :data:`RULES` (Rescale, Sec. 3.5.2) and :data:`REVEAL_CANCEL_RULES` (RevealCancel, Sec. 3.5.3), which
+treats the positive and negative contributions to each nonlinearity's input separately.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import tensorflow as tf
 
+from deepexplain.tensorflow.overrides import original_gradient
 from deepexplain.tensorflow.rules.common import gradient_of_input, max_pool_backward, with_unused_inputs
+from deepexplain.tensorflow.rules.linear_ops import INPUT_OPS, clone_op, is_parameter
 from deepexplain.tensorflow.topology import ELEMENTWISE_NONLINEAR, POOLING_NONLINEAR
 
 # Below this |delta x| the secant is numerically meaningless (float32) and the multiplier falls back to the
@@ -122,4 +129,167 @@ RULES = {
     **{op_type: rescale for op_type in ELEMENTWISE_NONLINEAR - PIECEWISE_LINEAR},
     **{op_type: rescale_piecewise_linear for op_type in PIECEWISE_LINEAR},
     **{op_type: max_pool for op_type in POOLING_NONLINEAR},
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# RevealCancel (Shrikumar et al. 2017, Sec. 3.5.3)
+# ----------------------------------------------------------------------------------------------------------------
+
+# Linear ops ``u = a * W`` (one data input, one weight input) whose contributions RevealCancel splits by sign.
+WEIGHTED_LINEAR = frozenset({"MatMul", "BatchMatMulV2", "BatchMatMulV3", "Conv2D", "Conv3D", "DepthwiseConv2dNative"})
+_BIAS_OPS = frozenset({"BiasAdd", "Add", "AddV2", "Sub"})
+
+
+def reveal_cancel(op: tf.Operation, grads, settings) -> list:
+    """RevealCancel multipliers of an elementwise nonlinearity ``y = f(z)`` (Shrikumar et al. 2017, Sec. 3.5.3).
+
+    ``z`` must be ``u (+ b)``, ``u`` the output of a weighted linear op (:data:`WEIGHTED_LINEAR`) applied to ``a``.
+    The difference ``dz = z - z_ref`` is split into the sums of the positive and of the negative contributions
+    ``w_ij * da_i`` of the linear op's inputs, ``dz+ = conv(da+, W+) + conv(da-, W-)`` and ``dz- = dz - dz+``, and
+    (their Eq. for dy+ and dy-, which average the two orders of adding dz+ and dz-)::
+
+        dy+ = 1/2 (f(z_ref + dz+) - f(z_ref)) + 1/2 (f(z) - f(z_ref + dz-))
+        dy- = 1/2 (f(z_ref + dz-) - f(z_ref)) + 1/2 (f(z) - f(z_ref + dz+))
+
+    so that ``dy+ + dy- = f(z) - f(z_ref)`` exactly. The multipliers ``m+ = dy+ / dz+`` and ``m- = dy- / dz-``
+    (times the incoming multiplier) are left in ``settings.reveal_cancel`` for :func:`reveal_cancel_linear`, which
+    gives every connection the multiplier of the sign of its contribution; then summation-to-delta holds at every
+    unit. Where ``|dz+|`` (``|dz-|``) is below :data:`DELTA_TOLERANCE` the multiplier is its limit
+    ``(f'(z) + f'(z_ref)) / 2`` (the contribution is ~0 either way).
+
+    Any other input of the nonlinearity (batch normalisation, a residual sum, a pooling, a reshape in between) falls
+    back to the Rescale rule at that op, with a warning naming it; for a nonlinearity applied to an explained input
+    directly the two rules agree and no warning is given. The gradient returned for ``z`` is the Rescale one: it
+    reaches the linear op only to be replaced there (any other consumer of ``u`` keeps its own share).
+    """
+    (grad,) = grads
+    site = _weighted_linear_input(op)
+    if site is None:
+        if op.inputs[0].op.type not in INPUT_OPS:
+            warnings.warn(
+                f"deeplift rule='reveal_cancel': the input of op '{op.name}' ({op.type}) is not produced by a "
+                f"weighted linear op (one of {sorted(WEIGHTED_LINEAR)}, optionally followed by a bias addition) but "
+                f"by '{op.inputs[0].op.name}' ({op.inputs[0].op.type}); the Rescale rule is used at this op",
+                UserWarning,
+                stacklevel=2,
+            )
+        return RULES[op.type](op, grads, settings)
+    linear, data_index = site
+    z, y = op.inputs[0], op.outputs[0]
+    delta_z = difference_from_reference(z, settings)
+    delta_pos = _positive_contributions(linear, data_index, settings)
+    delta_neg = delta_z - delta_pos
+    z_ref, y_ref = reference_of(z, settings), reference_of(y, settings)
+    y_pos, y_neg = _apply_like(op, 0, z_ref + delta_pos), _apply_like(op, 0, z_ref + delta_neg)
+    dy_pos = 0.5 * (y_pos - y_ref) + 0.5 * (y - y_neg)
+    dy_neg = 0.5 * (y_neg - y_ref) + 0.5 * (y - y_pos)
+    slope = gradient_of_input(op, tf.ones_like(y))
+    limit = 0.5 * (slope + reference_of(slope, settings))
+    m_pos, m_neg = grad * _quotient_or(dy_pos, delta_pos, limit), grad * _quotient_or(dy_neg, delta_neg, limit)
+    passed = RULES[op.type](op, grads, settings)
+    pending = settings.reveal_cancel.get(linear)
+    if pending is not None:  # a second nonlinearity on the same linear output: the routing is linear in m+, m-
+        m_pos, m_neg = m_pos + pending[0], m_neg + pending[1]
+        passed_sum = pending[2] + [passed[0]]
+    else:
+        passed_sum = [passed[0]]
+    settings.reveal_cancel[linear] = (m_pos, m_neg, passed_sum, data_index)
+    return passed
+
+
+def reveal_cancel_linear(op: tf.Operation, grads, settings) -> list:
+    """Backward rule of a weighted linear op under RevealCancel (Shrikumar et al. 2017, Sec. 3.5.3).
+
+    When a following nonlinearity left multipliers ``m+``/``m-`` (:func:`reveal_cancel`), the connection from input
+    ``i`` to unit ``j`` carries ``m+_j`` if its contribution ``w_ij * da_i`` is positive and ``m-_j`` if negative::
+
+        m_i = sum_j w_ij (1[w_ij da_i > 0] m+_j + 1[w_ij da_i < 0] m-_j)
+
+    computed as the transposed op with ``W+`` and ``W-`` (where ``da_i == 0`` the contribution is 0 and ``m_i`` is
+    the transposed op applied to ``(m+ + m-) / 2``, as innsight does). Whatever reached ``u`` through other consumers
+    gets the plain transposed op. Without a following nonlinearity (e.g. the output layer) the rule is the op's own
+    gradient, which is DeepLIFT's linear rule.
+    """
+    pending = settings.reveal_cancel.pop(op, None)
+    if pending is None:
+        if not any(is_parameter(t) for t in op.inputs[:2]):
+            warnings.warn(
+                f"deeplift: op '{op.name}' of type {op.type} multiplies two tensors that depend on the input; it has "
+                "no DeepLIFT rule and its plain gradient is used, so the attributions may be wrong",
+                UserWarning,
+                stacklevel=2,
+            )
+        return list(original_gradient(op, *grads))
+    m_pos, m_neg, passed, data_index = pending
+    data, weights = op.inputs[data_index], op.inputs[1 - data_index]
+    w_pos, w_neg = tf.maximum(weights, 0), tf.minimum(weights, 0)
+
+    def transposed(w, signal):
+        return original_gradient(_apply_like(op, 1 - data_index, w, output=False), signal)[data_index]
+
+    to_positive_input = transposed(w_pos, m_pos) + transposed(w_neg, m_neg)  # da_i > 0
+    to_negative_input = transposed(w_neg, m_pos) + transposed(w_pos, m_neg)  # da_i < 0
+    delta = difference_from_reference(data, settings)
+    multiplier = tf.where(
+        delta > 0,
+        to_positive_input,
+        tf.where(delta < 0, to_negative_input, 0.5 * (to_positive_input + to_negative_input)),
+    )
+    if not (len(passed) == 1 and grads[0] is passed[0]):  # other consumers of u: their share, by the plain gradient
+        rest = grads[0] - tf.add_n(passed)
+        multiplier += original_gradient(op, rest)[data_index]
+    result = [None] * len(op.inputs)
+    result[data_index] = multiplier
+    return result
+
+
+def _weighted_linear_input(op: tf.Operation) -> tuple[tf.Operation, int] | None:
+    """``(linear op, index of its data input)`` when the op's input is ``linear(a, W) (+ bias)``, else None."""
+    z = op.inputs[0]
+    u = z
+    if z.op.type in _BIAS_OPS and len(z.op.inputs) == 2:
+        data = [i for i, t in enumerate(z.op.inputs) if not is_parameter(t)]
+        if len(data) != 1 or (z.op.type == "Sub" and data != [0]):  # u - b, not b - u
+            return None
+        u = z.op.inputs[data[0]]
+        if u.shape.rank != z.shape.rank or not u.shape.is_compatible_with(z.shape):
+            return None
+    linear = u.op
+    if linear.type not in WEIGHTED_LINEAR:
+        return None
+    data_inputs = [i for i in (0, 1) if not is_parameter(linear.inputs[i])]
+    if len(data_inputs) != 1:
+        return None
+    return linear, data_inputs[0]
+
+
+def _positive_contributions(linear: tf.Operation, data_index: int, settings) -> tf.Tensor:
+    """``sum_i max(w_ij da_i, 0)`` per output unit: ``linear(da+, W+) + linear(da-, W-)``."""
+    delta = difference_from_reference(linear.inputs[data_index], settings)
+    weights = linear.inputs[1 - data_index]
+    positive = _apply_like(linear, [data_index, 1 - data_index], [tf.maximum(delta, 0), tf.maximum(weights, 0)])
+    negative = _apply_like(linear, [data_index, 1 - data_index], [tf.minimum(delta, 0), tf.minimum(weights, 0)])
+    return positive + negative
+
+
+def _apply_like(op: tf.Operation, indices, tensors, output: bool = True):
+    """A copy of ``op`` (same type and attributes) with the inputs at ``indices`` replaced by ``tensors``; its first
+    output, or the copy itself with ``output=False`` (to take its gradient)."""
+    indices = [indices] if isinstance(indices, int) else list(indices)
+    tensors = [tensors] if isinstance(tensors, tf.Tensor) else list(tensors)
+    clone = clone_op(op, dict(zip(indices, tensors, strict=True)))
+    return clone.outputs[0] if output else clone
+
+
+def _quotient_or(numerator: tf.Tensor, denominator: tf.Tensor, fallback: tf.Tensor) -> tf.Tensor:
+    usable = tf.abs(denominator) > DELTA_TOLERANCE
+    safe = tf.where(usable, denominator, tf.ones_like(denominator))
+    return tf.where(usable, numerator / safe, fallback)
+
+
+REVEAL_CANCEL_RULES = {
+    **{op_type: reveal_cancel for op_type in ELEMENTWISE_NONLINEAR},
+    **{op_type: max_pool for op_type in POOLING_NONLINEAR},
+    **{op_type: reveal_cancel_linear for op_type in WEIGHTED_LINEAR},
 }

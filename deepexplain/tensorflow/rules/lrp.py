@@ -1,64 +1,394 @@
 """Layer-wise relevance propagation (Bach et al. 2015, PLoS ONE; Montavon et al. 2019, "Layer-Wise Relevance
 Propagation: An Overview") as backward rules keyed by op type.
 
-The backward signal is the relevance itself, seeded with the explained output's value. Through a linear op
-``z = W x (+ b)`` the z/epsilon rule gives each input ``R_i = x_i * sum_j w_ji R_j / (z_j + eps sign(z_j))``
-(Montavon et al. 2019, Eq. 3-4), computed as ``x * (the op's own gradient of R / z)``. Activations, bias additions and
-scalings by a constant pass relevance unchanged; max-pooling passes it to the maximum (its own gradient); the sum of
-two paths (residual ``Add``) splits it in proportion to the summands. With ``bias=False`` the denominators leave the
-bias out, so every layer conserves relevance exactly.
+The backward signal is the relevance itself, seeded with the explained output's value. At a dense or convolution
+op (a *layer* ``z = W x + b``) the method's :class:`LayerRule` for that op redistributes it. Every rule here is one
+instance of the generic form (Montavon et al. 2019, Sec. 10.2.3)
+
+    R_i = sum_groups c_g sum_(a, V) in g  a_i * [V^T (R / (sum_(a, V) in g V a + b_g))]_i
+
+with input parts ``a`` (x, x+, x-, ones, bounds) and weights ``V`` (W, W+, W-, W**2, ones), evaluated by
+:func:`_distribute` with one re-applied op and one transposed op per distinct part ``a`` (the weights of a part
+stacked along their output axis). Rules that split inputs by sign skip the x- terms where the input is >= 0,
+provably (after a ReLU) or, checked at run time, in the batch (:meth:`LinearLayer.by_sign`).
+
+Average pooling, Mean and Sum use the z-rule, batch normalisation and scalings by a constant the z/epsilon rule;
+activations, bias additions and constant subtractions pass relevance unchanged; max-pooling passes it to the
+maximum (its own gradient) or, with ``maxpool='avg'``, in proportion to the inputs as average pooling would (as
+innsight offers); the sum of two paths (residual ``Add``) splits it in proportion to the summands.
 """
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
 import tensorflow as tf
 
+from deepexplain.errors import InvalidInputError
 from deepexplain.tensorflow.overrides import original_gradient
+from deepexplain.tensorflow.rules.linear_ops import (
+    CONV_TYPES,
+    DENSE_TYPES,
+    WEIGHTED_TYPES,
+    LinearLayer,
+    following_bias,
+    is_parameter,
+    negative,
+    positive,
+    stabilised,
+)
 from deepexplain.tensorflow.topology import ELEMENTWISE_NONLINEAR
 
-_BIAS_OPS = frozenset({"BiasAdd", "Add", "AddV2"})
-_INPUT_OPS = frozenset({"Placeholder", "PlaceholderWithDefault"})
+# ----------------------------------------------------------------------------------------------------------------
+# Layer rules (what happens at a dense/convolution op)
+# ----------------------------------------------------------------------------------------------------------------
 
 
-def is_parameter(tensor: tf.Tensor) -> bool:
-    """Whether ``tensor`` is a weight/bias: it depends on no placeholder (constants, variables, reshaped ones)."""
-    stack, seen = [tensor.op], set()
+class LayerRule:
+    """How relevance passes a dense/convolution layer; see the module docstring for the generic form."""
+
+    def propagate(self, layer: LinearLayer, relevance: tf.Tensor) -> tf.Tensor:
+        """Relevance of the layer's data input, given the relevance of its output (pre-activation)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Epsilon(LayerRule):
+    """z-rule (``epsilon=0``, LRP-0) or epsilon-rule: ``R_i = x_i sum_j w_ij R_j / (z_j + eps sign(z_j))``
+    (Bach et al. 2015, Eq. 56/58; Montavon et al. 2019, Eq. 4). ``bias=False`` leaves the bias out of ``z``."""
+
+    epsilon: float = 1e-7
+    bias: bool = True
+
+    def propagate(self, layer, relevance):
+        group = _Group([(layer.x_part, layer.weights)], _bias(layer, self.bias))
+        return _distribute(layer, relevance, [group], self.epsilon)
+
+
+@dataclass(frozen=True)
+class AlphaBeta(LayerRule):
+    """alpha-beta rule (Bach et al. 2015, Eq. 60): ``R_i = sum_j (alpha z+_ij / z+_j - beta z-_ij / z-_j) R_j`` with
+    the positive/negative contributions ``z_ij = x_i w_ij`` split by sign (``x+ w+ + x- w-`` and ``x+ w- + x- w+``).
+
+    With ``bias=True`` the positive bias part joins the positive denominator and the negative part the negative one,
+    as in zennit. iNNvestigate 2.1.2 instead adds the whole bias to both (its ``AlphaBetaRule`` applies the
+    bias-carrying layer copy to x+ and to x-), so the two differ on layers with biases; they agree with
+    ``bias=False``.
+    """
+
+    alpha: float = 2.0
+    beta: float = 1.0
+    bias: bool = True
+
+    def propagate(self, layer, relevance):
+        w_pos, w_neg = positive(layer.weights), negative(layer.weights)
+        b = _bias(layer, self.bias)
+
+        def by_sign(x_pos, x_neg, relevance):
+            groups = [_Group(_pairs((x_pos, w_pos), (x_neg, w_neg)), _part(b, positive), self.alpha)]
+            if self.beta:
+                groups.append(_Group(_pairs((x_pos, w_neg), (x_neg, w_pos)), _part(b, negative), -self.beta))
+            return _distribute(layer, relevance, groups)
+
+        return layer.by_sign(relevance, by_sign)
+
+
+@dataclass(frozen=True)
+class ZPlusFast(LayerRule):
+    """z+ rule for non-negative inputs without splitting them (iNNvestigate's ``ZPlusFast``): ``R_i = x_i sum_j
+    w+_ij R_j / sum_i x_i w+_ij``, biases ignored. Equals ``AlphaBeta(1, 0, bias=False)`` when inputs are >= 0."""
+
+    def propagate(self, layer, relevance):
+        return _distribute(layer, relevance, [_Group([(layer.x_part, positive(layer.weights))])])
+
+
+@dataclass(frozen=True)
+class Gamma(LayerRule):
+    """gamma rule (Montavon et al. 2019, Eq. 6: weights ``w + gamma w+``), generalised to negative inputs and
+    outputs as zennit's ``Gamma``: where ``z_j > 0`` contributions use ``x+ (w + gamma w+) + x- (w + gamma w-)`` with
+    bias ``b + gamma b+``; where ``z_j < 0``, ``x+ (w + gamma w-) + x- (w + gamma w+)`` with ``b + gamma b-``."""
+
+    gamma: float = 0.25
+    bias: bool = True
+
+    def propagate(self, layer, relevance):
+        w_up = layer.weights + self.gamma * positive(layer.weights)
+        w_down = layer.weights + self.gamma * negative(layer.weights)
+        b = _bias(layer, self.bias)
+        z = layer.z_with_bias if self.bias else layer.z
+        zero = tf.zeros((), z.dtype)
+        up_bias = None if b is None else b + self.gamma * positive(b)
+        down_bias = None if b is None else b + self.gamma * negative(b)
+        up, down = tf.cast(z > zero, z.dtype), tf.cast(z < zero, z.dtype)
+
+        def by_sign(x_pos, x_neg, relevance):
+            groups = [
+                _Group(_pairs((x_pos, w_up), (x_neg, w_down)), up_bias, mask=up),
+                _Group(_pairs((x_pos, w_down), (x_neg, w_up)), down_bias, mask=down),
+            ]
+            return _distribute(layer, relevance, groups)
+
+        return layer.by_sign(relevance, by_sign)
+
+
+@dataclass(frozen=True)
+class WSquare(LayerRule):
+    """w**2 rule (Montavon et al. 2017, "Explaining nonlinear classification decisions with deep Taylor
+    decomposition", Sec. 4): ``R_i = sum_j w_ij**2 R_j / sum_i w_ij**2``, independent of the input; biases ignored
+    (as iNNvestigate; zennit's ``WSquare`` also squares the bias into the denominator)."""
+
+    def propagate(self, layer, relevance):
+        return _distribute(layer, relevance, [_Group([(layer.constant_part(1.0), tf.square(layer.weights))])])
+
+
+@dataclass(frozen=True)
+class Flat(LayerRule):
+    """flat rule (Lapuschkin et al. 2019, "Unmasking Clever Hans predictors"): relevance spread uniformly over each
+    output's receptive field, ``R_i = sum_j R_j / |receptive field of j|``; biases ignored."""
+
+    def propagate(self, layer, relevance):
+        return _distribute(layer, relevance, [_Group([(layer.constant_part(1.0), tf.ones_like(layer.weights))])])
+
+
+@dataclass(frozen=True, eq=False)
+class Bounded(LayerRule):
+    """z^B rule for inputs bounded by ``low <= x <= high`` (Montavon et al. 2017, Sec. 4.3): ``R_i = sum_j (x_i w_ij
+    - l_i w+_ij - h_i w-_ij) R_j / sum_i (...)``; biases ignored. ``low``/``high`` are scalars or arrays that
+    broadcast to one sample (e.g. per channel)."""
+
+    low: object = -1.0
+    high: object = 1.0
+
+    def propagate(self, layer, relevance):
+        low, high = layer.constant_part(-np.asarray(self.low)), layer.constant_part(-np.asarray(self.high))
+        terms = [(layer.x_part, layer.weights), (low, positive(layer.weights)), (high, negative(layer.weights))]
+        return _distribute(layer, relevance, [_Group(terms)])
+
+
+def z_plus() -> AlphaBeta:
+    """z+ rule (Montavon et al. 2017, Eq. 12; iNNvestigate's ``ZPlus``): alpha=1, beta=0 with biases ignored."""
+    return AlphaBeta(1.0, 0.0, bias=False)
+
+
+# The rules a string may name (lrp.composite); parameters take their defaults.
+NAMED_RULES: Mapping[str, Callable[[], LayerRule]] = {
+    "z": lambda: Epsilon(0.0),
+    "epsilon": Epsilon,
+    "alpha_beta": AlphaBeta,
+    "alpha_1_beta_0": lambda: AlphaBeta(1.0, 0.0),
+    "alpha_2_beta_1": lambda: AlphaBeta(2.0, 1.0),
+    "z_plus": z_plus,
+    "z_plus_fast": ZPlusFast,
+    "gamma": Gamma,
+    "w_square": WSquare,
+    "flat": Flat,
+}
+
+
+def as_rule(value, name: str) -> LayerRule:
+    """A :class:`LayerRule` from a rule object or the name of one (see :data:`NAMED_RULES`)."""
+    if isinstance(value, LayerRule):
+        return value
+    if isinstance(value, str) and value in NAMED_RULES:
+        return NAMED_RULES[value]()
+    raise InvalidInputError(
+        f"{name} must be a rule object (Epsilon, AlphaBeta, ZPlusFast, Gamma, WSquare, Flat, Bounded from "
+        f"deepexplain.tensorflow.rules.lrp) or one of {sorted(NAMED_RULES)}; got {value!r}"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The generic redistribution
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Group:
+    """Terms ``(a, V)`` sharing one denominator ``sum V a + bias``; ``coefficient`` scales the group's share and
+    ``mask`` (0/1, shaped like the output) selects the outputs it applies to."""
+
+    terms: list
+    bias: tf.Tensor | None = None
+    coefficient: float = 1.0
+    mask: tf.Tensor | None = None
+
+
+def _distribute(layer: LinearLayer, relevance, groups, epsilon: float = 0.0) -> tf.Tensor:
+    """``sum_g c_g sum_(a, V) in g  a * V^T (R / (sum_(a, V) in g V a + b_g))`` with one re-applied op per part ``a``
+    (its weights stacked) and one transposed op per part ``a`` (its weights and signals stacked)."""
+    if _single_part_groups(layer, groups):
+        return _distribute_side_by_side(layer, relevance, groups, epsilon)
+    outputs = _forward(layer, groups)
+    signals: dict = {}  # part -> {V: summed signal}
+    for group in groups:
+        denominator = _denominator(layer, group, outputs)
+        signal = tf.math.divide_no_nan(relevance, stabilised(denominator, epsilon))
+        if group.mask is not None:
+            signal = signal * group.mask
+        if group.coefficient != 1:
+            signal = signal * tf.constant(group.coefficient, signal.dtype)
+        for part, v in group.terms:
+            per_weight = signals.setdefault(part, {})
+            per_weight[v.ref()] = signal if v.ref() not in per_weight else per_weight[v.ref()] + signal
+    result = None
+    for part, per_weight in signals.items():
+        weights = [ref.deref() for ref in per_weight]
+        term = part.factor * layer.transpose_stacked(list(per_weight.values()), weights)
+        result = term if result is None else result + term
+    return result
+
+
+def _single_part_groups(layer: LinearLayer, groups) -> bool:
+    """Whether every group is one term ``(a, V_g)`` with the same ``a`` and a modified ``V_g`` (alpha-beta, gamma on
+    non-negative inputs), so the groups can be computed side by side along the output's last axis."""
+    if len(groups) < 2 or not layer.stacks_along_last_axis or any(len(g.terms) != 1 for g in groups):
+        return False
+    part = groups[0].terms[0][0]
+    return all(g.terms[0][0] is part and g.terms[0][1] is not layer.weights for g in groups)
+
+
+def _distribute_side_by_side(layer: LinearLayer, relevance, groups, epsilon: float) -> tf.Tensor:
+    """:func:`_distribute` with the groups' outputs side by side: one op with the weights stacked, the signals
+    formed on the stacked output and one transposed op, without splitting or re-joining tensors."""
+    part = groups[0].terms[0][0]
+    weights = layer.stacked_weights([g.terms[0][1] for g in groups])
+    z = layer.apply(part.forward, weights)
+    if any(g.bias is not None for g in groups):
+        reference = next(g.bias for g in groups if g.bias is not None)
+        z = z + tf.concat([tf.zeros_like(reference) if g.bias is None else g.bias for g in groups], axis=-1)
+    numerators = []
+    for group in groups:
+        numerator = relevance if group.mask is None else relevance * group.mask
+        numerators.append(numerator * tf.constant(group.coefficient, relevance.dtype))
+    signal = tf.math.divide_no_nan(tf.concat(numerators, axis=-1), stabilised(z, epsilon))
+    return part.factor * layer.transpose(signal, weights)
+
+
+def _forward(layer: LinearLayer, groups) -> dict:
+    """``(part, V.ref()) -> V a`` for every term; the model's own output for ``(x, W)``."""
+    wanted: dict = {}  # part -> distinct weights
+    for group in groups:
+        for part, v in group.terms:
+            if not (part is layer.x_part and v is layer.weights):
+                wanted.setdefault(part, {})[v.ref()] = v
+    outputs = {(layer.x_part, layer.weights.ref()): layer.z}
+    for part, weights in wanted.items():
+        for ref, output in zip(weights, layer.apply_stacked(part.forward, list(weights.values())), strict=True):
+            outputs[(part, ref)] = output
+    return outputs
+
+
+def _denominator(layer: LinearLayer, group: _Group, outputs: dict) -> tf.Tensor:
+    """``sum_(a, V) V a + bias``; the model's own ``W x + b`` for the unmodified layer."""
+    (part, v), *others = group.terms
+    if not others and part is layer.x_part and v is layer.weights and group.bias is layer.bias:
+        return layer.z_with_bias
+    z = sum(outputs[(p, w.ref())] for p, w in group.terms)
+    return layer.plus_bias(z, group.bias)
+
+
+def _pairs(*pairs):
+    return [(a, v) for a, v in pairs if a is not None]
+
+
+def _bias(layer: LinearLayer, use_bias: bool):
+    return layer.bias if use_bias else None
+
+
+def _part(bias, part):
+    return None if bias is None else part(bias)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Which rule applies to which op, and the rules of the other op types
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LRPSettings:
+    """What the op rules of one LRP explanation read.
+
+    Attributes
+    ----------
+    rule_for : callable
+        ``rule_for(op) -> LayerRule`` for each dense/convolution op.
+    epsilon : float
+        Stabiliser at batch norm and scalings by a constant (pooling and residual sums use the plain z-rule, as
+        iNNvestigate and zennit).
+    bias : bool
+        Whether the weightless ops' denominators include a following bias (batch norm's shift).
+    maxpool : str
+        'max' (winner takes all) or 'avg' (proportional to the inputs).
+    path_ops : frozenset
+        The ops between the explained inputs and the target.
+    """
+
+    rule_for: Callable[[tf.Operation], LayerRule]
+    epsilon: float = 0.0
+    bias: bool = True
+    maxpool: str = "max"
+    path_ops: frozenset = field(default_factory=frozenset)
+
+
+def first_layers(path_ops, inputs) -> frozenset:
+    """The dense/convolution ops nearest to ``inputs``: reachable from them without passing another such op."""
+    on_path = set(path_ops)
+    found, seen = set(), set()
+    stack = [c for x in inputs for c in x.consumers() if c in on_path]
     while stack:
         op = stack.pop()
         if op in seen:
             continue
-        if op.type in _INPUT_OPS:
-            return False
         seen.add(op)
-        stack.extend(t.op for t in op.inputs)
-    return True
+        if op.type in WEIGHTED_TYPES:
+            found.add(op)
+            continue
+        stack.extend(c for out in op.outputs for c in out.consumers() if c in on_path)
+    return frozenset(found)
 
 
-def _stabilised(z: tf.Tensor, epsilon: float) -> tf.Tensor:
-    if epsilon == 0:
-        return z
-    eps = tf.constant(epsilon, z.dtype)
-    return z + tf.where(z >= 0, eps, -eps)
+def rule_selector(rules: Mapping, default: LayerRule, first_layer_ops=frozenset(), first_layer=None):
+    """``rule_for(op)``: ``first_layer`` for ops in ``first_layer_ops``, else the first entry of ``rules`` whose key
+    matches the op (an op type such as 'Conv2D', 'dense' for MatMul, 'conv' for any convolution, or an fnmatch
+    pattern on the op name or one of its '/'-separated scopes, e.g. Keras layer names), else ``default``."""
+
+    def matches(key: str, op: tf.Operation) -> bool:
+        if key == op.type or (key == "dense" and op.type in DENSE_TYPES) or (key == "conv" and op.type in CONV_TYPES):
+            return True
+        return fnmatch.fnmatchcase(op.name, key) or any(fnmatch.fnmatchcase(s, key) for s in op.name.split("/"))
+
+    def rule_for(op):
+        if first_layer is not None and op in first_layer_ops:
+            return first_layer
+        for key, rule in rules.items():
+            if matches(key, op):
+                return rule
+        return default
+
+    return rule_for
 
 
-def _output_with_bias(op: tf.Operation) -> tf.Tensor:
-    """The op's output plus the bias a single following BiasAdd/Add of a parameter adds to it."""
-    z = op.outputs[0]
-    consumers = z.consumers()
-    if len(consumers) == 1 and consumers[0].type in _BIAS_OPS:
-        add = consumers[0]
-        others = [t for t in add.inputs if t is not z]
-        if others and all(is_parameter(t) for t in others):
-            return add.outputs[0]
-    return z
+def weighted_layer(op: tf.Operation, grads, settings: LRPSettings) -> list:
+    """A dense/convolution op: the rule ``settings.rule_for(op)`` chooses."""
+    try:
+        layer = LinearLayer(op, settings.path_ops)
+    except ValueError:  # both operands depend on the input (a product): no LRP rule, keep the gradient
+        return list(original_gradient(op, *grads))
+    result = [None] * len(op.inputs)
+    result[layer.data_index] = settings.rule_for(op).propagate(layer, grads[0])
+    return result
 
 
-def linear(op: tf.Operation, grads, settings) -> list:
-    """z/epsilon rule for MatMul, convolutions, average pooling, Mean and batch normalisation."""
-    relevance = grads[0]
-    z = _output_with_bias(op) if settings.bias else op.outputs[0]
-    denominator = _stabilised(z, settings.epsilon)
-    signal = tf.math.divide_no_nan(relevance, denominator)
+def weightless_linear(op: tf.Operation, grads, settings: LRPSettings) -> list:
+    """z-rule for average pooling, Mean and Sum; z/epsilon rule for scalings by a parameter (unfused batch norm):
+    ``R_i = x_i * [grad of R / z]_i``, with the following bias add looked ahead when ``settings.bias``."""
+    add, _, _ = following_bias(op, settings.path_ops) if settings.bias else (None, None, None)
+    z = (op if add is None else add).outputs[0]
+    epsilon = settings.epsilon if op.type in ("Mul", "RealDiv") else 0.0
+    signal = tf.math.divide_no_nan(grads[0], stabilised(z, epsilon))
     gradients = original_gradient(op, signal, *grads[1:])
     gradients = list(gradients) if isinstance(gradients, list | tuple) else [gradients]
     return [
@@ -67,21 +397,32 @@ def linear(op: tf.Operation, grads, settings) -> list:
     ] + [None] * (len(op.inputs) - len(gradients))
 
 
+def batch_norm(op: tf.Operation, grads, settings: LRPSettings) -> list:
+    """Fused batch normalisation ``y = s x + t`` (inference): the z/epsilon rule with its shift ``t`` as the bias;
+    without biases (``settings.bias`` False) a one-to-one op passes relevance unchanged, which conserves it."""
+    if not settings.bias:
+        return [grads[0]] + [None] * (len(op.inputs) - 1)
+    signal = tf.math.divide_no_nan(grads[0], stabilised(op.outputs[0], settings.epsilon))
+    gradient = original_gradient(op, signal, *grads[1:])[0]
+    return [op.inputs[0] * gradient] + [None] * (len(op.inputs) - 1)
+
+
 def pass_through(op: tf.Operation, grads, settings) -> list:
     """Relevance unchanged to the non-parameter input (activations, bias additions, constant scalings)."""
-    relevance = grads[0]
+    relevance, shape = grads[0], op.outputs[0].shape
     return [
-        relevance if x.dtype.is_floating and not is_parameter(x) and x.shape == op.outputs[0].shape else None
+        relevance if x.dtype.is_floating and not is_parameter(x) and x.shape.is_compatible_with(shape) else None
         for x in op.inputs
     ]
 
 
 def add(op: tf.Operation, grads, settings) -> list:
-    """A bias addition passes relevance through; a sum of two paths splits it: ``R_i = x_i R / (a + b)``."""
-    if any(is_parameter(x) for x in op.inputs) or op.inputs[0].shape != op.inputs[1].shape:
+    """A bias addition passes relevance through; a sum of two paths splits it: ``R_i = x_i R / (a + b)`` (summed
+    over the broadcast dimensions of an input that is broadcast)."""
+    if any(is_parameter(x) for x in op.inputs):
         return pass_through(op, grads, settings)
-    signal = tf.math.divide_no_nan(grads[0], _stabilised(op.outputs[0], settings.epsilon))
-    return [x * signal for x in op.inputs]
+    signal = tf.math.divide_no_nan(grads[0], op.outputs[0])
+    return [x * g for x, g in zip(op.inputs, original_gradient(op, signal), strict=True)]
 
 
 def subtract(op: tf.Operation, grads, settings) -> list:
@@ -96,16 +437,46 @@ def scale(op: tf.Operation, grads, settings) -> list:
     unfused batch normalisation ``x * c + d`` gets the same relevance as the fused op); a product of two paths has
     no LRP rule and keeps its gradient."""
     if any(is_parameter(x) for x in op.inputs):
-        return linear(op, grads, settings)
+        return weightless_linear(op, grads, settings)
     return list(original_gradient(op, *grads))
 
 
+def max_pool(op: tf.Operation, grads, settings: LRPSettings) -> list:
+    """Winner takes all (the max-pool gradient), or with ``maxpool='avg'`` the z-rule of average pooling over the
+    same windows: ``R_i = x_i sum_j R_j / sum_(i in window j) x_i``."""
+    if settings.maxpool != "avg":
+        gradient = original_gradient(op, *grads)
+        return list(gradient) if isinstance(gradient, list | tuple) else [gradient] + [None] * (len(op.inputs) - 1)
+    x = op.inputs[0]
+    if op.type == "MaxPoolV2":
+        ksize, strides = (tf.get_static_value(t).tolist() for t in op.inputs[1:3])
+    else:
+        ksize, strides = op.get_attr("ksize"), op.get_attr("strides")
+    padding, data_format = op.get_attr("padding").decode(), op.get_attr("data_format").decode()
+    pooled = tf.nn.avg_pool2d(x, ksize, strides, padding, data_format=data_format)
+    signal = tf.math.divide_no_nan(grads[0], pooled)
+    spread = tf.raw_ops.AvgPoolGrad(
+        orig_input_shape=tf.shape(x), grad=signal, ksize=ksize, strides=strides, padding=padding,
+        data_format=data_format,
+    )  # fmt: skip
+    return [x * spread] + [None] * (len(op.inputs) - 1)
+
+
 RULES = {
-    **{t: linear for t in ("MatMul", "Conv2D", "Conv3D", "DepthwiseConv2dNative", "AvgPool", "AvgPool3D")},
-    **{t: linear for t in ("Mean", "Sum")},
-    **{t: linear for t in ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")},
-    **{t: pass_through for t in ELEMENTWISE_NONLINEAR | {"BiasAdd"}},
+    **{t: weighted_layer for t in WEIGHTED_TYPES},
+    **{t: weightless_linear for t in ("AvgPool", "AvgPool3D", "Mean", "Sum")},
+    **{t: batch_norm for t in ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")},
+    **{t: pass_through for t in ELEMENTWISE_NONLINEAR | {"BiasAdd", "Neg"}},
     **{t: add for t in ("Add", "AddV2")},
     **{t: scale for t in ("Mul", "RealDiv")},
     "Sub": subtract,
+    "MaxPool": max_pool,
+    "MaxPoolV2": max_pool,
 }
+
+# Ops whose own gradient already moves relevance correctly (they rearrange or select values, without mixing them).
+STRUCTURAL_TYPES = frozenset(
+    {"Identity", "IdentityN", "Snapshot", "Reshape", "Squeeze", "ExpandDims", "Transpose", "ConcatV2", "Concat",
+     "Pack", "Unpack", "Split", "SplitV", "Slice", "StridedSlice", "Pad", "PadV2", "MirrorPad", "Cast",
+     "Placeholder", "PlaceholderWithDefault"}
+)  # fmt: skip

@@ -1,0 +1,259 @@
+"""A linear op of the graph (dense or convolution) seen as a layer ``z = W x (+ b)`` that rules can re-apply.
+
+Relevance rules re-run a layer with modified inputs or weights (``W+ = max(W, 0)``, ``W**2``, ones) and need its
+transposed application ``W^T s`` (the op's own gradient). :class:`LinearLayer` clones the op with replaced inputs
+and asks TensorFlow's gradient registry for the clone's gradient, so every op type whose gradient TensorFlow knows
+(MatMul, Conv2D, Conv3D, DepthwiseConv2dNative, transposed convolutions) is handled by the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import tensorflow as tf
+
+from deepexplain.tensorflow.overrides import original_gradient
+
+DENSE_TYPES = frozenset({"MatMul"})
+CONV_TYPES = frozenset(
+    {"Conv2D", "Conv3D", "DepthwiseConv2dNative", "Conv2DBackpropInput", "Conv3DBackpropInputV2"}
+)  # Keras' Conv1D is an ExpandDims -> Conv2D -> Squeeze
+WEIGHTED_TYPES = DENSE_TYPES | CONV_TYPES
+
+BIAS_ADD_TYPES = frozenset({"BiasAdd", "Add", "AddV2"})
+RESHAPING_TYPES = frozenset({"Reshape", "Squeeze", "ExpandDims", "Identity"})  # keep the memory order
+INPUT_OPS = frozenset({"Placeholder", "PlaceholderWithDefault"})
+# Ops whose output is >= 0 whatever their input, and ops that keep the sign of their (data) input.
+_NONNEGATIVE_OUTPUT = frozenset({"Relu", "Relu6", "Sigmoid", "Softplus", "Exp", "Square", "Abs"})
+_SIGN_PRESERVING = frozenset(
+    {"MaxPool", "MaxPoolV2", "AvgPool", "AvgPool3D", "Mean", "Reshape", "Identity", "Snapshot", "Squeeze",
+     "ExpandDims", "Transpose", "Pad", "MirrorPad", "ConcatV2", "Pack", "StridedSlice", "Slice", "Cast"}
+)  # fmt: skip
+
+
+def is_parameter(tensor: tf.Tensor) -> bool:
+    """Whether ``tensor`` is a weight/bias: it depends on no placeholder (constants, variables, reshaped ones)."""
+    stack, seen = [tensor.op], set()
+    while stack:
+        op = stack.pop()
+        if op in seen:
+            continue
+        if op.type in INPUT_OPS:
+            return False
+        seen.add(op)
+        stack.extend(t.op for t in op.inputs)
+    return True
+
+
+def is_nonnegative(tensor: tf.Tensor, depth: int = 16) -> bool:
+    """Whether ``tensor`` is >= 0 for every input, as far as the graph shows (e.g. a ReLU, or a pooled ReLU)."""
+    op = tensor.op
+    if op.type in _NONNEGATIVE_OUTPUT:
+        return True
+    if op.type not in _SIGN_PRESERVING or depth == 0:
+        return False
+    data = [t for t in op.inputs if t.dtype.is_floating and not is_parameter(t)]
+    return bool(data) and all(is_nonnegative(t, depth - 1) for t in data)
+
+
+def stabilised(z: tf.Tensor, epsilon: float) -> tf.Tensor:
+    """``z + epsilon * sign(z)`` with ``sign(0) = 1`` (Montavon et al. 2019, Eq. 4's stabiliser)."""
+    if epsilon == 0:
+        return z
+    eps = tf.constant(epsilon, z.dtype)
+    return z + tf.where(z >= 0, eps, -eps)
+
+
+def positive(t: tf.Tensor) -> tf.Tensor:
+    return tf.nn.relu(t)
+
+
+def negative(t: tf.Tensor) -> tf.Tensor:
+    return tf.minimum(t, tf.zeros((), t.dtype))
+
+
+@dataclass(eq=False)
+class Part:
+    """An input part ``a`` of a relevance rule (x, x+, x-, ones, a bound): the layer is re-applied to ``forward``
+    and its transposed signal multiplied by ``factor``. For constant parts ``forward`` is a single row that
+    broadcasts over the batch (its forward pass costs one row, not a batch)."""
+
+    forward: tf.Tensor
+    factor: tf.Tensor
+
+
+class LinearLayer:
+    """A dense/convolution op ``z = W x`` with the bias a single following BiasAdd/Add of a parameter adds.
+
+    Parameters
+    ----------
+    op : tf.Operation
+        An op of a type in :data:`WEIGHTED_TYPES` with one input that depends on the explained inputs (the data)
+        and one parameter input (the weights).
+    path_ops : collection of tf.Operation
+        The ops of the explained model: consumers outside it (ops added by other explanations) are ignored when
+        looking for the bias addition.
+    """
+
+    def __init__(self, op: tf.Operation, path_ops):
+        self.op = op
+        floating = [i for i, t in enumerate(op.inputs) if t.dtype.is_floating]
+        data = [i for i in floating if not is_parameter(op.inputs[i])]
+        weights = [i for i in floating if i not in data]
+        if len(data) != 1 or len(weights) != 1:
+            raise ValueError(f"op '{op.name}' ({op.type}) is not a layer with one data and one weight input")
+        self.data_index, self.weight_index = data[0], weights[0]
+        self.x = op.inputs[self.data_index]
+        self.weights = op.inputs[self.weight_index]
+        self.z = op.outputs[0]
+        self._bias_add, self.bias, self._reshaped = following_bias(op, path_ops, through_reshapes=True)
+        self.x_part = Part(self.x, self.x)
+        self._weight_axis, self._output_axis = _stacking_axes(op, self.data_index)
+
+    @property
+    def z_with_bias(self) -> tf.Tensor:
+        """``W x + b`` as the model computes it (``W x`` when there is no bias)."""
+        if self._bias_add is None:
+            return self.z
+        output = self._bias_add.outputs[0]
+        return tf.reshape(output, tf.shape(self.z)) if self._reshaped else output
+
+    @cached_property
+    def nonnegative_input(self) -> bool:
+        """Whether the data input is provably >= 0 (then the rules skip the terms of negative inputs)."""
+        return is_nonnegative(self.x)
+
+    def by_sign(self, relevance: tf.Tensor, rule: Callable[[Part, Part | None, tf.Tensor], tf.Tensor]) -> tf.Tensor:
+        """``rule(x+, x-, relevance)`` for a rule that treats positive and negative inputs apart; ``x-`` is None
+        (its terms vanish) when the input is >= 0: provably so in the graph, or, checked at run time, in the batch
+        (e.g. images in [0, 1]).
+
+        The run-time choice uses the dataflow form of a conditional (``Switch``/``Merge``): the ops of the branch not
+        taken receive dead tensors and do not run, and there is no function call as with ``tf.cond``.
+        """
+        if self.nonnegative_input:
+            return rule(self.x_part, None, relevance)
+        nonnegative_batch = tf.reduce_all(self.x >= tf.zeros((), self.x.dtype))
+        x_signed, x_nonnegative = tf.raw_ops.Switch(data=self.x, pred=nonnegative_batch)
+        relevance_signed, relevance_nonnegative = tf.raw_ops.Switch(data=relevance, pred=nonnegative_batch)
+        cheap = rule(Part(x_nonnegative, x_nonnegative), None, relevance_nonnegative)
+        x_pos, x_neg = positive(x_signed), negative(x_signed)
+        full = rule(Part(x_pos, x_pos), Part(x_neg, x_neg), relevance_signed)
+        return tf.raw_ops.Merge(inputs=[cheap, full]).output
+
+    def constant_part(self, value) -> Part:
+        """A part equal to ``value`` (a scalar or an array broadcasting to one sample) at every sample."""
+        factor = tf.constant(np.asarray(value), self.x.dtype)
+        one_row = self.op.type in ("Conv2D", "Conv3D", "DepthwiseConv2dNative") or (
+            self.op.type in DENSE_TYPES and self.data_index == 0
+        )  # (a transposed convolution takes its output shape, batch included, as an input)
+        row = self.x[:1] if one_row else self.x
+        return Part(tf.zeros_like(row) + factor, factor)
+
+    @property
+    def stacks_along_last_axis(self) -> bool:
+        """Whether weights stacked along their output axis give outputs side by side along the last axis (and
+        biases stacked along their last axis line up with them)."""
+        aligned_bias = self.bias is None or not self._reshaped
+        return aligned_bias and self._weight_axis is not None and self._output_axis in (-1, self.z.shape.rank - 1)
+
+    def stacked_weights(self, weights: list) -> tf.Tensor:
+        """The weight tensors concatenated along their output axis (one op computes all their outputs)."""
+        return tf.concat(weights, axis=self._weight_axis)
+
+    def apply_stacked(self, x: tf.Tensor, weights: list) -> list:
+        """``[apply(x, w) for w in weights]`` as one op on the weights stacked along their output axis."""
+        if len(weights) == 1 or self._weight_axis is None:
+            return [self.apply(x, w) for w in weights]
+        stacked = self.apply(x, tf.concat(weights, axis=self._weight_axis))
+        return tf.split(stacked, len(weights), axis=self._output_axis)
+
+    def transpose_stacked(self, signals: list, weights: list) -> tf.Tensor:
+        """``sum_k W_k^T signals[k]`` as one transposed op on the stacked weights and signals."""
+        if len(weights) == 1:
+            return self.transpose(signals[0], None if weights[0] is self.weights else weights[0])
+        if self._weight_axis is None:
+            return sum(self.transpose(g, w) for g, w in zip(signals, weights, strict=True))
+        stacked_weights = tf.concat(weights, axis=self._weight_axis)
+        clone = self._clone(self.x, stacked_weights)
+        return original_gradient(clone, tf.concat(signals, axis=self._output_axis))[self.data_index]
+
+    def apply(self, x: tf.Tensor, weights: tf.Tensor | None = None) -> tf.Tensor:
+        """The op on input ``x`` with ``weights`` (default: its own), without bias."""
+        return self._clone(x, weights).outputs[0]
+
+    def transpose(self, signal: tf.Tensor, weights: tf.Tensor | None = None) -> tf.Tensor:
+        """``W^T signal``: the gradient of the op (with ``weights``) with respect to its data input."""
+        op = self.op if weights is None else self._clone(self.x, weights)
+        return original_gradient(op, signal)[self.data_index]
+
+    def plus_bias(self, z: tf.Tensor, bias: tf.Tensor | None) -> tf.Tensor:
+        """``z + bias`` with ``bias`` (the layer's bias or an elementwise function of it) broadcast as the op's bias
+        addition broadcasts it (NCHW bias adds and reshapes between the op and its bias addition included)."""
+        if bias is None:
+            return z
+        if self._reshaped:  # the bias as the bias addition sees it, laid out like the op's output (exact: 0 + b)
+            bias = tf.reshape(self._add_bias(tf.zeros_like(self._bias_add.outputs[0]), bias), tf.shape(self.z))
+            return z + bias
+        return self._add_bias(z, bias)
+
+    def _add_bias(self, z: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+        if self._bias_add.type == "BiasAdd":
+            return tf.nn.bias_add(z, bias, data_format=self._bias_add.get_attr("data_format").decode())
+        return z + bias
+
+    def _clone(self, x: tf.Tensor, weights: tf.Tensor | None) -> tf.Operation:
+        replacements = {self.data_index: x} if weights is None else {self.data_index: x, self.weight_index: weights}
+        return clone_op(self.op, replacements)
+
+
+def clone_op(op: tf.Operation, replacements: dict) -> tf.Operation:
+    """A copy of ``op`` (same type and attributes) with the inputs at the indices of ``replacements`` replaced.
+
+    The copy goes into the default graph: inside ``tf.cond`` that is the branch's function graph, which captures
+    the outer tensors it reads.
+    """
+    inputs = list(op.inputs)
+    for index, tensor in replacements.items():
+        inputs[index] = tensor
+    attrs = {key: value for key, value in op.node_def.attr.items() if not key.startswith("_")}
+    return tf.compat.v1.get_default_graph()._create_op_internal(
+        op.type, inputs, dtypes=[o.dtype for o in op.outputs], attrs=attrs, name=f"{op.name}_modified"
+    )
+
+
+def _stacking_axes(op: tf.Operation, data_index: int) -> tuple:
+    """``(weight axis, output axis)`` along which several weight tensors can be stacked into one op whose output
+    holds each one's output side by side; ``(None, None)`` where outputs would interleave (depthwise)."""
+    if op.type == "MatMul":
+        if data_index == 0:  # x @ W: output columns are W's columns (rows when transpose_b)
+            return (0 if op.get_attr("transpose_b") else 1), 1
+        return (1 if op.get_attr("transpose_a") else 0), 0  # W @ x: output rows are W's rows
+    if op.type in ("Conv2D", "Conv3D"):
+        channels_last = op.get_attr("data_format").decode() in ("NHWC", "NDHWC")
+        return -1, (-1 if channels_last else 1)
+    return None, None  # depthwise: outputs would interleave; transposed convolutions: the output shape is an input
+
+
+def _single_consumer(tensor: tf.Tensor, path_ops) -> tf.Operation | None:
+    consumers = [c for c in tensor.consumers() if c in path_ops]
+    return consumers[0] if len(consumers) == 1 else None
+
+
+def following_bias(op: tf.Operation, path_ops, through_reshapes: bool = False):
+    """``(add op, bias, reshaped)``: the single BiasAdd/Add of a parameter that consumes the op's output within
+    ``path_ops`` (with ``through_reshapes``, also after a chain of reshapes such as Keras' Conv1D squeeze), or
+    ``(None, None, False)``."""
+    z = op.outputs[0]
+    consumer, reshaped = _single_consumer(z, path_ops), False
+    while through_reshapes and consumer is not None and consumer.type in RESHAPING_TYPES:
+        z, reshaped = consumer.outputs[0], True
+        consumer = _single_consumer(z, path_ops)
+    if consumer is not None and consumer.type in BIAS_ADD_TYPES:
+        others = [t for t in consumer.inputs if t is not z]
+        if len(others) == 1 and is_parameter(others[0]):
+            return consumer, others[0], reshaped
+    return None, None, False
