@@ -122,7 +122,7 @@ class Gamma(LayerRule):
         zero = tf.zeros((), z.dtype)
         up_bias = None if b is None else b + self.gamma * positive(b)
         down_bias = None if b is None else b + self.gamma * negative(b)
-        up, down = tf.cast(z > zero, z.dtype), tf.cast(z < zero, z.dtype)
+        up, down = z > zero, z < zero
 
         def by_sign(x_pos, x_neg, relevance):
             groups = [
@@ -208,7 +208,7 @@ def as_rule(value, name: str) -> LayerRule:
 @dataclass
 class _Group:
     """Terms ``(a, V)`` sharing one denominator ``sum V a + bias``; ``coefficient`` scales the group's share and
-    ``mask`` (0/1, shaped like the output) selects the outputs it applies to."""
+    ``mask`` (boolean, shaped like the output) selects the outputs it applies to."""
 
     terms: list
     bias: tf.Tensor | None = None
@@ -227,7 +227,7 @@ def _distribute(layer: LinearLayer, relevance, groups, epsilon: float = 0.0) -> 
         denominator = _denominator(layer, group, outputs)
         signal = tf.math.divide_no_nan(relevance, stabilised(denominator, epsilon))
         if group.mask is not None:
-            signal = signal * group.mask
+            signal = tf.where(group.mask, signal, tf.zeros((), signal.dtype))
         if group.coefficient != 1:
             signal = signal * tf.constant(group.coefficient, signal.dtype)
         for part, v in group.terms:
@@ -261,8 +261,10 @@ def _distribute_side_by_side(layer: LinearLayer, relevance, groups, epsilon: flo
         z = z + tf.concat([tf.zeros_like(reference) if g.bias is None else g.bias for g in groups], axis=-1)
     numerators = []
     for group in groups:
-        numerator = relevance if group.mask is None else relevance * group.mask
-        numerators.append(numerator * tf.constant(group.coefficient, relevance.dtype))
+        numerator = relevance if group.mask is None else tf.where(group.mask, relevance, tf.zeros((), relevance.dtype))
+        if group.coefficient != 1:
+            numerator = numerator * tf.constant(group.coefficient, relevance.dtype)
+        numerators.append(numerator)
     signal = tf.math.divide_no_nan(tf.concat(numerators, axis=-1), stabilised(z, epsilon))
     return part.factor * layer.transpose(signal, weights)
 
