@@ -123,6 +123,7 @@ def test_graph_built_before_context_gets_the_rules_and_keeps_its_gradients(sessi
         for op in session.graph.get_operations():
             with pytest.raises(ValueError):
                 op.get_attr("_gradient_op_type")
+            assert op._gradient_function is None
         np.testing.assert_allclose(session.run(tf.gradients(T, X)[0], {X: xs}), plain, rtol=1e-6)
     np.testing.assert_allclose(gxi, plain * xs, rtol=1e-6)
 

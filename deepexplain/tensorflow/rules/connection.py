@@ -16,6 +16,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from deepexplain.tensorflow.rules.common import max_pool_backward, with_unused_inputs
+from deepexplain.tensorflow.rules.linear_ops import clone_op
 from deepexplain.tensorflow.topology import ELEMENTWISE_NONLINEAR, POOLING_NONLINEAR
 
 # innsight treats a final softmax as the activation of the output layer, which the method ignores like any other.
@@ -32,12 +33,7 @@ def max_pool_first_element(op: tf.Operation, grads, settings) -> list:
     decreases strictly in row-major order, whose maximum in any window (padding included) is that element."""
     x = op.inputs[0]
     ramp = _decreasing_ramp(x, op.get_attr("data_format"))
-    pooled = op.graph._create_op_internal(
-        op.type,
-        [ramp] + list(op.inputs[1:]),
-        dtypes=[o.dtype for o in op.outputs],
-        attrs={key: value for key, value in op.node_def.attr.items() if not key.startswith("_")},
-    ).outputs[0]
+    pooled = clone_op(op, {0: ramp}).outputs[0]
     return with_unused_inputs(op, max_pool_backward(op, ramp, pooled, grads[0]))
 
 
