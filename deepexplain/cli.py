@@ -23,6 +23,7 @@ from deepexplain._version import __version__
 
 __all__ = [
     "BASELINES_METHODS",
+    "BOUNDED_METHODS",
     "IMAGE_SUFFIXES",
     "build_parser",
     "explain_files",
@@ -37,6 +38,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 # The methods that take `baselines` (M reference samples) and have no default for them.
 BASELINES_METHODS = ("deepshap", "expected_gradients")
+# methods whose rule needs the range of the inputs (images are read into [0, 1])
+BOUNDED_METHODS = ("lrp.bounded", "lrp.epsilon_gamma_box", "deep_taylor.bounded")
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Parsing
@@ -114,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Methods run with their defaults (see the README's table): intgrad 100 steps from a black (all-zeros) "
             "input, deeplift from all zeros, smoothgrad 50 samples, occlusion 1-pixel windows. deepshap and "
             "expected_gradients take their reference samples from --baselines; without it they use one all-zeros "
-            "sample (deepshap then equals deeplift). shapley_exact accepts inputs of at most 16 features; "
+            "sample (deepshap then equals deeplift). The box rules (lrp.bounded, lrp.epsilon_gamma_box, "
+            "deep_taylor.bounded) take the input range from --bounds (default 0 1). shapley_exact accepts inputs "
+            "of at most 16 features; "
             "perturbation methods evaluate the model once or more per feature, which is slow on large images. "
             "Exit status: 0 on success, 1 when the model cannot be loaded or explained on these inputs, 2 on usage "
             "errors. For TF1-style graphs use the Python API (DeepExplain(session=...))."
@@ -129,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--method",
         default="deeplift",
-        help="attribution method: zero, saliency, 'grad*input', intgrad, elrp, deeplift, smoothgrad, "
-        "expected_gradients, deepshap, occlusion, shapley_sampling, shapley_exact or feature_ablation "
+        help="attribution method, any name of deepexplain.METHODS: saliency, 'grad*input', intgrad, elrp, deeplift, "
+        "smoothgrad, expected_gradients, deepshap, occlusion, shapley_sampling, shapley_exact, feature_ablation, "
+        "guided_backprop, deconvnet, lrp.epsilon, lrp.alpha_2_beta_1, lrp.epsilon_plus, deep_taylor, ... "
         "(default: %(default)s)",
     )
     explain.add_argument(
@@ -144,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NPY",
         help="reference samples for deepshap and expected_gradients: a .npy array shaped (M, *input_shape), or "
         "one sample shaped like a model input (default: one all-zeros sample)",
+    )
+    explain.add_argument(
+        "--bounds",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        help=f"smallest and largest input value for {', '.join(BOUNDED_METHODS)} (default: 0 1, the range images "
+        "are read into)",
     )
     explain.add_argument("--out", default="deepexplain-out", metavar="DIR", help="output folder (default: %(default)s)")
     explain.set_defaults(command_parser=explain)
@@ -452,13 +466,18 @@ def _explain(args: argparse.Namespace) -> int:
             parser.error(f"--baselines: only {' and '.join(BASELINES_METHODS)} take baselines, not {args.method!r}")
         if Path(args.baselines).suffix.lower() != ".npy" or not Path(args.baselines).is_file():
             parser.error(f"--baselines {args.baselines}: expected an existing .npy file")
+    if args.bounds is not None and args.method not in BOUNDED_METHODS:
+        parser.error(f"--bounds: only {', '.join(BOUNDED_METHODS)} take bounds, not {args.method!r}")
     from deepexplain.tensorflow import METHODS  # imports TensorFlow: only once the files are known to be there
 
     if args.method not in METHODS:
         parser.error(f"--method {args.method!r}: expected one of {', '.join(METHODS)}")
+    method_kwargs = {}
+    if args.method in BOUNDED_METHODS:
+        method_kwargs["low"], method_kwargs["high"] = args.bounds or (0.0, 1.0)
     try:
         baselines = None if args.baselines is None else np.load(args.baselines)
-        sample_shape, attribute = load_keras_model(args.model, args.method, baselines=baselines)
+        sample_shape, attribute = load_keras_model(args.model, args.method, baselines=baselines, **method_kwargs)
         written = explain_files(args.inputs, sample_shape, attribute, target=args.target, out=args.out)
     except (OSError, ValueError, TypeError) as error:  # a file that does not read, inputs that do not fit the model
         _stderr(f"deepexplain explain: {error}")

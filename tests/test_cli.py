@@ -164,8 +164,21 @@ def keras_files(tmp_path_factory):
         ("softmax", ["--method", "intgrad", "--target", "3"], ("intgrad", 3, {})),
         ("logits", ["--method", "deepshap"], ("deeplift", "max", {})),  # one all-zeros baseline: DeepLIFT's
         ("logits", ["--method", "deepshap", "--baselines", "{references}"], ("deepshap", "max", "references")),
+        ("logits", ["--method", "lrp.epsilon_gamma_box"], ("lrp.epsilon_gamma_box", "max", {"low": 0, "high": 1})),
+        (
+            "logits",
+            ["--method", "deep_taylor.bounded", "--bounds", "-1", "2"],
+            ("deep_taylor.bounded", "max", {"low": -1, "high": 2}),
+        ),
     ],
-    ids=["deeplift max", "softmax stripped, intgrad class 3", "deepshap zeros", "deepshap --baselines"],
+    ids=[
+        "deeplift max",
+        "softmax stripped, intgrad class 3",
+        "deepshap zeros",
+        "deepshap --baselines",
+        "box rule, images' range",
+        "box rule --bounds",
+    ],
 )
 def test_explain_writes_what_deepexplain_explain_computes(keras_files, tmp_path, capsys, saved, options, oracle):
     """``deepexplain explain MODEL digit.png noise.npy``: per input a heatmap PNG and the attributions of
@@ -237,8 +250,18 @@ def test_explain_says_when_the_model_does_not_load(files, tmp_path, capsys):
         (["{model}", "{image}", "--target", "first"], "expected 'max' or a non-negative class index"),
         (["{model}", "{image}", "--baselines", "{image}"], "only deepshap and expected_gradients take baselines"),
         (["{model}", "{image}", "--method", "deepshap", "--baselines", "{image}"], "expected an existing .npy file"),
+        (["{model}", "{image}", "--bounds", "0", "1"], "--bounds: only lrp.bounded, lrp.epsilon_gamma_box"),
     ],
-    ids=["missing model", "missing input", "not an image", "unknown method", "bad target", "baselines", "not npy"],
+    ids=[
+        "missing model",
+        "missing input",
+        "not an image",
+        "unknown method",
+        "bad target",
+        "baselines",
+        "not npy",
+        "bounds",
+    ],
 )
 def test_explain_rejects_bad_arguments_with_usage_error(files, capsys, arguments, message):
     model, image = files
