@@ -86,6 +86,13 @@ def overridden_gradients(path_ops: Iterable[tf_ops.Operation], rules: Mapping[st
         previous = [op._gradient_function for op in overridden]
         for op in overridden:
             op._gradient_function = _dispatch
+        if overridden and tf_ops.get_gradient_function(overridden[0]) is not _dispatch:
+            for op, function in zip(overridden, previous, strict=True):
+                op._gradient_function = function
+            raise RuntimeError(
+                "this TensorFlow version does not consult Operation._gradient_function in tf.gradients, which "
+                "deepexplain's rule-based methods rely on (TensorFlow 2.16 to 2.21 do)"
+            )
         token = _ACTIVE.set(ActiveRules(rules=dict(rules), settings=settings))
         try:
             yield
