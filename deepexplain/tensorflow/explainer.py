@@ -65,8 +65,10 @@ class Explainer:
         self._path = path_ops(self._inputs, T, differentiable=needs_gradient)
         if not self._path:
             raise NotConnectedError(_not_connected_message(T, self._inputs, needs_gradient))
-        if isinstance(method, GradientMethod) and method.covers_all_ops:
-            self._check_coverage(method)  # before anything is added to the graph
+        if needs_gradient and method.covers_all_ops:  # checked before anything is added to the graph
+            self._check_coverage(method)
+        elif needs_gradient and method.rules:
+            self._warn_uncovered_ops(method)
         extra_feeds = learning_phase_feeds(T)
         self._extra_tensors, self._extra_values = list(extra_feeds), list(extra_feeds.values())
 
@@ -78,7 +80,6 @@ class Explainer:
             if T.shape.rank:
                 row_values = tf.reduce_sum(tf.reshape(weighted, [tf.shape(weighted)[0], -1]), axis=1)
                 self._forward_fn = session.make_callable(row_values, self._feed_list())
-                self._target_fn = session.make_callable(T, self._inputs + self._extra_tensors)
             self._gradient_fn = None
             if needs_gradient:
                 self._gradient_fn = self._compile_gradients(method, weighted)
@@ -92,8 +93,6 @@ class Explainer:
         return self._inputs + [self._weights] + extra + self._extra_tensors
 
     def _compile_gradients(self, method, weighted):
-        if method.rules and not method.covers_all_ops:
-            self._warn_uncovered_ops(method)
         self._reference_index = None
         if method.uses_references:
             self._reference_index = tf.compat.v1.placeholder(tf.int32, shape=[None], name="reference_index")
@@ -129,7 +128,7 @@ class Explainer:
         )
         if method.strict:
             raise UnsupportedOpError(f"{message} Pass strict=False to use their gradient instead (with a warning).")
-        warnings.warn(f"{message} Their plain gradient is used (strict=False).", UserWarning, stacklevel=4)
+        warnings.warn(f"{message} Their plain gradient is used (strict=False).", UserWarning, stacklevel=4)  # caller
 
     def _warn_uncovered_ops(self, method):
         for op in nonlinear_ops(self._path, self._inputs):
@@ -139,7 +138,7 @@ class Explainer:
                     f"has no {self.method_name} rule; its plain gradient is used, so the attributions may be wrong "
                     f"(supported nonlinearities: {sorted(set(method.rules) | method.gradient_rule_types)})",
                     UserWarning,
-                    stacklevel=4,
+                    stacklevel=4,  # the caller of get_explainer
                 )
 
     # ------------------------------------------------------------------------------------------------------------
@@ -249,19 +248,13 @@ class Explainer:
             )
 
         def outputs():
+            if self._target_fn is None:  # made on first use: most explainers never need T's values
+                self._target_fn = self.session.make_callable(self._target, self._feed_list())
             size = self._fixed_rows or rows_per_run
-            parts = [
-                self._call_target([x[lo : lo + size] for x in xs])[: min(size, n - lo)] for lo in range(0, n, size)
-            ]
-            return np.concatenate(parts)
+            rows = [[x[lo : lo + size] for x in xs] for lo in range(0, n, size)]
+            return np.concatenate([self._call(self._target_fn, r, self._ones())[: len(r[0])] for r in rows])
 
         return selection_weights(selection, n, shape, self._target.dtype.as_numpy_dtype, outputs)
-
-    def _call_target(self, rows):
-        count = len(rows[0])
-        if self._fixed_rows and count != self._fixed_rows:
-            rows = [np.concatenate([r, np.zeros((self._fixed_rows - count,) + r.shape[1:], r.dtype)]) for r in rows]
-        return self._target_fn(*rows, *self._extra_values)
 
     def _require_forward(self):
         if self._forward_fn is None:

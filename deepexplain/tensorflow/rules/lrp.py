@@ -384,12 +384,16 @@ def weighted_layer(op: tf.Operation, grads, settings: LRPSettings) -> list:
     return result
 
 
+_BATCH_NORM_TYPES = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
+_STABILISED_TYPES = frozenset({"Mul", "RealDiv", *_BATCH_NORM_TYPES})  # batch norm, fused or not
+
+
 def weightless_linear(op: tf.Operation, grads, settings: LRPSettings) -> list:
-    """z-rule for average pooling, Mean and Sum; z/epsilon rule for scalings by a parameter (unfused batch norm):
+    """z-rule for average pooling, Mean and Sum; z/epsilon rule for batch norm and scalings by a parameter:
     ``R_i = x_i * [grad of R / z]_i``, with the following bias add looked ahead when ``settings.bias``."""
     add, _, _ = following_bias(op, settings.path_ops) if settings.bias else (None, None, None)
     z = (op if add is None else add).outputs[0]
-    epsilon = settings.epsilon if op.type in ("Mul", "RealDiv") else 0.0
+    epsilon = settings.epsilon if op.type in _STABILISED_TYPES else 0.0
     signal = tf.math.divide_no_nan(grads[0], stabilised(z, epsilon))
     gradients = original_gradient(op, signal, *grads[1:])
     gradients = list(gradients) if isinstance(gradients, list | tuple) else [gradients]
@@ -404,9 +408,7 @@ def batch_norm(op: tf.Operation, grads, settings: LRPSettings) -> list:
     without biases (``settings.bias`` False) a one-to-one op passes relevance unchanged, which conserves it."""
     if not settings.bias:
         return [grads[0]] + [None] * (len(op.inputs) - 1)
-    signal = tf.math.divide_no_nan(grads[0], stabilised(op.outputs[0], settings.epsilon))
-    gradient = original_gradient(op, signal, *grads[1:])[0]
-    return [op.inputs[0] * gradient] + [None] * (len(op.inputs) - 1)
+    return weightless_linear(op, grads, settings)
 
 
 def pass_through(op: tf.Operation, grads, settings) -> list:
@@ -467,7 +469,7 @@ def max_pool(op: tf.Operation, grads, settings: LRPSettings) -> list:
 RULES = {
     **{t: weighted_layer for t in WEIGHTED_TYPES},
     **{t: weightless_linear for t in ("AvgPool", "AvgPool3D", "Mean", "Sum")},
-    **{t: batch_norm for t in ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")},
+    **{t: batch_norm for t in _BATCH_NORM_TYPES},
     **{t: pass_through for t in ELEMENTWISE_NONLINEAR | {"BiasAdd", "Neg"}},
     **{t: add for t in ("Add", "AddV2")},
     **{t: scale for t in ("Mul", "RealDiv")},
