@@ -1,7 +1,7 @@
 """deepexplain: attribution methods for TensorFlow models.
 
 - ``deepexplain.explain(method, model, xs, ...)`` and ``deepexplain.Explainer(method, model, ...)`` explain Keras 3,
-  tf_keras and eager TensorFlow models (:mod:`deepexplain.keras`).
+  tf_keras and eager TensorFlow models, live (:mod:`deepexplain.explainer`, :mod:`deepexplain.adapters.keras`).
 - ``from deepexplain.tensorflow import DeepExplain`` gives the original DeepExplain API on TF1-style graphs.
 
 Submodules load lazily, so ``import deepexplain`` costs little more than importing TensorFlow.
@@ -12,14 +12,14 @@ import importlib
 from deepexplain._version import __version__
 
 _LAZY = {
-    "explain": ("deepexplain.keras", "explain"),
-    "Explainer": ("deepexplain.keras", "Explainer"),
-    "strip_softmax": ("deepexplain.keras", "strip_softmax"),
-    "load_model": ("deepexplain.keras", "load_model"),
+    "explain": ("deepexplain.explainer", "explain"),
+    "Explainer": ("deepexplain.explainer", "Explainer"),
+    "strip_softmax": ("deepexplain.adapters.keras", "strip_softmax"),
+    "load_model": ("deepexplain.adapters.keras", "load_model"),
     "DeepExplain": ("deepexplain.tensorflow", "DeepExplain"),
     "METHODS": ("deepexplain.tensorflow", "METHODS"),
 }
-_SUBMODULES = ("plot", "perturbation", "tensorflow", "keras", "errors")
+_SUBMODULES = ("plot", "perturbation", "tensorflow", "errors", "targets", "inputs", "batching")
 
 
 def __getattr__(name):

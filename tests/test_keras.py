@@ -348,15 +348,29 @@ def test_multiple_outputs_are_chosen_by_index_or_name():
 
 
 def test_rule_methods_name_uncovered_ops_of_custom_layers():
+    """A product of two different functions of the input (a gating layer) has no DeepLIFT rule: one warning names
+    it at the user's line. An elementwise function of one tensor (x * x) is an activation: no warning."""
+
+    class Gate(keras.layers.Layer):
+        def call(self, inputs):
+            return inputs[0] * inputs[1]
+
+    x = keras.Input((3,))
+    model = keras.Model(x, keras.layers.Dense(2)(Gate()([keras.layers.Dense(4)(x), keras.layers.Dense(4)(x)])))
+    with pytest.warns(UserWarning, match=r"Mul ×1 \(") as caught:
+        deepexplain.Explainer("deeplift", model)
+    assert len(caught) == 1 and caught[0].filename == __file__
+
     class Squared(keras.layers.Layer):
         def call(self, x):
             return x * x
 
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), Squared(), keras.layers.Dense(2)])
-    xs = np.ones((2, 3), np.float32)
-    with pytest.warns(UserWarning, match="of type Mul"):
-        deepexplain.Explainer("deeplift", model)
-    assert np.isfinite(deepexplain.explain("saliency", model, xs)).all()
+    squared = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), Squared(), keras.layers.Dense(2)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        explainer = deepexplain.Explainer("deeplift", squared)
+    xs = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
+    np.testing.assert_allclose(explainer.completeness_error(xs, target=1), 0, atol=1e-5)
 
 
 def test_bad_target_and_xs_raise_clear_errors():
@@ -430,5 +444,5 @@ def test_lstm_model_works_with_gradient_and_perturbation_methods_and_rules_name_
     )
     occlusion = deepexplain.explain("occlusion", model, xs, target=1)
     assert occlusion.shape == xs.shape and np.isfinite(occlusion).all()
-    with pytest.warns(UserWarning, match="of type While"):
+    with pytest.warns(UserWarning, match=r"While ×1 \(sequential.*/while\)"):
         deepexplain.Explainer("deeplift", model)

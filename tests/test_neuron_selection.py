@@ -43,7 +43,7 @@ def test_selections_equal_the_matching_ys(net, method):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"neuron_selection": "min"}, "neuron_selection must be 'max_activation', 'all', an int"),
+        ({"neuron_selection": "min"}, r"neuron_selection must be 'max' \(alias 'max_activation'\), 'all', an int"),
         ({"neuron_selection": 3}, r"units must be in \[0, 3\); got \[3\]"),
         ({"neuron_selection": [0, 1]}, "has 2 entries for 5 samples"),
         ({"neuron_selection": 0, "ys": np.ones((5, 3))}, "either ys or neuron_selection"),

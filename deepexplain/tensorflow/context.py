@@ -5,8 +5,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from deepexplain.errors import InvalidInputError, InvalidTypeError
-from deepexplain.tensorflow.explainer import Explainer
-from deepexplain.tensorflow.methods import METHODS, make_method
+from deepexplain.explainer import Explainer
+from deepexplain.tensorflow.methods import check_method
+from deepexplain.tensorflow.runners import SessionRunner
 
 
 class DeepExplain:
@@ -77,13 +78,14 @@ class DeepExplain:
 
         Returns
         -------
-        Explainer
+        deepexplain.Explainer
+            ``run(xs, ys, batch_size)`` as in the original DeepExplain (``ys`` default: all units of ``T`` summed).
 
         Raises
         ------
         RuntimeError
             Outside the context ('Explain can be called only within a DeepExplain context.') or for an unknown
-            method ('Method must be in [...]').
+            method ('Method must be in [...]', also a ValueError).
         TypeError
             When ``T`` or ``X`` is not a TensorFlow tensor (also a RuntimeError, as in DeepExplain).
         ValueError
@@ -91,14 +93,12 @@ class DeepExplain:
         """
         if not self.context_on:
             raise RuntimeError("Explain can be called only within a DeepExplain context.")
-        if method not in METHODS:
-            raise RuntimeError(f"Method must be in {list(METHODS)}")
-        self._check_tensors(T, X)
         progress = kwargs.pop("progress", True)
-        inputs = X if isinstance(X, list | tuple) else [X]
-        sample_shapes = [tuple(x.shape.as_list()[1:]) for x in inputs]
-        declaration = make_method(method, sample_shapes, kwargs)
-        return Explainer(method, declaration, T, X, self.session, progress=progress)
+        check_method(method, kwargs)
+        self._check_tensors(T, X)
+        inputs = list(X) if isinstance(X, list | tuple) else [X]
+        runner = SessionRunner(self.session, T, inputs, multiple_inputs=isinstance(X, list | tuple))
+        return Explainer(method, runner, progress=progress, **kwargs)
 
     def explain(self, method, T, X, xs, ys=None, batch_size=None, neuron_selection=None, **kwargs):
         """Attributions of ``T`` (weighted by ``ys``) with respect to ``X`` for the batch ``xs``.
@@ -113,7 +113,8 @@ class DeepExplain:
         ndarray or list of ndarray
             Shaped like ``xs`` (a list when ``X`` is a list).
         """
-        return self.get_explainer(method, T, X, **kwargs).run(xs, ys, batch_size, neuron_selection=neuron_selection)
+        explainer = self.get_explainer(method, T, X, **kwargs)
+        return explainer.run(xs, batch_size=batch_size, ys=ys, neuron_selection=neuron_selection)
 
     def _check_tensors(self, T, X):
         if isinstance(X, list | tuple):

@@ -1,11 +1,18 @@
-"""Gradient overrides: how a rule set replaces the gradient of some op types while an explanation is built.
+"""Gradient overrides: how a rule set replaces the gradient of some ops while an explanation is built.
 
-``tf.gradients`` asks each op for its gradient function through ``ops.get_gradient_function``, which returns the
-op's Python-side ``_gradient_function`` when one is set (before looking at the ``_gradient_op_type`` attribute and the
-registry by type). While one explanation graph is built (:func:`overridden_gradients`), the ops of the explained
-path whose type has a rule get :func:`_dispatch` there; it calls the rule that the *active rule set* holds for the
-op's type. The active rule set lives in a :class:`contextvars.ContextVar`, so it is per thread (and per asyncio
-task) and is set only for the duration of one ``tf.gradients`` call.
+All access to TensorFlow's private API lives in this module, each use behind a check that fails loudly when a
+TensorFlow version stops behaving as relied on (checked on 2.16.1 and 2.21):
+
+- ``tf.gradients`` asks each op for its gradient function through ``ops.get_gradient_function``, which returns the
+  op's Python-side ``_gradient_function`` when one is set (before the ``_gradient_op_type`` attribute and the registry
+  by type). While one explanation graph is built (:func:`overridden_gradients`), the ops of the explained path that
+  have a rule get :func:`_dispatch` there; it calls the rule that the *active rule set* holds for the op (per op,
+  then per op type). The active rule set lives in a :class:`contextvars.ContextVar`, so it is per thread (and per
+  asyncio task) and set only for the duration of one ``tf.gradients`` call. This holds in a TF1 graph and inside a
+  ``tf.function`` (``tf.GradientTape`` does not consult it: it looks gradients up by op type).
+- :func:`original_gradient` reads the gradient registry, honouring the ``_gradient_op_type`` attribute that
+  ``tf.custom_gradient`` and ``gradient_override_map`` set.
+- :func:`clone_op` creates an op of the same type and attributes with other inputs.
 
 Nothing in the graph itself changes: no attribute is written on any op (TensorFlow warns about, and will refuse,
 attribute changes on ops a session has run), a graph built before the :class:`DeepExplain` context works, and
@@ -18,8 +25,9 @@ import contextlib
 import contextvars
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops
 
 Rule = Callable[..., list]
@@ -36,53 +44,76 @@ class ActiveRules:
         Op type -> rule.
     settings : object
         Passed to each rule (the method's parameters and any tensors the rules read, e.g. reference indices).
+    op_rules : mapping
+        tf.Operation -> rule, taking precedence over ``rules`` (the ops of an activation written as several ops).
     """
 
     rules: Mapping[str, Rule]
     settings: object = None
+    op_rules: Mapping = field(default_factory=dict)
 
 
 _ACTIVE: contextvars.ContextVar[ActiveRules | None] = contextvars.ContextVar("deepexplain_active_rules", default=None)
 
 # Setting the ops' gradient functions, building gradients and restoring them is one critical section per process:
 # two threads that explain the *same* graph at once must not restore them while the other is still differentiating.
-_GRAPH_EDIT_LOCK = threading.RLock()
+GRAPH_EDIT_LOCK = threading.RLock()
+
+
+def _registered_name(op: tf_ops.Operation) -> str:
+    try:
+        return op.get_attr("_gradient_op_type").decode()
+    except ValueError:
+        return op.type
 
 
 def original_gradient(op: tf_ops.Operation, *grads):
-    """The gradient TensorFlow registers for the type of ``op``."""
-    return tf_ops._gradient_registry.lookup(op.type)(op, *grads)
+    """The gradient TensorFlow registers for ``op`` (a custom gradient's closure included)."""
+    return tf_ops._gradient_registry.lookup(_registered_name(op))(op, *grads)
+
+
+def has_custom_gradient(op: tf_ops.Operation) -> bool:
+    """Whether ``op`` carries a gradient registered under another name than its type (``tf.custom_gradient``)."""
+    return _registered_name(op) != op.type
 
 
 def _dispatch(op: tf_ops.Operation, *grads):
     active = _ACTIVE.get()
-    rule = active.rules.get(op.type) if active is not None else None
+    if active is None:
+        return original_gradient(op, *grads)
+    rule = active.op_rules.get(op) or active.rules.get(op.type)
     if rule is None:
         return original_gradient(op, *grads)
     return rule(op, grads, active.settings)
 
 
 @contextlib.contextmanager
-def overridden_gradients(path_ops: Iterable[tf_ops.Operation], rules: Mapping[str, Rule], settings: object = None):
-    """Within this block, ``tf.gradients`` through ``path_ops`` uses ``rules`` (op type -> rule).
+def overridden_gradients(
+    path_ops: Iterable[tf_ops.Operation], rules: Mapping[str, Rule], settings: object = None, op_rules=None
+):
+    """Within this block, ``tf.gradients`` through ``path_ops`` uses ``rules`` (op type -> rule) and ``op_rules``
+    (op -> rule).
 
     Parameters
     ----------
     path_ops : iterable of tf.Operation
-        The ops between the explained inputs and the target; those whose type has a rule are overridden.
+        The ops between the explained inputs and the target; those with a rule are overridden.
     rules : mapping
         Op type -> rule.
     settings : object
         Forwarded to every rule.
+    op_rules : mapping, optional
+        tf.Operation -> rule, for single ops (taking precedence over ``rules``).
 
     Notes
     -----
     The ops' Python-side gradient functions are set on entry and restored on exit; the graph is left as it was
-    found (apart from the ops the block adds). A user's own gradient override on an op whose type has a rule is
-    bypassed inside the block only.
+    found (apart from the ops the block adds). A user's own gradient override on an overridden op is bypassed inside
+    the block only.
     """
-    overridden = [op for op in path_ops if op.type in rules]
-    with _GRAPH_EDIT_LOCK:
+    op_rules = dict(op_rules or {})
+    overridden = [op for op in path_ops if op.type in rules or op in op_rules]
+    with GRAPH_EDIT_LOCK:
         previous = [op._gradient_function for op in overridden]
         for op in overridden:
             op._gradient_function = _dispatch
@@ -93,10 +124,62 @@ def overridden_gradients(path_ops: Iterable[tf_ops.Operation], rules: Mapping[st
                 "this TensorFlow version does not consult Operation._gradient_function in tf.gradients, which "
                 "deepexplain's rule-based methods rely on (TensorFlow 2.16 to 2.21 do)"
             )
-        token = _ACTIVE.set(ActiveRules(rules=dict(rules), settings=settings))
+        token = _ACTIVE.set(ActiveRules(rules=dict(rules), settings=settings, op_rules=op_rules))
         try:
             yield
         finally:
             _ACTIVE.reset(token)
             for op, function in zip(overridden, previous, strict=True):
                 op._gradient_function = function
+
+
+def plain_gradients(ys, xs, grad_ys=None) -> list:
+    """``tf.gradients`` with every op's own gradient, also while :func:`overridden_gradients` is active (a rule that
+    needs a true derivative, e.g. of an activation written as several ops)."""
+    token = _ACTIVE.set(None)
+    try:
+        return tf.gradients(ys, xs, grad_ys=grad_ys)
+    finally:
+        _ACTIVE.reset(token)
+
+
+def clone_op(op: tf_ops.Operation, replacements: dict) -> tf_ops.Operation:
+    """A copy of ``op`` (same type and attributes) with the inputs at the indices of ``replacements`` replaced.
+
+    The copy goes into the default graph: inside ``tf.cond`` that is the branch's function graph, which captures
+    the outer tensors it reads. Private attributes (``_class``, ``_gradient_op_type``, ...) are not copied.
+    """
+    inputs = list(op.inputs)
+    for index, tensor in replacements.items():
+        inputs[index] = tensor
+    attrs = {key: value for key, value in op.node_def.attr.items() if not key.startswith("_")}
+    return tf.compat.v1.get_default_graph()._create_op_internal(
+        op.type, inputs, dtypes=[o.dtype for o in op.outputs], attrs=attrs, name=f"{op.name}_modified"
+    )
+
+
+def inline_function(function, inputs: list) -> list:
+    """The outputs of the concrete function ``function`` on ``inputs``, with its body (and every function it calls)
+    imported into the current graph instead of one opaque call op, so that rules reach its ops.
+
+    Variables stay live: the function's captured resource handles are fed to the imported ``ReadVariableOp`` ops,
+    nothing is frozen. Functional control flow (``While``/``If``) stays as it is. Uses Grappler's function inlining,
+    the pass ``convert_variables_to_constants_v2`` relies on (a private function of TensorFlow; checked on 2.16.1
+    and 2.21).
+    """
+    from tensorflow.python.framework import convert_to_constants
+
+    inline = getattr(convert_to_constants, "_run_inline_graph_optimization", None)
+    if inline is None:
+        raise RuntimeError(
+            "this TensorFlow version has no convert_to_constants._run_inline_graph_optimization, which deepexplain "
+            "uses to explain SavedModels and tf.function callables with rules (TensorFlow 2.16 to 2.21 have it); "
+            "pass a Keras model instead"
+        )
+    graph_def = inline(function, lower_control_flow=False, aggressive_inlining=True)
+    placeholders = list(function.inputs)
+    feeds = list(inputs) + [tf.identity(handle) for handle in function.captured_inputs]
+    input_map = {p.name: t for p, t in zip(placeholders, feeds, strict=True)}
+    return tf.graph_util.import_graph_def(
+        graph_def, input_map=input_map, return_elements=[t.name for t in function.outputs], name="inlined"
+    )

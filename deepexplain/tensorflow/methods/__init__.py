@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from types import MappingProxyType
 
-from deepexplain.errors import InvalidInputError
+from deepexplain.errors import InvalidInputError, UnknownMethodError, closest
 from deepexplain.tensorflow.methods import gradient, perturbation, relevance
 from deepexplain.tensorflow.methods.base import GradientMethod
 
@@ -74,18 +74,35 @@ def make_method(name: str, sample_shapes, kwargs: dict):
 
     Raises
     ------
-    RuntimeError
-        'Method must be in [...]' for an unknown name (the original DeepExplain's error).
+    UnknownMethodError
+        'Method must be in [...]' for an unknown name (the original DeepExplain's error; also a RuntimeError and a
+        ValueError), suggesting the closest name.
     InvalidInputError
         For an argument the method does not take, naming the ones it does.
     """
-    if name not in METHODS:
-        raise RuntimeError(f"Method must be in {list(METHODS)}; got {name!r}")
-    accepted = method_arguments(name)
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise InvalidInputError(f"{name} got unexpected argument(s) {unknown}; it takes {accepted or 'no arguments'}")
+    check_method(name, kwargs)
     return METHODS[name](sample_shapes, **kwargs)
 
 
-__all__ = ["ALIASES", "METHODS", "GradientMethod", "make_method", "method_arguments"]
+def check_method(name, kwargs) -> None:
+    """Raise for an unknown method name or a keyword the method does not take (with the closest name suggested).
+
+    Raises
+    ------
+    UnknownMethodError
+        'Method must be in [...]' (the original DeepExplain's error; also a RuntimeError and a ValueError).
+    InvalidInputError
+        For an argument the method does not take, naming the ones it does.
+    """
+    if not isinstance(name, str) or name not in METHODS:
+        raise UnknownMethodError(f"Method must be in {list(METHODS)}; got {name!r}{closest(name, list(METHODS))}")
+    accepted = method_arguments(name)
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise InvalidInputError(
+            f"{name} got unexpected argument(s) {unknown}; it takes {accepted or 'no arguments'}"
+            f"{closest(unknown[0], accepted)}"
+        )
+
+
+__all__ = ["ALIASES", "METHODS", "GradientMethod", "check_method", "make_method", "method_arguments"]

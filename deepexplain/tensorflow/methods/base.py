@@ -12,15 +12,13 @@ then applies :meth:`GradientMethod.finalize`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
-from deepexplain.errors import InvalidInputError, describe_shape
-
-SampleShape = tuple  # one sample's static shape; None for a dimension unknown until run time
+SampleShape = tuple  # one sample's static shape (None for a dimension unknown until run time), or None if unknown
 
 
 @dataclass(frozen=True)
@@ -48,6 +46,13 @@ class Expansion:
     reference_ids: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What the rules of one explanation read: the explained path (which tensors are parameters, ...)."""
+
+    path: object
+
+
 class GradientMethod:
     """Base class of the modified-backward-pass methods.
 
@@ -55,6 +60,9 @@ class GradientMethod:
     ----------------
     rules : mapping
         Op type -> backward rule used while the explanation graph is built; empty for plain gradients.
+    activation_rule : callable or None
+        ``rule(activation, grad, settings) -> signal`` at an activation written as several ops (gelu, swish, ...;
+        see :mod:`deepexplain.tensorflow.activations`); None: such activations keep their gradient.
     gradient_rule_types : frozenset
         Nonlinear op types whose own gradient *is* the method's rule (e.g. max-pooling for eps-LRP).
     uses_references : bool
@@ -70,9 +78,15 @@ class GradientMethod:
         Whether every op on the path from X to T must have a rule, be in ``gradient_rule_types`` or in
         ``structural_types`` (ops that only move values: reshapes, concatenation, padding); ``strict`` then says
         whether an uncovered op is an error (True) or a warning (False).
+    evaluates_at_samples : bool
+        Whether every row is one of the samples themselves (not an interpolation or a noisy copy), so that target
+        'max' can be read off the rows' own outputs inside the explanation graph.
+    explains_logits : bool
+        Whether, on a model whose output is a softmax, the method explains the logits (its rules need them).
     """
 
     rules: ClassVar[Mapping] = {}
+    activation_rule: ClassVar[Callable | None] = None
     gradient_rule_types: ClassVar[frozenset] = frozenset()
     uses_references: ClassVar[bool] = False
     promises_completeness: ClassVar[bool] = False
@@ -83,9 +97,11 @@ class GradientMethod:
     structural_types: ClassVar[frozenset] = frozenset()
     strict: bool = False
     is_random: ClassVar[bool] = False
+    evaluates_at_samples: ClassVar[bool] = True
+    explains_logits: ClassVar[bool] = False
 
     def __init__(self, sample_shapes: Sequence[SampleShape]):
-        self.sample_shapes = [tuple(s) for s in sample_shapes]
+        self.sample_shapes = [None if s is None else tuple(s) for s in sample_shapes]
 
     @property
     def rows_per_sample(self) -> int:
@@ -97,14 +113,17 @@ class GradientMethod:
         """How many shared reference rows a batch may need at most."""
         return 0
 
-    def settings(self, reference_index):
-        """The object the rules receive; ``reference_index`` is the int32 row-index tensor or None."""
-        return self
+    def graph_settings(self, reference_index, path):
+        """The object the rules of one compilation receive.
 
-    def graph_settings(self, reference_index, path_ops, inputs):
-        """The settings object for one compilation, which may depend on the explained path (e.g. which layer is
-        nearest the input); by default :meth:`settings`."""
-        return self.settings(reference_index)
+        Parameters
+        ----------
+        reference_index : tf.Tensor or None
+            The int32 row-index tensor of the reference rows (methods with ``uses_references``).
+        path : deepexplain.tensorflow.graph.Path
+            The explained path (parameters, the layers nearest the input, ...).
+        """
+        return Settings(path)
 
     def expand(self, xs: list, rng: np.random.Generator) -> Expansion:
         """Rows for the samples ``xs`` (one array ``(n, ...)`` per input tensor)."""
@@ -122,87 +141,3 @@ class GradientMethod:
         """Per input tensor ``(M, *sample_shape)``: the points whose mean output the attributions should explain
         away (``sum(a) == f(x) - mean_m f(reference_m)``)."""
         raise NotImplementedError(f"{type(self).__name__} does not promise completeness")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Shared argument checks
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def shapes_match(shape: tuple, expected: SampleShape) -> bool:
-    """Whether a concrete shape fits a static one (None matches any size)."""
-    return len(shape) == len(expected) and all(e is None or e == s for s, e in zip(shape, expected, strict=True))
-
-
-def per_input(value, count: int, name: str) -> list:
-    """One entry per input tensor: a list/tuple for several inputs, the value itself for one."""
-    if count == 1 and not isinstance(value, list | tuple):
-        return [value]
-    if not isinstance(value, list | tuple) or len(value) != count:
-        given = f"a list of {len(value)}" if isinstance(value, list | tuple) else type(value).__name__
-        raise InvalidInputError(f"{name} must be a list with one entry per input tensor ({count}); got {given}")
-    return list(value)
-
-
-def check_baseline(baseline, sample_shapes: Sequence[SampleShape], name: str = "baseline") -> list:
-    """Per input: None (zeros), or a float array of one sample's shape (a scalar is broadcast).
-
-    Raises
-    ------
-    InvalidInputError
-        When a baseline's shape is not the sample shape of its input tensor.
-    """
-    if baseline is None:
-        return [None] * len(sample_shapes)
-    values = per_input(baseline, len(sample_shapes), name)
-    checked = []
-    for value, expected in zip(values, sample_shapes, strict=True):
-        if value is None:
-            checked.append(None)
-            continue
-        array = np.asarray(value, dtype=np.float32)
-        if array.ndim != 0 and not shapes_match(array.shape, expected):
-            raise InvalidInputError(
-                f"Baseline shape {describe_shape(array.shape)} does not match expected shape "
-                f"{describe_shape(expected)}: {name} must have the shape of one sample (no batch dimension) "
-                "or be a scalar"
-            )
-        checked.append(array)
-    return checked
-
-
-def check_reference_samples(baselines, sample_shapes: Sequence[SampleShape], method: str) -> list:
-    """Per input a float array ``(M, *sample_shape)`` of reference samples, the same ``M`` for every input."""
-    if baselines is None:
-        expected = ", ".join(describe_shape(("M", *s)) for s in sample_shapes)
-        raise InvalidInputError(f"{method} needs baselines: an array of reference samples shaped {expected}")
-    arrays = [np.asarray(b, dtype=np.float32) for b in per_input(baselines, len(sample_shapes), "baselines")]
-    for array, expected in zip(arrays, sample_shapes, strict=True):
-        if array.ndim != len(expected) + 1 or not shapes_match(array.shape[1:], expected) or len(array) == 0:
-            raise InvalidInputError(
-                f"baselines of {method} must be shaped (M, *sample_shape) = {describe_shape(('M', *expected))} "
-                f"with M >= 1; got {describe_shape(array.shape)}"
-            )
-    if len({len(a) for a in arrays}) > 1:
-        raise InvalidInputError(f"baselines of {method}: every input needs the same number of reference samples")
-    return arrays
-
-
-def check_positive_int(value, name: str, method: str) -> int:
-    """``value`` as an int >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise InvalidInputError(f"{name} of {method} must be a positive integer; got {value!r}")
-    return int(value)
-
-
-def baseline_or_zeros(baseline: np.ndarray | None, x: np.ndarray) -> np.ndarray:
-    """The baseline broadcast to one sample of ``x`` (zeros when None)."""
-    sample_shape = x.shape[1:]
-    if baseline is None:
-        return np.zeros(sample_shape, dtype=np.float32)
-    if baseline.ndim != 0 and baseline.shape != sample_shape:
-        raise InvalidInputError(
-            f"Baseline shape {describe_shape(baseline.shape)} does not match expected shape "
-            f"{describe_shape(sample_shape)}"
-        )
-    return np.broadcast_to(baseline, sample_shape).astype(np.float32)

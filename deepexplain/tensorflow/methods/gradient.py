@@ -11,19 +11,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from deepexplain.errors import InvalidEpsilonError, InvalidInputError
-from deepexplain.tensorflow.methods.base import (
-    Expansion,
-    GradientMethod,
-    baseline_or_zeros,
-    check_baseline,
-    check_positive_int,
-    check_reference_samples,
-)
+from deepexplain.inputs import baseline_or_zeros, check_baseline, check_positive_int, check_reference_samples
+from deepexplain.tensorflow import ops
+from deepexplain.tensorflow.methods.base import Expansion, GradientMethod, Settings
 from deepexplain.tensorflow.rules import connection as connection_rules
 from deepexplain.tensorflow.rules import deeplift as deeplift_rules
 from deepexplain.tensorflow.rules import elrp as elrp_rules
 from deepexplain.tensorflow.rules import guided as guided_rules
-from deepexplain.tensorflow.topology import POOLING_NONLINEAR
+
+POOLING_NONLINEAR = ops.having(ops.MAX_POOL)
 
 INTEGRATION_SCHEMES = ("riemann_right", "riemann_left", "riemann_middle", "trapezoid", "gausslegendre")
 
@@ -122,6 +118,7 @@ class ConnectionWeights(GradientMethod):
     """
 
     rules = connection_rules.RULES
+    activation_rule = staticmethod(connection_rules.identity_activation)
 
     def __init__(self, sample_shapes, times_input=False):
         super().__init__(sample_shapes)
@@ -157,6 +154,7 @@ class IntegratedGradients(GradientMethod):
     """
 
     promises_completeness = True
+    evaluates_at_samples = False
 
     def __init__(self, sample_shapes, steps=100, baseline=None, integration="riemann_right"):
         super().__init__(sample_shapes)
@@ -184,8 +182,8 @@ class IntegratedGradients(GradientMethod):
 
 
 @dataclass(frozen=True)
-class _EpsilonSettings:
-    epsilon: float
+class _EpsilonSettings(Settings):
+    epsilon: float = 1e-4
 
 
 class InnvestigateIntegratedGradients(IntegratedGradients):
@@ -203,6 +201,8 @@ class EpsilonLRP(GradientMethod):
     """
 
     rules = elrp_rules.RULES
+    activation_rule = staticmethod(elrp_rules.ratio_of_activation)
+    explains_logits = True
     gradient_rule_types = POOLING_NONLINEAR  # winner-takes-all: relevance goes to the max (Bach et al. 2015)
 
     def __init__(self, sample_shapes, epsilon=1e-4):
@@ -211,17 +211,17 @@ class EpsilonLRP(GradientMethod):
             raise InvalidEpsilonError(f"LRP epsilon must be greater than zero; got {epsilon!r}")
         self.epsilon = float(epsilon)
 
-    def settings(self, reference_index):
-        return _EpsilonSettings(self.epsilon)
+    def graph_settings(self, reference_index, path):
+        return _EpsilonSettings(path, self.epsilon)
 
     def expand(self, xs, rng):
         return Expansion(points=xs, weights=np.ones(1), factors=[x[None] for x in xs])
 
 
 @dataclass(frozen=True)
-class _ReferenceSettings:
-    reference_index: object
-    single_reference: bool
+class _ReferenceSettings(Settings):
+    reference_index: object = None
+    single_reference: bool = True
     differences: dict = field(default_factory=dict)  # tensor -> its difference from the reference, per compilation
     reveal_cancel: dict = field(default_factory=dict)  # linear op -> RevealCancel multipliers left by its nonlinearity
 
@@ -249,6 +249,8 @@ class DeepLIFTRescale(GradientMethod):
     """
 
     rules = deeplift_rules.RULES
+    activation_rule = staticmethod(deeplift_rules.rescale_activation)
+    explains_logits = True
     uses_references = True
     promises_completeness = True
 
@@ -260,13 +262,14 @@ class DeepLIFTRescale(GradientMethod):
         self.rule = rule
         if rule == "reveal_cancel":
             self.rules = deeplift_rules.REVEAL_CANCEL_RULES
+            self.activation_rule = deeplift_rules.reveal_cancel_activation
 
     @property
     def reference_rows(self):
         return 1
 
-    def settings(self, reference_index):
-        return _ReferenceSettings(reference_index, single_reference=self.reference_rows == 1)
+    def graph_settings(self, reference_index, path):
+        return _ReferenceSettings(path, reference_index, single_reference=self.reference_rows == 1)
 
     def expand(self, xs, rng):
         references = [baseline_or_zeros(b, x)[None] for b, x in zip(self.baselines, xs, strict=True)]
@@ -324,6 +327,7 @@ class SmoothGrad(GradientMethod):
     """
 
     is_random = True
+    evaluates_at_samples = False
 
     def __init__(self, sample_shapes, samples=50, noise_level=0.15, times_input=False, seed=None):
         super().__init__(sample_shapes)
@@ -359,6 +363,7 @@ class ExpectedGradients(GradientMethod):
 
     promises_completeness = True
     is_random = True
+    evaluates_at_samples = False
 
     def __init__(self, sample_shapes, baselines=None, samples=50, seed=None):
         super().__init__(sample_shapes)

@@ -16,7 +16,7 @@ class PerturbationMethod:
     engine_function = ""
 
     def __init__(self, sample_shapes, **kwargs):
-        self.sample_shapes = [tuple(s) for s in sample_shapes]
+        self.sample_shapes = [None if s is None else tuple(s) for s in sample_shapes]
         self.kwargs = kwargs
 
     def attribute(self, forward, xs, batch_size, progress):

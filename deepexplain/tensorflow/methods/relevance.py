@@ -51,6 +51,8 @@ class LRP(GradientMethod):
     """
 
     rules = lrp_rules.RULES
+    activation_rule = staticmethod(lrp_rules.activation)
+    explains_logits = True
     seeds_relevance = True
     covers_all_ops = True
     structural_types = lrp_rules.STRUCTURAL_TYPES
@@ -69,18 +71,17 @@ class LRP(GradientMethod):
         of ops no key matches, and the rule of the ops nearest the input (None: no special first layer)."""
         raise NotImplementedError
 
-    def graph_settings(self, reference_index, path_ops, inputs):
+    def graph_settings(self, reference_index, path):
         rules, default, first_layer = self.layer_rules()
         first_ops = frozenset()
         if first_layer is not None:
-            nearest = lrp_rules.first_layers(path_ops, inputs)
-            first_ops = frozenset(op for op in nearest if op.type in self.first_layer_types)
+            first_ops = frozenset(op for op in path.first_weighted_ops if op.type in self.first_layer_types)
         return lrp_rules.LRPSettings(
             rule_for=lrp_rules.rule_selector(rules, default, first_ops, first_layer),
+            path=path,
             epsilon=self.stabiliser,
             bias=self.bias_at_weightless,
             maxpool=self.maxpool,
-            path_ops=frozenset(path_ops),
         )
 
 

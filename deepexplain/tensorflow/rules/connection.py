@@ -15,17 +15,22 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from deepexplain.tensorflow import ops
+from deepexplain.tensorflow.overrides import clone_op
 from deepexplain.tensorflow.rules.common import max_pool_backward, with_unused_inputs
-from deepexplain.tensorflow.rules.linear_ops import clone_op
-from deepexplain.tensorflow.topology import ELEMENTWISE_NONLINEAR, POOLING_NONLINEAR
 
 # innsight treats a final softmax as the activation of the output layer, which the method ignores like any other.
-IDENTITY_TYPES = ELEMENTWISE_NONLINEAR | {"Softmax"}
+IDENTITY_TYPES = ops.having(ops.ACTIVATION) | {"Softmax"}
 
 
 def identity(op: tf.Operation, grads, settings) -> list:
     """An activation passes the signal unchanged (it is replaced by the identity)."""
     return with_unused_inputs(op, grads[0])
+
+
+def identity_activation(activation, grad: tf.Tensor, settings) -> tf.Tensor:
+    """An activation written as several ops (gelu, swish, ...) is replaced by the identity too."""
+    return grad
 
 
 def max_pool_first_element(op: tf.Operation, grads, settings) -> list:
@@ -49,5 +54,5 @@ def _decreasing_ramp(x: tf.Tensor, data_format: bytes) -> tf.Tensor:
 
 RULES = {
     **{op_type: identity for op_type in IDENTITY_TYPES},
-    **{op_type: max_pool_first_element for op_type in POOLING_NONLINEAR},
+    **{op_type: max_pool_first_element for op_type in ops.having(ops.MAX_POOL)},
 }

@@ -12,14 +12,11 @@ treats the positive and negative contributions to each nonlinearity's input sepa
 
 from __future__ import annotations
 
-import warnings
-
 import tensorflow as tf
 
-from deepexplain.tensorflow.overrides import original_gradient
+from deepexplain.tensorflow import ops
+from deepexplain.tensorflow.overrides import clone_op, original_gradient
 from deepexplain.tensorflow.rules.common import gradient_of_input, max_pool_backward, with_unused_inputs
-from deepexplain.tensorflow.rules.linear_ops import INPUT_OPS, clone_op, is_parameter
-from deepexplain.tensorflow.topology import ELEMENTWISE_NONLINEAR, POOLING_NONLINEAR
 
 # Below this |delta x| the secant is numerically meaningless (float32) and the multiplier falls back to the
 # gradient; the contribution multiplier * delta_x is ~0 either way, so summation-to-delta is unaffected.
@@ -42,10 +39,10 @@ def difference_from_reference(tensor: tf.Tensor, settings) -> tf.Tensor:
     return settings.differences[key]
 
 
-def _secant(op: tf.Operation, grad: tf.Tensor, delta_out: tf.Tensor, delta_in: tf.Tensor) -> tf.Tensor:
+def _secant(delta_out: tf.Tensor, delta_in: tf.Tensor, gradient) -> tf.Tensor:
     usable = tf.abs(delta_in) > DELTA_TOLERANCE
     safe_delta_in = tf.where(usable, delta_in, tf.constant(1, delta_in.dtype))
-    return tf.where(usable, delta_out / safe_delta_in, gradient_of_input(op, grad))
+    return tf.where(usable, delta_out / safe_delta_in, gradient())
 
 
 def rescale(op: tf.Operation, grads, settings) -> list:
@@ -58,7 +55,15 @@ def rescale(op: tf.Operation, grads, settings) -> list:
     x, y = op.inputs[0], op.outputs[0]
     delta_in = difference_from_reference(x, settings)
     delta_out = grad * difference_from_reference(y, settings)
-    return with_unused_inputs(op, _secant(op, grad, delta_out, delta_in))
+    return with_unused_inputs(op, _secant(delta_out, delta_in, lambda: gradient_of_input(op, grad)))
+
+
+def rescale_activation(activation, grad: tf.Tensor, settings) -> tf.Tensor:
+    """The Rescale rule at an activation written as several ops (:mod:`deepexplain.tensorflow.activations`): the
+    secant ``(f(x) - f(x_ref)) / (x - x_ref)`` of the whole region, its derivative where ``|x - x_ref|`` is tiny."""
+    delta_in = difference_from_reference(activation.x, settings)
+    delta_out = grad * difference_from_reference(activation.y, settings)
+    return _secant(delta_out, delta_in, lambda: activation.derivative_times(grad))
 
 
 def rescale_piecewise_linear(op: tf.Operation, grads, settings) -> list:
@@ -124,11 +129,13 @@ def _upsample(pooled: tf.Tensor, window: tuple[int, int]) -> tf.Tensor:
     return tf.reshape(tf.tile(spread, [1, 1, kh, 1, kw, 1]), [-1, height * kh, width * kw, channels])
 
 
-PIECEWISE_LINEAR = frozenset({"Relu", "Relu6", "LeakyRelu"})
+PIECEWISE_LINEAR = ops.having(ops.RELU_LIKE)
+ACTIVATIONS = ops.having(ops.ACTIVATION)
+POOLING = ops.having(ops.MAX_POOL)
 RULES = {
-    **{op_type: rescale for op_type in ELEMENTWISE_NONLINEAR - PIECEWISE_LINEAR},
+    **{op_type: rescale for op_type in ACTIVATIONS - PIECEWISE_LINEAR},
     **{op_type: rescale_piecewise_linear for op_type in PIECEWISE_LINEAR},
-    **{op_type: max_pool for op_type in POOLING_NONLINEAR},
+    **{op_type: max_pool for op_type in POOLING},
 }
 
 
@@ -137,8 +144,7 @@ RULES = {
 # ----------------------------------------------------------------------------------------------------------------
 
 # Linear ops ``u = a * W`` (one data input, one weight input) whose contributions RevealCancel splits by sign.
-WEIGHTED_LINEAR = frozenset({"MatMul", "BatchMatMulV2", "BatchMatMulV3", "Conv2D", "Conv3D", "DepthwiseConv2dNative"})
-_BIAS_OPS = frozenset({"BiasAdd", "Add", "AddV2", "Sub"})
+WEIGHTED_LINEAR = ops.WEIGHTED - ops.having(ops.TRANSPOSED)
 
 
 def reveal_cancel(op: tf.Operation, grads, settings) -> list:
@@ -163,39 +169,67 @@ def reveal_cancel(op: tf.Operation, grads, settings) -> list:
     directly the two rules agree and no warning is given. The gradient returned for ``z`` is the Rescale one: it
     reaches the linear op only to be replaced there (any other consumer of ``u`` keeps its own share).
     """
-    (grad,) = grads
-    site = _weighted_linear_input(op)
+    passed = RULES[op.type](op, grads, settings)
+    _reveal_cancel_at(
+        op.inputs[0],
+        op.outputs[0],
+        lambda z: _apply_like(op, 0, z),
+        lambda: gradient_of_input(op, tf.ones_like(op.outputs[0])),
+        grads[0],
+        passed[0],
+        f"op '{op.name}' ({op.type})",
+        settings,
+    )
+    return passed
+
+
+def reveal_cancel_activation(activation, grad: tf.Tensor, settings) -> tf.Tensor:
+    """:func:`reveal_cancel` at an activation written as several ops (gelu, swish, ...): the region is re-applied
+    to ``z_ref + dz+`` and ``z_ref + dz-``."""
+    passed = rescale_activation(activation, grad, settings)
+    _reveal_cancel_at(
+        activation.x,
+        activation.y,
+        activation.apply,
+        lambda: activation.derivative_times(tf.ones_like(activation.y)),
+        grad,
+        passed,
+        f"the activation ending in op '{activation.head.name}'",
+        settings,
+    )
+    return passed
+
+
+def _reveal_cancel_at(z, y, f, slope_of, grad, passed, where: str, settings) -> None:
+    """Leave the RevealCancel multipliers of ``y = f(z)`` for the linear op below ``z`` (see :func:`reveal_cancel`);
+    ``passed`` is the Rescale signal returned for ``z``."""
+    site = _weighted_linear_input(z, settings.path)
     if site is None:
-        if op.inputs[0].op.type not in INPUT_OPS:
-            warnings.warn(
-                f"deeplift rule='reveal_cancel': the input of op '{op.name}' ({op.type}) is not produced by a "
-                f"weighted linear op (one of {sorted(WEIGHTED_LINEAR)}, optionally followed by a bias addition) but "
-                f"by '{op.inputs[0].op.name}' ({op.inputs[0].op.type}); the Rescale rule is used at this op",
-                UserWarning,
-                stacklevel=2,
+        if not settings.path.is_input(z.op):
+            settings.path.note(
+                f"deeplift rule='reveal_cancel': the input of {where} is not produced by a weighted linear op (one "
+                f"of {sorted(WEIGHTED_LINEAR)}, optionally followed by a bias addition) but by '{z.op.name}' "
+                f"({z.op.type}); the Rescale rule is used there"
             )
-        return RULES[op.type](op, grads, settings)
+        return
     linear, data_index = site
-    z, y = op.inputs[0], op.outputs[0]
     delta_z = difference_from_reference(z, settings)
     delta_pos = _positive_contributions(linear, data_index, settings)
     delta_neg = delta_z - delta_pos
     z_ref, y_ref = reference_of(z, settings), reference_of(y, settings)
-    y_pos, y_neg = _apply_like(op, 0, z_ref + delta_pos), _apply_like(op, 0, z_ref + delta_neg)
+    y_pos, y_neg = f(z_ref + delta_pos), f(z_ref + delta_neg)
     dy_pos = 0.5 * (y_pos - y_ref) + 0.5 * (y - y_neg)
     dy_neg = 0.5 * (y_neg - y_ref) + 0.5 * (y - y_pos)
-    slope = gradient_of_input(op, tf.ones_like(y))
+    slope = slope_of()
     limit = 0.5 * (slope + reference_of(slope, settings))
     m_pos, m_neg = grad * _quotient_or(dy_pos, delta_pos, limit), grad * _quotient_or(dy_neg, delta_neg, limit)
-    passed = RULES[op.type](op, grads, settings)
     pending = settings.reveal_cancel.get(linear)
     if pending is not None:  # a second nonlinearity on the same linear output: the routing is linear in m+, m-
         m_pos, m_neg = m_pos + pending[0], m_neg + pending[1]
-        passed_sum = pending[2] + [passed[0]]
+        passed_sum = pending[2] + [passed]
     else:
-        passed_sum = [passed[0]]
+        passed_sum = [passed]
     settings.reveal_cancel[linear] = (m_pos, m_neg, passed_sum, data_index)
-    return passed
 
 
 def reveal_cancel_linear(op: tf.Operation, grads, settings) -> list:
@@ -212,14 +246,7 @@ def reveal_cancel_linear(op: tf.Operation, grads, settings) -> list:
     gradient, which is DeepLIFT's linear rule.
     """
     pending = settings.reveal_cancel.pop(op, None)
-    if pending is None:
-        if not any(is_parameter(t) for t in op.inputs[:2]):
-            warnings.warn(
-                f"deeplift: op '{op.name}' of type {op.type} multiplies two tensors that depend on the input; it has "
-                "no DeepLIFT rule and its plain gradient is used, so the attributions may be wrong",
-                UserWarning,
-                stacklevel=2,
-            )
+    if pending is None:  # a product of two inputs is reported by the explainer's coverage check
         return list(original_gradient(op, *grads))
     m_pos, m_neg, passed, data_index = pending
     data, weights = op.inputs[data_index], op.inputs[1 - data_index]
@@ -244,12 +271,11 @@ def reveal_cancel_linear(op: tf.Operation, grads, settings) -> list:
     return result
 
 
-def _weighted_linear_input(op: tf.Operation) -> tuple[tf.Operation, int] | None:
-    """``(linear op, index of its data input)`` when the op's input is ``linear(a, W) (+ bias)``, else None."""
-    z = op.inputs[0]
+def _weighted_linear_input(z: tf.Tensor, path) -> tuple[tf.Operation, int] | None:
+    """``(linear op, index of its data input)`` when ``z`` is ``linear(a, W) (+ bias)``, else None."""
     u = z
-    if z.op.type in _BIAS_OPS and len(z.op.inputs) == 2:
-        data = [i for i, t in enumerate(z.op.inputs) if not is_parameter(t)]
+    if z.op.type in ("BiasAdd", "Add", "AddV2", "Sub") and len(z.op.inputs) == 2:
+        data = path.data_inputs(z.op)
         if len(data) != 1 or (z.op.type == "Sub" and data != [0]):  # u - b, not b - u
             return None
         u = z.op.inputs[data[0]]
@@ -258,8 +284,8 @@ def _weighted_linear_input(op: tf.Operation) -> tuple[tf.Operation, int] | None:
     linear = u.op
     if linear.type not in WEIGHTED_LINEAR:
         return None
-    data_inputs = [i for i in (0, 1) if not is_parameter(linear.inputs[i])]
-    if len(data_inputs) != 1:
+    data_inputs = path.data_inputs(linear)
+    if len(data_inputs) != 1 or data_inputs[0] not in (0, 1):
         return None
     return linear, data_inputs[0]
 
@@ -289,7 +315,7 @@ def _quotient_or(numerator: tf.Tensor, denominator: tf.Tensor, fallback: tf.Tens
 
 
 REVEAL_CANCEL_RULES = {
-    **{op_type: reveal_cancel for op_type in ELEMENTWISE_NONLINEAR},
-    **{op_type: max_pool for op_type in POOLING_NONLINEAR},
+    **{op_type: reveal_cancel for op_type in ACTIVATIONS},
+    **{op_type: max_pool for op_type in POOLING},
     **{op_type: reveal_cancel_linear for op_type in WEIGHTED_LINEAR},
 }

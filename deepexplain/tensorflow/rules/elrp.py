@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from deepexplain.tensorflow import ops
 from deepexplain.tensorflow.rules.common import with_unused_inputs
-from deepexplain.tensorflow.topology import ELEMENTWISE_NONLINEAR
+
+
+def _ratio(grad: tf.Tensor, z: tf.Tensor, y: tf.Tensor, epsilon: float) -> tf.Tensor:
+    eps = tf.constant(epsilon, z.dtype)
+    return grad * y / (z + tf.where(z >= 0, eps, -eps))
 
 
 def ratio(op: tf.Operation, grads, settings) -> list:
     """``grad * f(z) / (z + eps * sign(z))`` with sign(0) = +1, so the denominator is never zero."""
-    (grad,) = grads
-    z, y = op.inputs[0], op.outputs[0]
-    epsilon = tf.constant(settings.epsilon, z.dtype)
-    return with_unused_inputs(op, grad * y / (z + tf.where(z >= 0, epsilon, -epsilon)))
+    return with_unused_inputs(op, _ratio(grads[0], op.inputs[0], op.outputs[0], settings.epsilon))
+
+
+def ratio_of_activation(activation, grad: tf.Tensor, settings) -> tf.Tensor:
+    """The same ratio at an activation written as several ops (gelu, swish, ...), ``f(x) / x`` of the region."""
+    return _ratio(grad, activation.x, activation.y, settings.epsilon)
 
 
 def ratio_zero_below_zero(op: tf.Operation, grads, settings) -> list:
@@ -30,8 +37,8 @@ def ratio_zero_below_zero(op: tf.Operation, grads, settings) -> list:
     return with_unused_inputs(op, grad * tf.math.divide_no_nan(y, z + tf.constant(settings.epsilon, z.dtype)))
 
 
-ZERO_BELOW_ZERO = frozenset({"Relu", "Relu6"})
+ZERO_BELOW_ZERO = ops.having(ops.ZERO_BELOW_ZERO)
 RULES = {
-    **{op_type: ratio for op_type in ELEMENTWISE_NONLINEAR - ZERO_BELOW_ZERO},
+    **{op_type: ratio for op_type in ops.having(ops.ACTIVATION) - ZERO_BELOW_ZERO},
     **{op_type: ratio_zero_below_zero for op_type in ZERO_BELOW_ZERO},
 }

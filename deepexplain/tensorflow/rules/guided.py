@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from deepexplain.tensorflow import ops
 from deepexplain.tensorflow.rules.common import gradient_of_input, with_unused_inputs
 
-RELU_LIKE = frozenset({"Relu", "Relu6", "LeakyRelu"})
+RELU_LIKE = ops.having(ops.RELU_LIKE)
 
 
 def guided(op: tf.Operation, grads, settings) -> list:

@@ -15,48 +15,14 @@ from functools import cached_property
 import numpy as np
 import tensorflow as tf
 
-from deepexplain.tensorflow.overrides import original_gradient
+from deepexplain.tensorflow import ops
+from deepexplain.tensorflow.graph import Path
+from deepexplain.tensorflow.overrides import clone_op, original_gradient
 
-DENSE_TYPES = frozenset({"MatMul"})
-CONV_TYPES = frozenset(
-    {"Conv2D", "Conv3D", "DepthwiseConv2dNative", "Conv2DBackpropInput", "Conv3DBackpropInputV2"}
-)  # Keras' Conv1D is an ExpandDims -> Conv2D -> Squeeze
-WEIGHTED_TYPES = DENSE_TYPES | CONV_TYPES
-
-BIAS_ADD_TYPES = frozenset({"BiasAdd", "Add", "AddV2"})
+DENSE_TYPES = ops.having(ops.DENSE)
+CONV_TYPES = ops.having(ops.CONV)  # Keras' Conv1D is an ExpandDims -> Conv2D -> Squeeze
+WEIGHTED_TYPES = ops.WEIGHTED
 RESHAPING_TYPES = frozenset({"Reshape", "Squeeze", "ExpandDims", "Identity"})  # keep the memory order
-INPUT_OPS = frozenset({"Placeholder", "PlaceholderWithDefault"})
-# Ops whose output is >= 0 whatever their input, and ops that keep the sign of their (data) input.
-_NONNEGATIVE_OUTPUT = frozenset({"Relu", "Relu6", "Sigmoid", "Softplus", "Exp", "Square", "Abs"})
-_SIGN_PRESERVING = frozenset(
-    {"MaxPool", "MaxPoolV2", "AvgPool", "AvgPool3D", "Mean", "Reshape", "Identity", "Snapshot", "Squeeze",
-     "ExpandDims", "Transpose", "Pad", "MirrorPad", "ConcatV2", "Pack", "StridedSlice", "Slice", "Cast"}
-)  # fmt: skip
-
-
-def is_parameter(tensor: tf.Tensor) -> bool:
-    """Whether ``tensor`` is a weight/bias: it depends on no placeholder (constants, variables, reshaped ones)."""
-    stack, seen = [tensor.op], set()
-    while stack:
-        op = stack.pop()
-        if op in seen:
-            continue
-        if op.type in INPUT_OPS:
-            return False
-        seen.add(op)
-        stack.extend(t.op for t in op.inputs)
-    return True
-
-
-def is_nonnegative(tensor: tf.Tensor, depth: int = 16) -> bool:
-    """Whether ``tensor`` is >= 0 for every input, as far as the graph shows (e.g. a ReLU, or a pooled ReLU)."""
-    op = tensor.op
-    if op.type in _NONNEGATIVE_OUTPUT:
-        return True
-    if op.type not in _SIGN_PRESERVING or depth == 0:
-        return False
-    data = [t for t in op.inputs if t.dtype.is_floating and not is_parameter(t)]
-    return bool(data) and all(is_nonnegative(t, depth - 1) for t in data)
 
 
 def stabilised(z: tf.Tensor, epsilon: float) -> tf.Tensor:
@@ -93,15 +59,16 @@ class LinearLayer:
     op : tf.Operation
         An op of a type in :data:`WEIGHTED_TYPES` with one input that depends on the explained inputs (the data)
         and one parameter input (the weights).
-    path_ops : collection of tf.Operation
-        The ops of the explained model: consumers outside it (ops added by other explanations) are ignored when
-        looking for the bias addition.
+    path : Path
+        The explained path: which inputs are parameters; consumers outside it (ops added by other explanations) are
+        ignored when looking for the bias addition.
     """
 
-    def __init__(self, op: tf.Operation, path_ops):
+    def __init__(self, op: tf.Operation, path: Path):
         self.op = op
+        self.path = path
         floating = [i for i, t in enumerate(op.inputs) if t.dtype.is_floating]
-        data = [i for i in floating if not is_parameter(op.inputs[i])]
+        data = path.data_inputs(op)
         weights = [i for i in floating if i not in data]
         if len(data) != 1 or len(weights) != 1:
             raise ValueError(f"op '{op.name}' ({op.type}) is not a layer with one data and one weight input")
@@ -109,7 +76,7 @@ class LinearLayer:
         self.x = op.inputs[self.data_index]
         self.weights = op.inputs[self.weight_index]
         self.z = op.outputs[0]
-        self._bias_add, self.bias, self._reshaped = following_bias(op, path_ops, through_reshapes=True)
+        self._bias_add, self.bias, self._reshaped = following_bias(op, path, through_reshapes=True)
         self.x_part = Part(self.x, self.x)
         self._weight_axis, self._output_axis = _stacking_axes(op, self.data_index)
 
@@ -124,31 +91,33 @@ class LinearLayer:
     @cached_property
     def nonnegative_input(self) -> bool:
         """Whether the data input is provably >= 0 (then the rules skip the terms of negative inputs)."""
-        return is_nonnegative(self.x)
+        return self.path.is_nonnegative(self.x)
 
     def by_sign(self, relevance: tf.Tensor, rule: Callable[[Part, Part | None, tf.Tensor], tf.Tensor]) -> tf.Tensor:
         """``rule(x+, x-, relevance)`` for a rule that treats positive and negative inputs apart; ``x-`` is None
         (its terms vanish) when the input is >= 0: provably so in the graph, or, checked at run time, in the batch
         (e.g. images in [0, 1]).
 
-        The run-time choice uses the dataflow form of a conditional (``Switch``/``Merge``): the ops of the branch not
-        taken receive dead tensors and do not run, and there is no function call as with ``tf.cond``.
+        The run-time choice is a ``tf.cond``: only the branch taken runs, and XLA compiles it.
         """
         if self.nonnegative_input:
             return rule(self.x_part, None, relevance)
         nonnegative_batch = tf.reduce_all(self.x >= tf.zeros((), self.x.dtype))
-        x_signed, x_nonnegative = tf.raw_ops.Switch(data=self.x, pred=nonnegative_batch)
-        relevance_signed, relevance_nonnegative = tf.raw_ops.Switch(data=relevance, pred=nonnegative_batch)
-        cheap = rule(Part(x_nonnegative, x_nonnegative), None, relevance_nonnegative)
-        x_pos, x_neg = positive(x_signed), negative(x_signed)
-        full = rule(Part(x_pos, x_pos), Part(x_neg, x_neg), relevance_signed)
-        return tf.raw_ops.Merge(inputs=[cheap, full]).output
+
+        def cheap():
+            return rule(self.x_part, None, relevance)
+
+        def full():
+            x_pos, x_neg = positive(self.x), negative(self.x)
+            return rule(Part(x_pos, x_pos), Part(x_neg, x_neg), relevance)
+
+        return tf.cond(nonnegative_batch, cheap, full)
 
     def constant_part(self, value) -> Part:
         """A part equal to ``value`` (a scalar or an array broadcasting to one sample) at every sample."""
         factor = tf.constant(np.asarray(value), self.x.dtype)
         one_row = self.op.type in ("Conv2D", "Conv3D", "DepthwiseConv2dNative") or (
-            self.op.type in DENSE_TYPES and self.data_index == 0
+            self.op.type == "MatMul" and self.data_index == 0
         )  # (a transposed convolution takes its output shape, batch included, as an input)
         row = self.x[:1] if one_row else self.x
         return Part(tf.zeros_like(row) + factor, factor)
@@ -210,21 +179,6 @@ class LinearLayer:
         return clone_op(self.op, replacements)
 
 
-def clone_op(op: tf.Operation, replacements: dict) -> tf.Operation:
-    """A copy of ``op`` (same type and attributes) with the inputs at the indices of ``replacements`` replaced.
-
-    The copy goes into the default graph: inside ``tf.cond`` that is the branch's function graph, which captures
-    the outer tensors it reads.
-    """
-    inputs = list(op.inputs)
-    for index, tensor in replacements.items():
-        inputs[index] = tensor
-    attrs = {key: value for key, value in op.node_def.attr.items() if not key.startswith("_")}
-    return tf.compat.v1.get_default_graph()._create_op_internal(
-        op.type, inputs, dtypes=[o.dtype for o in op.outputs], attrs=attrs, name=f"{op.name}_modified"
-    )
-
-
 def _stacking_axes(op: tf.Operation, data_index: int) -> tuple:
     """``(weight axis, output axis)`` along which several weight tensors can be stacked into one op whose output
     holds each one's output side by side; ``(None, None)`` where outputs would interleave (depthwise)."""
@@ -238,22 +192,22 @@ def _stacking_axes(op: tf.Operation, data_index: int) -> tuple:
     return None, None  # depthwise: outputs would interleave; transposed convolutions: the output shape is an input
 
 
-def _single_consumer(tensor: tf.Tensor, path_ops) -> tf.Operation | None:
-    consumers = [c for c in tensor.consumers() if c in path_ops]
+def _single_consumer(tensor: tf.Tensor, path: Path) -> tf.Operation | None:
+    consumers = path.consumers(tensor)
     return consumers[0] if len(consumers) == 1 else None
 
 
-def following_bias(op: tf.Operation, path_ops, through_reshapes: bool = False):
-    """``(add op, bias, reshaped)``: the single BiasAdd/Add of a parameter that consumes the op's output within
-    ``path_ops`` (with ``through_reshapes``, also after a chain of reshapes such as Keras' Conv1D squeeze), or
+def following_bias(op: tf.Operation, path: Path, through_reshapes: bool = False):
+    """``(add op, bias, reshaped)``: the single BiasAdd/Add of a parameter that consumes the op's output on the path
+    (with ``through_reshapes``, also after a chain of reshapes such as Keras' Conv1D squeeze), or
     ``(None, None, False)``."""
     z = op.outputs[0]
-    consumer, reshaped = _single_consumer(z, path_ops), False
+    consumer, reshaped = _single_consumer(z, path), False
     while through_reshapes and consumer is not None and consumer.type in RESHAPING_TYPES:
         z, reshaped = consumer.outputs[0], True
-        consumer = _single_consumer(z, path_ops)
-    if consumer is not None and consumer.type in BIAS_ADD_TYPES:
+        consumer = _single_consumer(z, path)
+    if consumer is not None and ops.is_a(consumer.type, ops.BIAS_ADD):
         others = [t for t in consumer.inputs if t is not z]
-        if len(others) == 1 and is_parameter(others[0]):
+        if len(others) == 1 and path.is_parameter(others[0]):
             return consumer, others[0], reshaped
     return None, None, False

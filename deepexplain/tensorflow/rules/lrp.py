@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
 from deepexplain.errors import InvalidInputError
+from deepexplain.tensorflow import ops
+from deepexplain.tensorflow.graph import Path
 from deepexplain.tensorflow.overrides import original_gradient
 from deepexplain.tensorflow.rules.linear_ops import (
     CONV_TYPES,
@@ -35,12 +37,10 @@ from deepexplain.tensorflow.rules.linear_ops import (
     WEIGHTED_TYPES,
     LinearLayer,
     following_bias,
-    is_parameter,
     negative,
     positive,
     stabilised,
 )
-from deepexplain.tensorflow.topology import ELEMENTWISE_NONLINEAR
 
 # ----------------------------------------------------------------------------------------------------------------
 # Layer rules (what happens at a dense/convolution op)
@@ -324,32 +324,15 @@ class LRPSettings:
         Whether the weightless ops' denominators include a following bias (batch norm's shift).
     maxpool : str
         'max' (winner takes all) or 'avg' (proportional to the inputs).
-    path_ops : frozenset
-        The ops between the explained inputs and the target.
+    path : Path
+        The explained path.
     """
 
     rule_for: Callable[[tf.Operation], LayerRule]
+    path: Path
     epsilon: float = 0.0
     bias: bool = True
     maxpool: str = "max"
-    path_ops: frozenset = field(default_factory=frozenset)
-
-
-def first_layers(path_ops, inputs) -> frozenset:
-    """The dense/convolution ops nearest to ``inputs``: reachable from them without passing another such op."""
-    on_path = set(path_ops)
-    found, seen = set(), set()
-    stack = [c for x in inputs for c in x.consumers() if c in on_path]
-    while stack:
-        op = stack.pop()
-        if op in seen:
-            continue
-        seen.add(op)
-        if op.type in WEIGHTED_TYPES:
-            found.add(op)
-            continue
-        stack.extend(c for out in op.outputs for c in out.consumers() if c in on_path)
-    return frozenset(found)
 
 
 def rule_selector(rules: Mapping, default: LayerRule, first_layer_ops=frozenset(), first_layer=None):
@@ -376,7 +359,7 @@ def rule_selector(rules: Mapping, default: LayerRule, first_layer_ops=frozenset(
 def weighted_layer(op: tf.Operation, grads, settings: LRPSettings) -> list:
     """A dense/convolution op: the rule ``settings.rule_for(op)`` chooses."""
     try:
-        layer = LinearLayer(op, settings.path_ops)
+        layer = LinearLayer(op, settings.path)
     except ValueError:  # both operands depend on the input (a product): no LRP rule, keep the gradient
         return list(original_gradient(op, *grads))
     result = [None] * len(op.inputs)
@@ -384,21 +367,21 @@ def weighted_layer(op: tf.Operation, grads, settings: LRPSettings) -> list:
     return result
 
 
-_BATCH_NORM_TYPES = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
+_BATCH_NORM_TYPES = ops.having(ops.BATCH_NORM)
 _STABILISED_TYPES = frozenset({"Mul", "RealDiv", *_BATCH_NORM_TYPES})  # batch norm, fused or not
 
 
 def weightless_linear(op: tf.Operation, grads, settings: LRPSettings) -> list:
     """z-rule for average pooling, Mean and Sum; z/epsilon rule for batch norm and scalings by a parameter:
     ``R_i = x_i * [grad of R / z]_i``, with the following bias add looked ahead when ``settings.bias``."""
-    add, _, _ = following_bias(op, settings.path_ops) if settings.bias else (None, None, None)
+    add, _, _ = following_bias(op, settings.path) if settings.bias else (None, None, None)
     z = (op if add is None else add).outputs[0]
     epsilon = settings.epsilon if op.type in _STABILISED_TYPES else 0.0
     signal = tf.math.divide_no_nan(grads[0], stabilised(z, epsilon))
     gradients = original_gradient(op, signal, *grads[1:])
     gradients = list(gradients) if isinstance(gradients, list | tuple) else [gradients]
     return [
-        None if g is None or is_parameter(x) or not x.dtype.is_floating else x * g
+        None if g is None or settings.path.is_parameter(x) or not x.dtype.is_floating else x * g
         for x, g in zip(op.inputs, gradients, strict=False)
     ] + [None] * (len(op.inputs) - len(gradients))
 
@@ -414,16 +397,19 @@ def batch_norm(op: tf.Operation, grads, settings: LRPSettings) -> list:
 def pass_through(op: tf.Operation, grads, settings) -> list:
     """Relevance unchanged to the non-parameter input (activations, bias additions, constant scalings)."""
     relevance, shape = grads[0], op.outputs[0].shape
-    return [
-        relevance if x.dtype.is_floating and not is_parameter(x) and x.shape.is_compatible_with(shape) else None
-        for x in op.inputs
-    ]
+    data = settings.path.data_inputs(op)
+    return [relevance if i in data and x.shape.is_compatible_with(shape) else None for i, x in enumerate(op.inputs)]
+
+
+def activation(activation, relevance: tf.Tensor, settings) -> tf.Tensor:
+    """An activation written as several ops (gelu, swish, ...) passes relevance unchanged, as any activation."""
+    return relevance
 
 
 def add(op: tf.Operation, grads, settings) -> list:
     """A bias addition passes relevance through; a sum of two paths splits it: ``R_i = x_i R / (a + b)`` (summed
     over the broadcast dimensions of an input that is broadcast)."""
-    if any(is_parameter(x) for x in op.inputs):
+    if len(settings.path.data_inputs(op)) < 2:
         return pass_through(op, grads, settings)
     signal = tf.math.divide_no_nan(grads[0], op.outputs[0])
     return [x * g for x, g in zip(op.inputs, original_gradient(op, signal), strict=True)]
@@ -431,7 +417,7 @@ def add(op: tf.Operation, grads, settings) -> list:
 
 def subtract(op: tf.Operation, grads, settings) -> list:
     """Subtracting a parameter (a bias) passes relevance through; a difference of two paths keeps its gradient."""
-    if any(is_parameter(x) for x in op.inputs):
+    if len(settings.path.data_inputs(op)) < 2:
         return pass_through(op, grads, settings)
     return list(original_gradient(op, *grads))
 
@@ -440,7 +426,7 @@ def scale(op: tf.Operation, grads, settings) -> list:
     """Multiplication/division by a parameter is a linear op (with the bias a following Add of a parameter adds:
     unfused batch normalisation ``x * c + d`` gets the same relevance as the fused op); a product of two paths has
     no LRP rule and keeps its gradient."""
-    if any(is_parameter(x) for x in op.inputs):
+    if len(settings.path.data_inputs(op)) < 2:
         return weightless_linear(op, grads, settings)
     return list(original_gradient(op, *grads))
 
@@ -468,19 +454,14 @@ def max_pool(op: tf.Operation, grads, settings: LRPSettings) -> list:
 
 RULES = {
     **{t: weighted_layer for t in WEIGHTED_TYPES},
-    **{t: weightless_linear for t in ("AvgPool", "AvgPool3D", "Mean", "Sum")},
+    **{t: weightless_linear for t in ops.having(ops.AVG_POOL) | ops.having(ops.REDUCTION)},
     **{t: batch_norm for t in _BATCH_NORM_TYPES},
-    **{t: pass_through for t in ELEMENTWISE_NONLINEAR | {"BiasAdd", "Neg"}},
+    **{t: pass_through for t in ops.having(ops.ACTIVATION) | {"BiasAdd", "Neg"}},
     **{t: add for t in ("Add", "AddV2")},
     **{t: scale for t in ("Mul", "RealDiv")},
     "Sub": subtract,
-    "MaxPool": max_pool,
-    "MaxPoolV2": max_pool,
+    **{t: max_pool for t in ops.having(ops.MAX_POOL)},
 }
 
 # Ops whose own gradient already moves relevance correctly (they rearrange or select values, without mixing them).
-STRUCTURAL_TYPES = frozenset(
-    {"Identity", "IdentityN", "Snapshot", "Reshape", "Squeeze", "ExpandDims", "Transpose", "ConcatV2", "Concat",
-     "Pack", "Unpack", "Split", "SplitV", "Slice", "StridedSlice", "Pad", "PadV2", "MirrorPad", "Cast",
-     "Placeholder", "PlaceholderWithDefault"}
-)  # fmt: skip
+STRUCTURAL_TYPES = ops.having(ops.STRUCTURAL)

@@ -1,0 +1,71 @@
+"""How many rows one model call takes: one budget and one default for every method family.
+
+Methods that need many evaluations per sample (integrated gradients' steps, SmoothGrad's samples, DeepSHAP's
+baselines, perturbations) put them into the batch dimension, so ``batch_size`` (rows per call) bounds the memory of
+a job whatever the method needs, and results do not depend on it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deepexplain.errors import InvalidInputError
+
+DEFAULT_INPUT_BYTES_PER_RUN = 16 * 2**20
+"""Rows per call when the caller gives no ``batch_size``: as many as fit this many bytes of model input."""
+
+
+def check_batch_size(batch_size) -> int | None:
+    """``batch_size`` as an int >= 1, or None (the default budget)."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise InvalidInputError(f"batch_size must be a positive integer or None; got {batch_size!r}")
+    return int(batch_size)
+
+
+def rows_per_run(batch_size, row_bytes: int, minimum: int = 1, fixed: int | None = None, method: str = "") -> int:
+    """Rows per model call.
+
+    Parameters
+    ----------
+    batch_size : int or None
+        The caller's bound (checked by :func:`check_batch_size`); None: as many rows as fit
+        :data:`DEFAULT_INPUT_BYTES_PER_RUN`.
+    row_bytes : int
+        Bytes of model input per row (all inputs together).
+    minimum : int
+        The fewest rows a call can take (a row and its reference input for DeepLIFT: 2).
+    fixed : int, optional
+        The batch size the model's input fixes (a TF1 placeholder of static batch size): every call takes that many.
+    method : str
+        The method's name, for messages.
+    """
+    batch_size = check_batch_size(batch_size)
+    if fixed:
+        if fixed < minimum:
+            raise InvalidInputError(
+                f"{method} runs each sample's reference input in the same batch, but X has a fixed batch dimension "
+                f"of {fixed}; build X with batch dimension None"
+            )
+        return fixed
+    if batch_size is not None:
+        if batch_size < minimum:
+            raise InvalidInputError(
+                f"batch_size of {method} must be at least {minimum} (a row and its reference input); got {batch_size}"
+            )
+        return batch_size
+    return max(minimum, DEFAULT_INPUT_BYTES_PER_RUN // max(1, row_bytes))
+
+
+def chunks(total: int, rows_per_run: int, reference_ids=None):
+    """``(lo, hi)`` ranges of rows such that each range, plus the distinct references it needs, fits one call."""
+    lo = 0
+    while lo < total:
+        hi = min(total, lo + rows_per_run)
+        if reference_ids is not None:
+            hi = min(hi, lo + rows_per_run - 1)
+            while hi - lo + len(np.unique(reference_ids[lo:hi])) > rows_per_run:
+                hi = lo + rows_per_run - len(np.unique(reference_ids[lo:hi]))
+        yield lo, hi
+        lo = hi

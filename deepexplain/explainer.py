@@ -1,0 +1,651 @@
+"""The Explainer: one attribution method compiled once for one model (or one ``T``/``X`` pair of a graph).
+
+Every method runs through here, whatever the model: the method's declaration (:mod:`deepexplain.tensorflow.methods`)
+says which rows to evaluate and which backward rules to use, the runner (:mod:`deepexplain.tensorflow.runners`)
+says where the model's tensors live, and this module does the rest once for all: it validates the inputs and the
+target before anything runs, builds the explanation graph (rules active only while its ``tf.gradients`` is built),
+compiles it once per kind and input signature, and runs the rows in calls of at most ``batch_size`` rows.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from deepexplain import batching, targets
+from deepexplain.errors import (
+    InvalidInputError,
+    InvalidTypeError,
+    NotConnectedError,
+    UnsupportedOpError,
+    describe_shape,
+    warn,
+)
+from deepexplain.inputs import InputSpec, as_arrays
+from deepexplain.tensorflow import ops
+from deepexplain.tensorflow.activations import find_activations, rules_for
+from deepexplain.tensorflow.graph import Path, describe_ops
+from deepexplain.tensorflow.methods import METHODS, check_method, make_method
+from deepexplain.tensorflow.methods.base import GradientMethod
+from deepexplain.tensorflow.overrides import has_custom_gradient, overridden_gradients
+from deepexplain.tensorflow.runners import FunctionRunner, SessionRunner
+
+_EMBEDDING_HINT = (
+    "If X holds token ids fed to an embedding lookup, explain the embedding output instead: pass the tensor the "
+    "embedding returns as X and feed the embedded vectors as xs (then sum the attributions over the embedding "
+    "dimension to get one score per token); with a Keras model, pass layer='<the embedding layer>'."
+)
+
+
+class Explainer:
+    """An attribution method compiled once for a model; numpy in, numpy out.
+
+    Parameters
+    ----------
+    method : str
+        A name of :data:`deepexplain.METHODS` ('saliency', 'grad*input', 'intgrad', 'deeplift', 'lrp.epsilon', ...).
+    model : keras.Model, tf_keras.Model, tf.Module, callable or path
+        A Keras 3 or tf_keras model (Sequential, functional or subclassed), any callable that maps a batch to
+        outputs (a ``tf.function``), or the path of a saved model (``.keras``, ``.h5``, SavedModel directory). The
+        live model is explained: its variables are read at every run, never copied, so after ``set_weights`` or more
+        training the explainer explains the new weights.
+    output : int or str, optional
+        Which output of a model with several outputs (index or name). Default: the first.
+    layer : str or layer, optional
+        Attribute to this layer's output instead of the model input (e.g. ``'embedding'`` for per-token,
+        per-dimension attributions of a text model); ``xs`` are still the model's inputs.
+    jit_compile : bool
+        Compile the explanation with XLA (``tf.function(jit_compile=True)``); the numbers are the same.
+    progress : bool
+        Show a progress bar on runs longer than ~2 s.
+    **method_kwargs
+        The method's arguments (``steps``, ``baseline``, ``epsilon``, ...; see the README's table).
+
+    Notes
+    -----
+    The explanation is traced once per input signature (known from a functional model, else from the first
+    ``xs``; a dimension that differs between calls, such as a sequence length, becomes dynamic instead of being
+    traced again) and once more per callable ``target``; ``run`` adds nothing after that. Methods of the LRP and
+    DeepLIFT families explain the logits of a model whose output is a softmax (their rules need them; the argmax is
+    the same); other methods explain the output as it is, with a warning that names :func:`strip_softmax`.
+
+    Examples
+    --------
+    >>> explainer = deepexplain.Explainer('intgrad', model, steps=50)      # doctest: +SKIP
+    >>> a = explainer.run(xs, target='max')                                  # doctest: +SKIP
+    """
+
+    def __init__(self, method, model=None, *, output=None, layer=None, jit_compile=False, progress=True,
+                 **method_kwargs):  # fmt: skip
+        check_method(method, method_kwargs)  # before anything else: no model is loaded or traced for a typo
+        self.method_name = method
+        self.progress = bool(progress)
+        self.method_kwargs = dict(method_kwargs)
+        declaration = METHODS[self.method_name]
+        explains_logits = getattr(declaration, "explains_logits", False)
+        if isinstance(model, SessionRunner | FunctionRunner):
+            if output is not None or layer is not None or jit_compile:
+                raise InvalidInputError("output=, layer= and jit_compile= apply to models, not to graph tensors")
+            self.runner, self.adapter, self._default_target = model, None, "all"
+        else:
+            from deepexplain.adapters.keras import ModelAdapter
+
+            if model is None:
+                raise InvalidTypeError("Explainer needs a model: Explainer(method, model, **method_kwargs)")
+            self.adapter = ModelAdapter(model, output=output, layer=layer)
+            self.runner = self.adapter.runner(explain_logits=explains_logits, jit_compile=jit_compile)
+            self._default_target = "max"
+        self.model = getattr(self.adapter, "model", None)
+        graph_target = getattr(self.runner, "target", None)
+        self._output_label = f"T ({graph_target.name})" if graph_target is not None else "the output"
+        self._lock = threading.RLock()
+        self._compiled: dict = {}
+        self._specs = self.runner.input_specs
+        self._multiple_inputs = self.runner.multiple_inputs  # None: known from the first xs
+        shapes = [s.shape for s in self._specs] if self._specs is not None else [None]
+        self.method = make_method(self.method_name, shapes, self.method_kwargs)  # argument errors before any tracing
+        self._method_shapes = shapes
+        self._explains_logits = explains_logits
+        if self._specs is not None:
+            self._compile_default()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Public API
+    # ------------------------------------------------------------------------------------------------------------
+
+    def run(self, xs, target=None, batch_size=None, progress=None, *, ys=None, neuron_selection=None):
+        """Attributions for the batch ``xs``.
+
+        Parameters
+        ----------
+        xs : ndarray or list of ndarray
+            Model input(s) (one array per input tensor when there are several), first dimension the samples.
+        target : optional
+            Which output is explained (:mod:`deepexplain.targets`): 'max' (each sample's largest output; alias
+            'max_activation'), 'all' (the sum of all outputs), an int (that unit of a sample's flattened output),
+            one int per sample, weights shaped like the output (DeepExplain's ``ys``; a float array passed here is
+            taken as such, so ``run(xs, ys, batch_size)`` of the original API works), or a callable mapping the output
+            tensor to one score per sample (compiled once per callable object: reuse the same function). Default:
+            'max' for a model, the sum of ``T`` for a DeepExplain ``T``.
+        batch_size : int, optional
+            Maximum rows per model call. Methods put their steps/samples/perturbations into the batch dimension, so
+            this bounds memory whatever the method needs; results do not depend on it. Default: as many rows as fit
+            16 MB of input.
+        progress : bool, optional
+            Show a progress bar when the run takes more than ~2 s (default: the explainer's setting).
+        ys : ndarray, optional
+            Weights of the output units per sample, shaped ``(N, *output.shape[1:])`` (DeepExplain's argument).
+        neuron_selection : optional
+            iNNvestigate's name for ``target``.
+
+        Returns
+        -------
+        ndarray or list of ndarray
+            Attributions shaped like ``xs`` (like the layer's output with ``layer``); a list for several inputs.
+            shapley_sampling with ``sampling_dims`` gives ``(N, *sampled dims)`` as in DeepExplain.
+        """
+        request = targets.parse(target, ys, neuron_selection, self._default_target)
+        arrays = self._model_arrays(xs)
+        n = len(arrays[0])
+        request.check(n)
+        batching.check_batch_size(batch_size)
+        inputs = self.runner.explained_inputs(arrays, self._rows(batch_size, arrays))
+        specs = self._specs_for(inputs)
+        method = self._method_for(specs)
+        rows = self._rows(batch_size, inputs, method)
+        show_progress = self.progress if progress is None else bool(progress)
+        if isinstance(method, GradientMethod) and not method.needs_gradient:
+            rng = np.random.default_rng(getattr(method, "seed", None)) if method.is_random else None
+            result = method.without_gradient(inputs, rng)
+        elif isinstance(method, GradientMethod):
+            compiled = self._compile("gradients", request.score, specs)
+            request.check(n, compiled.output_shape, self._output_label)
+            result = self._attribute_gradients(method, compiled, request, inputs, specs, rows, show_progress)
+        else:
+            forward = self._forward(request, inputs, specs, rows)
+            result = method.attribute(forward, inputs, rows, show_progress)
+        return result if self._multiple_inputs else result[0]
+
+    def completeness_error(self, xs, target=None, batch_size=None, *, ys=None, attributions=None):
+        """Per sample, ``sum(attributions) - (f(x) - mean_m f(reference_m))`` with ``f`` the explained score.
+
+        Zero (to float precision) for DeepLIFT and DeepSHAP, tends to zero with more steps for integrated gradients
+        and in expectation for expected gradients.
+
+        Parameters
+        ----------
+        xs, target, batch_size, ys
+            As for :meth:`run`.
+        attributions : ndarray or list of ndarray, optional
+            The result of ``run(xs, target)``; computed when not given.
+
+        Returns
+        -------
+        ndarray
+            ``(N,)`` completeness error per sample.
+
+        Raises
+        ------
+        InvalidInputError
+            When the method does not promise completeness.
+        """
+        if not getattr(self.method, "promises_completeness", False):
+            raise InvalidInputError(
+                f"{self.method_name} does not promise completeness; the check exists for intgrad, deeplift, "
+                "deepshap and expected_gradients"
+            )
+        request = targets.parse(target, ys, None, self._default_target)
+        arrays = self._model_arrays(xs)
+        n = len(arrays[0])
+        request.check(n)
+        batching.check_batch_size(batch_size)
+        if attributions is None:
+            attributions = self.run(xs, target=None if ys is not None else target, batch_size=batch_size, ys=ys)
+        inputs = self.runner.explained_inputs(arrays, self._rows(batch_size, arrays))
+        specs = self._specs_for(inputs)
+        method = self._method_for(specs)
+        forward = self._forward(request, inputs, specs, self._rows(batch_size, inputs, method))
+        references = method.completeness_references(inputs)
+        count = len(references[0])
+        f_x = forward(inputs, np.arange(n))
+        reference_rows = [np.broadcast_to(r[None], (n, *r.shape)).reshape((-1,) + r.shape[1:]) for r in references]
+        f_ref = forward(reference_rows, np.repeat(np.arange(n), count)).reshape(n, count).mean(axis=1)
+        attributions = attributions if isinstance(attributions, list | tuple) else [attributions]
+        total = sum(np.asarray(a, dtype=np.float64).reshape(n, -1).sum(axis=1) for a in attributions)
+        return total - (f_x - f_ref)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Inputs, signatures, method instances
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _model_arrays(self, xs) -> list:
+        specs, multiple = self.runner.model_specs, self.runner.multiple_model_inputs
+        if specs is None:  # a model that says nothing of its inputs before it runs
+            multiple = isinstance(xs, list | tuple) and len(xs) > 1 and all(hasattr(a, "shape") for a in xs)
+            specs = [_spec_from_data(a, i) for i, a in enumerate(xs if multiple else [xs])]
+        return as_arrays(xs, specs, multiple=multiple)
+
+    def _specs_for(self, inputs: list) -> tuple:
+        """The signature the explanation is compiled for: the runner's, or one relaxed from the data (a dimension
+        seen with two sizes becomes dynamic)."""
+        if self._specs is not None:
+            return tuple(self._specs)
+        with self._lock:
+            seen = getattr(self, "_data_specs", None)
+            data = [_spec_from_data(a, i) for i, a in enumerate(inputs)]
+            if self._multiple_inputs is None:
+                self._multiple_inputs = len(data) > 1
+            if seen is None or len(seen) != len(data):
+                self._data_specs = tuple(data)
+            else:
+                self._data_specs = tuple(_relaxed(old, new) for old, new in zip(seen, data, strict=True))
+            return self._data_specs
+
+    def _method_for(self, specs):
+        shapes = [s.shape for s in specs]
+        if len(shapes) != len(self._method_shapes) or any(
+            old is None and new is not None for old, new in zip(self._method_shapes, shapes, strict=True)
+        ):
+            with self._lock:
+                self.method = make_method(self.method_name, shapes, self.method_kwargs)
+                self._method_shapes = shapes
+        return self.method
+
+    def _rows(self, batch_size, arrays, method=None) -> int:
+        minimum = 2 if method is not None and getattr(method, "uses_references", False) else 1
+        row_bytes = sum(int(np.prod(a.shape[1:])) * a.itemsize for a in arrays)
+        fixed = self.runner.fixed_rows
+        return batching.rows_per_run(batch_size, row_bytes, minimum, fixed, self.method_name)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Compilation
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _compile_default(self):
+        """Compile what the first run needs now, so that errors and warnings surface at construction."""
+        specs = tuple(self._specs)
+        if isinstance(self.method, GradientMethod):
+            if self.method.needs_gradient:
+                self._compile("gradients", None, specs)
+            if self.method.promises_completeness and isinstance(self.runner, SessionRunner):
+                self._compile("row_values", None, specs)  # so that completeness_error adds no ops to the graph later
+        else:
+            self._compile("row_values", None, specs)
+
+    def _compile(self, kind: str, score, specs) -> _Compiled:
+        key = (kind, score, specs)
+        with self._lock:
+            if key not in self._compiled:
+                compiled = _Compiled(self._weights_dtype(specs))
+                build = {"gradients": self._build_gradients, "row_values": self._build_row_values,
+                         "outputs": self._build_outputs}[kind](score, compiled)  # fmt: skip
+                compiled.run = self.runner.compile(build, self._extra_specs(kind, compiled), specs)
+                self._compiled[key] = compiled
+                if compiled.messages:
+                    warn(" ".join(compiled.messages))
+            return self._compiled[key]
+
+    def _extra_specs(self, kind: str, compiled: _Compiled) -> list:
+        if kind == "outputs":
+            return []
+        weights = tf.TensorSpec(None, tf.as_dtype(compiled.weights_dtype), name="target_weights")
+        if kind == "row_values":
+            return [weights]
+        extra = [weights, tf.TensorSpec((), tf.bool, name="select_max")]
+        if self.method.uses_references:
+            extra.append(tf.TensorSpec((None,), tf.int32, name="reference_index"))
+        return extra
+
+    def _weights_dtype(self, specs) -> np.dtype:
+        """The dtype the target weights are fed in (cast to the output's dtype in the graph)."""
+        if isinstance(self.runner, SessionRunner):
+            return np.dtype(self.runner.target.dtype.as_numpy_dtype)
+        floating = [s.dtype for s in specs if np.issubdtype(s.dtype, np.floating)]
+        return np.dtype(floating[0]) if floating else np.dtype(np.float32)
+
+    def _target_tensor(self, output: tf.Tensor, score, compiled: _Compiled) -> tf.Tensor:
+        """The explained tensor: the output, or the callable target's score of it (one value per sample)."""
+        if score is not None:
+            target = score(output)
+            if not isinstance(target, tf.Tensor) or target.shape.rank != 1:
+                shape = getattr(target, "shape", type(target).__name__)
+                raise InvalidInputError(
+                    f"target callable must return one score per sample (shape (N,)); got shape {shape}"
+                )
+        else:
+            target = output
+        compiled.output_shape = None if target.shape.rank is None else tuple(target.shape.as_list()[1:])
+        compiled.output_dtype = target.dtype
+        return target
+
+    def _cast_weights(self, weights: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+        return weights if weights.dtype == target.dtype else tf.cast(weights, target.dtype)
+
+    def _build_gradients(self, score, compiled: _Compiled):
+        method = self.method
+
+        def build(traced, extras):
+            target = self._target_tensor(traced.output, score, compiled)
+            inputs = traced.inputs
+            self._check_softmax(target, method, compiled)
+            path = Path(inputs, target, differentiable=True)
+            if not path:
+                raise NotConnectedError(_not_connected_message(target, inputs, True))
+            activations = find_activations(path) if method.rules else {}
+            self._check_rules(method, path, activations, target, compiled)
+            extra = extras()
+            weights, select_max = self._cast_weights(extra[0], target), extra[1]
+            if target.shape.rank:
+                weights = tf.where(select_max, _one_hot_max(target), weights)
+            reference_index = extra[2] if method.uses_references else None
+            settings = method.graph_settings(reference_index, path)
+            op_rules = rules_for(activations.values(), method.activation_rule) if method.activation_rule else {}
+            with overridden_gradients(path.ops, method.rules, settings, op_rules):
+                if method.seeds_relevance:  # relevance starts as the weighted output's value
+                    seed = tf.nn.relu(target) * weights if method.explains_positive_output else target * weights
+                    gradients = tf.gradients(target, inputs, grad_ys=seed)
+                else:
+                    gradients = tf.gradients(target * weights, inputs)
+            if all(g is None for g in gradients):
+                raise NotConnectedError(_not_connected_message(target, inputs, True))
+            compiled.messages.extend(f"{self.method_name}: {note}." for note in path.notes)
+            return [tf.zeros_like(x) if g is None else g for g, x in zip(gradients, inputs, strict=True)]
+
+        return build
+
+    def _build_row_values(self, score, compiled: _Compiled):
+        def build(traced, extras):
+            target = self._target_tensor(traced.output, score, compiled)
+            self._check_softmax(target, self.method, compiled)
+            if not Path(traced.inputs, target, differentiable=False):
+                raise NotConnectedError(_not_connected_message(target, traced.inputs, False))
+            if not target.shape.rank:
+                raise InvalidInputError(f"{self.method_name} needs T with a batch dimension; T is a scalar")
+            (weights,) = extras()
+            weighted = target * self._cast_weights(weights, target)
+            return [tf.reduce_sum(tf.reshape(weighted, [tf.shape(weighted)[0], -1]), axis=1)]
+
+        return build
+
+    def _build_outputs(self, score, compiled: _Compiled):
+        def build(traced, extras):
+            return [self._target_tensor(traced.output, score, compiled)]
+
+        return build
+
+    def _check_softmax(self, target: tf.Tensor, method, compiled: _Compiled) -> None:
+        from deepexplain.adapters.keras import softmax_input
+
+        if self.adapter is None or softmax_input(target) is None:
+            return
+        compiled.messages.append(
+            f"{self.method_name}: the explained output comes out of a softmax, so the attributions explain "
+            "probabilities, which saturate; explain the logits with deepexplain.strip_softmax(model)."
+        )
+
+    def _check_rules(self, method, path: Path, activations: dict, target, compiled: _Compiled) -> None:
+        """Every nonlinear op on the path needs a rule of the method: one error (LRP, ``strict=True``) or one
+        warning for all ops that have none, naming their types, counts and places, before the graph changes."""
+        if not method.needs_gradient or not (method.rules or method.covers_all_ops):
+            return
+        covered_by_activation = set()
+        if method.activation_rule is not None:
+            for activation in activations.values():
+                covered_by_activation |= activation.region
+        types = set(method.rules) | method.gradient_rule_types
+        if method.covers_all_ops:
+            types |= method.structural_types
+            candidates = [op for op in path.ops if not path.is_input(op)]
+        else:
+            candidates = path.nonlinear_ops()
+        uncovered = [op for op in candidates if op not in covered_by_activation and not _has_rule(op, types, path)]
+        if not uncovered:
+            return
+        listing = describe_ops(uncovered)
+        hint = ""
+        if target.op.type == "Softmax" or any(op is target.op and op.type == "Softmax" for op in uncovered):
+            hint = " T comes out of a softmax: explain the logits (the softmax's input) instead" + (
+                ", e.g. with deepexplain.strip_softmax(model)." if self.adapter is not None else "."
+            )
+        if method.covers_all_ops:
+            supported = sorted(types - ops.having(ops.INPUT))
+            message = (
+                f"{self.method_name}: no rule covers these ops on the path from X to T: {listing}.{hint} Supported "
+                f"op types: {supported}; a product of two tensors that depend on the input has no rule."
+            )
+            if method.strict:
+                only_softmax = hint and all(op is target.op for op in uncovered)
+                more = "" if only_softmax else " Pass strict=False to use their gradient instead (with a warning)."
+                raise UnsupportedOpError(message + more)
+            compiled.messages.append(message + " Their plain gradient is used (strict=False).")
+            return
+        compiled.messages.append(
+            f"{self.method_name}: these nonlinear ops on the path from X to T have no {self.method_name} rule and "
+            f"use their plain gradient, so the attributions may be wrong: {listing}.{hint}"
+        )
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Running the backward family
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _attribute_gradients(self, method, compiled, request, xs, specs, rows_per_run, progress):
+        n_total = len(xs[0])
+        in_graph_max = request.kind == "max" and method.evaluates_at_samples and compiled.output_shape
+        ys = None
+        if not in_graph_max:
+            ys = request.weights(
+                n_total, compiled.output_shape, compiled.weights_dtype,
+                lambda: self._outputs(request, xs, specs, rows_per_run),
+            )  # fmt: skip
+        steps = method.rows_per_sample
+        group = max(1, (rows_per_run - method.reference_rows) // steps)
+        rng = np.random.default_rng(getattr(method, "seed", None)) if method.is_random else None
+        results = [None] * len(xs)
+        total_runs = -(-n_total * steps // max(1, rows_per_run - method.reference_rows))
+        with tqdm(total=total_runs, delay=2, disable=not progress, desc=self.method_name, unit="run") as bar:
+            for start in range(0, n_total, group):
+                stop = min(n_total, start + group)
+                expansion = method.expand([x[start:stop] for x in xs], rng)
+                gradients = self._gradients_of_rows(compiled, expansion, ys, bool(in_graph_max), start, stop,
+                                                    rows_per_run, bar)  # fmt: skip
+                for i, (g, factor) in enumerate(zip(gradients, expansion.factors, strict=True)):
+                    g = g.reshape((steps, stop - start) + g.shape[1:])
+                    part = method.finalize(_weighted_sum(expansion.weights, g, factor))
+                    if results[i] is None:
+                        dtype = np.result_type(xs[i].dtype, np.float32)
+                        results[i] = np.empty((n_total, *part.shape[1:]), dtype=dtype)
+                    results[i][start:stop] = part
+        return results
+
+    def _gradients_of_rows(self, compiled, expansion, ys, in_graph_max, start, stop, rows_per_run, bar):
+        points = expansion.points
+        total = len(points[0])
+        outputs = [np.empty(p.shape, dtype=np.result_type(p.dtype, np.float32)) for p in points]
+        if ys is not None:
+            ys_group = ys[start:stop]
+            y_rows = np.broadcast_to(ys_group[None], (total // len(ys_group), *ys_group.shape))
+            y_rows = y_rows.reshape((total,) + ys_group.shape[1:])
+        select = np.asarray(in_graph_max)
+        for lo, hi in batching.chunks(total, rows_per_run, expansion.reference_ids):
+            rows = [p[lo:hi] for p in points]
+            weights = self._ones(compiled) if ys is None else y_rows[lo:hi]
+            extra = [select]
+            if expansion.references is not None:
+                rows, weights, index = self._append_references(rows, weights, expansion, lo, hi, ys is not None)
+                extra.append(index)
+            for out, g in zip(outputs, self._call(compiled, rows, weights, extra), strict=True):
+                out[lo:hi] = g[: hi - lo]
+            bar.update(1)
+        return outputs
+
+    def _append_references(self, rows, weights, expansion, lo, hi, weighted):
+        """Rows ``lo:hi`` followed by padding (to a fixed batch size) and the references they need, which go last so
+        that rules can read a single reference as the last row; weights padded with zeros; each row's reference
+        row index (padding and references refer to themselves)."""
+        used, position = np.unique(expansion.reference_ids[lo:hi], return_inverse=True)
+        count = hi - lo
+        fixed = self.runner.fixed_rows
+        pad = fixed - count - len(used) if fixed else 0
+        rows = [
+            np.concatenate([r, np.zeros((pad, *r.shape[1:]), r.dtype), ref[used].astype(r.dtype)])
+            for r, ref in zip(rows, expansion.references, strict=True)
+        ]
+        if weighted:
+            weights = np.concatenate([weights, np.zeros((pad + len(used), *weights.shape[1:]), weights.dtype)])
+        first = count + pad
+        index = np.concatenate([position.reshape(-1) + first, np.arange(count, first + len(used))]).astype(np.int32)
+        return rows, weights, index
+
+    def _call(self, compiled, rows, weights, extra=()):
+        """One model call on ``rows`` (padded to the input's fixed batch size, if it has one)."""
+        flat_extra = list(extra)
+        count, fixed = len(rows[0]), self.runner.fixed_rows
+        if fixed and count != fixed:
+            pad = fixed - count
+            rows = [np.concatenate([r, np.zeros((pad,) + r.shape[1:], r.dtype)]) for r in rows]
+            if np.ndim(weights) and len(weights) == count:
+                weights = np.concatenate([weights, np.zeros((pad,) + weights.shape[1:], weights.dtype)])
+            flat_extra = [
+                np.concatenate([e, np.arange(count, count + pad, dtype=e.dtype)]) if np.ndim(e) else e
+                for e in flat_extra
+            ]
+        return compiled.run(rows, [weights, *flat_extra])
+
+    def _ones(self, compiled) -> np.ndarray:
+        rank = len(compiled.output_shape) + 1 if compiled.output_shape is not None else 1
+        return np.ones((1,) * rank, dtype=compiled.weights_dtype)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Forward evaluations
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _outputs(self, request, xs, specs, rows_per_run) -> np.ndarray:
+        """The explained output on ``xs`` (for target 'max'), in calls of at most ``rows_per_run`` rows."""
+        compiled = self._compile("outputs", request.score, specs)
+        parts = [self._call_forward(compiled, [x[lo:hi] for x in xs], None) for lo, hi in
+                 batching.chunks(len(xs[0]), self.runner.fixed_rows or rows_per_run)]  # fmt: skip
+        return np.concatenate(parts)
+
+    def _call_forward(self, compiled, rows, weights):
+        count, fixed = len(rows[0]), self.runner.fixed_rows
+        if fixed and count != fixed:
+            rows = [np.concatenate([r, np.zeros((fixed - count,) + r.shape[1:], r.dtype)]) for r in rows]
+            if weights is not None and np.ndim(weights) and len(weights) == count:
+                weights = np.concatenate([weights, np.zeros((fixed - count,) + weights.shape[1:], weights.dtype)])
+        extra = [] if weights is None else [weights]
+        return compiled.run(rows, extra)[0][:count]
+
+    def _forward(self, request, xs, specs, rows_per_run):
+        """``forward(rows, owners) -> (k,)``: the explained score of each row, for the perturbation engine."""
+        compiled = self._compile("row_values", request.score, specs)
+        request.check(len(xs[0]), compiled.output_shape, self._output_label)
+        ys = request.weights(
+            len(xs[0]), compiled.output_shape, compiled.weights_dtype,
+            lambda: self._outputs(request, xs, specs, rows_per_run),
+        )  # fmt: skip
+        ones = self._ones(compiled)
+
+        def forward(rows, owners):
+            k = len(owners)
+            size = self.runner.fixed_rows or rows_per_run
+            values = np.empty(k, dtype=np.float64)
+            for lo in range(0, k, size):
+                hi = min(k, lo + size)
+                weights = ones if ys is None else ys[owners[lo:hi]]
+                values[lo:hi] = self._call_forward(compiled, [r[lo:hi] for r in rows], weights)
+            return values
+
+        return forward
+
+
+class _Compiled:
+    """One compiled explanation: the callable, what its output is, and what the user should hear about it."""
+
+    def __init__(self, weights_dtype: np.dtype):
+        self.run = None
+        self.weights_dtype = weights_dtype
+        self.output_shape: tuple | None = None
+        self.output_dtype = tf.float32
+        self.messages: list[str] = []
+
+
+def _has_rule(op: tf.Operation, types, path: Path) -> bool:
+    if op.type not in types:
+        return False
+    if op.type == "IdentityN" and has_custom_gradient(op):
+        return False  # a custom gradient that is not a recognised activation: its closure is opaque
+    if ops.is_a(op.type, ops.MULTILINEAR) and len(path.data_inputs(op)) > 1:
+        return False  # a product of two tensors that depend on the input
+    return True
+
+
+def _one_hot_max(target: tf.Tensor) -> tf.Tensor:
+    """One-hot weights of each row's largest unit (any output rank)."""
+    flat = tf.reshape(target, [tf.shape(target)[0], -1])
+    hot = tf.one_hot(tf.argmax(flat, axis=1), tf.shape(flat)[1], dtype=target.dtype)
+    return tf.reshape(hot, tf.shape(target))
+
+
+def _weighted_sum(weights: np.ndarray, gradients: np.ndarray, factor) -> np.ndarray:
+    """``sum_r weights[r] * factor[r] * gradients[r]`` over the leading (step) axis, accumulated in float64 (a sum
+    of many float32 steps drifts: a linear model's integrated gradients would come out as 0.9999993, not 1), without
+    BLAS (whose thread start-up costs more than this sum) and without a full-size product when the factor is the
+    same for every step."""
+    if len(weights) == 1:  # one row per sample: no sum to accumulate
+        total = gradients[0] * gradients.dtype.type(weights[0])
+        return total * factor[0] if factor is not None else total
+    constant_factor = factor is None or factor.shape[0] == 1
+    total = np.zeros(gradients.shape[1:], dtype=np.float64)
+    for weight, gradient, row_factor in zip(
+        weights, gradients, [None] * len(weights) if constant_factor else factor, strict=True
+    ):
+        total += float(weight) * (gradient if row_factor is None else gradient * row_factor)
+    if factor is not None and constant_factor:
+        total *= factor[0]
+    return total.astype(np.result_type(gradients.dtype, np.float32), copy=False)
+
+
+def _spec_from_data(array, index: int) -> InputSpec:
+    array = np.asarray(array)
+    dtype = np.dtype(np.float32) if np.issubdtype(array.dtype, np.floating) else array.dtype
+    return InputSpec(f"input {index}", dtype, tuple(array.shape[1:]))
+
+
+def _relaxed(old: InputSpec, new: InputSpec) -> InputSpec:
+    if old.shape is None or len(old.shape) != len(new.shape) or old.dtype != new.dtype:
+        return new
+    return InputSpec(old.name, old.dtype, tuple(o if o == s else None for o, s in zip(old.shape, new.shape, strict=True)))
+
+
+def _names(tensors) -> str:
+    return ", ".join(t.name for t in tensors)
+
+
+def _not_connected_message(target, inputs, needs_gradient: bool) -> str:
+    integer_inputs = [x.name for x in inputs if not x.dtype.is_floating]
+    if needs_gradient and integer_inputs:
+        reason = f"X ({', '.join(integer_inputs)}) is not a floating-point tensor, so no gradient can flow into it"
+    elif needs_gradient:
+        reason = (
+            f"T ({target.name}) has no differentiable path from X ({_names(inputs)}) (only through an integer "
+            "cast, an argmax or an index)"
+        )
+    else:
+        reason = f"T ({target.name}) does not depend on X ({_names(inputs)})"
+    return f"{reason}. {_EMBEDDING_HINT}"
+
+
+def explain(method, model, xs, target=None, ys=None, layer=None, batch_size=None, output=None, **method_kwargs):
+    """One-shot attribution: ``Explainer(method, model, ...).run(xs, target, ...)``.
+
+    See :class:`Explainer` for the arguments; compile an :class:`Explainer` to explain many batches.
+    """
+    progress = method_kwargs.pop("progress", True)
+    explainer = Explainer(method, model, layer=layer, output=output, progress=progress, **method_kwargs)
+    return explainer.run(xs, target=target, ys=ys, batch_size=batch_size)
+
+
+__all__ = ["Explainer", "explain", "describe_shape"]

@@ -1,0 +1,173 @@
+"""The explained part of a graph: the ops between the inputs ``X`` and the target ``T``, and which tensors are
+parameters.
+
+A *parameter* (a weight, a bias, a batch-norm statistic) is a tensor that ``T`` depends on and that no path from
+``X`` reaches. This is the only definition that holds in both kinds of graph the library explains: in a TF1 graph
+weights are variables or constants, but inside a ``tf.function`` the captured variables enter as ``Placeholder`` ops,
+exactly like the inputs, so "depends on no placeholder" does not identify weights there.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from functools import cached_property
+
+import tensorflow as tf
+
+from deepexplain.tensorflow import ops
+
+
+def as_list(tensors) -> list:
+    """A tensor or a list/tuple of tensors, as a list."""
+    return list(tensors) if isinstance(tensors, list | tuple) else [tensors]
+
+
+def _closure(start: Iterable[tf.Operation], neighbours) -> set[tf.Operation]:
+    seen: set[tf.Operation] = set()
+    stack = list(start)
+    while stack:
+        op = stack.pop()
+        if op not in seen:
+            seen.add(op)
+            stack.extend(neighbours(op))
+    return seen
+
+
+def _differentiable(tensor: tf.Tensor) -> bool:
+    # variant tensors carry differentiable TensorLists through functional loops (Keras' LSTM)
+    return tensor.dtype.is_floating or tensor.dtype.is_complex or tensor.dtype == tf.variant
+
+
+class Path:
+    """The ops a gradient from ``target`` to ``inputs`` flows through, and what the rules ask of them.
+
+    Parameters
+    ----------
+    inputs : sequence of tf.Tensor
+        The explained inputs ``X``.
+    target : tf.Tensor
+        The explained tensor ``T``.
+    differentiable : bool
+        Follow dependence through floating-point (and variant) tensors only: a gradient cannot flow through an
+        integer cast or an index.
+    """
+
+    def __init__(self, inputs: Sequence[tf.Tensor], target: tf.Tensor, differentiable: bool = True):
+        self.inputs = list(inputs)
+        self.target = target
+        self._input_ops = {x.op for x in self.inputs}
+        ancestors = _closure([target.op], lambda op: [t.op for t in op.inputs])
+        self._ancestors = ancestors
+        # every op of T's graph that depends on X at all (any dtype): what is not among them is a parameter
+        self._dependent = _closure(
+            [x.op for x in self.inputs if x.op in ancestors],
+            lambda op: [c for out in op.outputs for c in out.consumers() if c in ancestors],
+        )
+
+        def followed(tensor):
+            return not differentiable or _differentiable(tensor)
+
+        downstream = _closure(
+            [x.op for x in self.inputs if x.op in ancestors and followed(x)],
+            lambda op: [c for out in op.outputs if followed(out) for c in out.consumers() if c in ancestors],
+        )
+        if target.op not in downstream:
+            self.ops: list[tf.Operation] = []
+        else:
+            on_path = _closure([target.op], lambda op: [t.op for t in op.inputs if followed(t) and t.op in downstream])
+            self.ops = sorted(on_path, key=lambda op: op.name)
+        self.op_set = frozenset(self.ops)
+        self.notes: list[str] = []  # what rules found while the explanation was built (said once, by the explainer)
+
+    def note(self, message: str) -> None:
+        """Record something the user should hear about this explanation (a rule's fallback, ...)."""
+        if message not in self.notes:
+            self.notes.append(message)
+
+    def __bool__(self) -> bool:
+        return bool(self.ops)
+
+    def is_input(self, op: tf.Operation) -> bool:
+        """Whether ``op`` produces one of the explained inputs."""
+        return op in self._input_ops
+
+    def is_parameter(self, tensor: tf.Tensor) -> bool:
+        """Whether ``tensor`` does not depend on the explained inputs (a weight, a bias, a constant).
+
+        Tensors the explanation added later (modified weights such as ``W+``) are judged by their inputs.
+        """
+        op = tensor.op
+        if op in self._ancestors:
+            return op not in self._dependent
+        return all(self.is_parameter(t) for t in op.inputs)
+
+    def data_inputs(self, op: tf.Operation) -> list[int]:
+        """Indices of the floating-point inputs of ``op`` that depend on the explained inputs."""
+        return [i for i, t in enumerate(op.inputs) if t.dtype.is_floating and not self.is_parameter(t)]
+
+    def consumers(self, tensor: tf.Tensor) -> list[tf.Operation]:
+        """The consumers of ``tensor`` on the path (ops added by other explanations are not)."""
+        return [c for c in tensor.consumers() if c in self.op_set]
+
+    def is_nonnegative(self, tensor: tf.Tensor, depth: int = 16) -> bool:
+        """Whether ``tensor`` is >= 0 for every input, as far as the graph shows (a ReLU, a pooled ReLU, ...)."""
+        op = tensor.op
+        if ops.is_a(op.type, ops.NONNEGATIVE):
+            return True
+        if not ops.is_a(op.type, ops.SIGN_PRESERVING) or depth == 0:
+            return False
+        data = [op.inputs[i] for i in self.data_inputs(op)]
+        return bool(data) and all(self.is_nonnegative(t, depth - 1) for t in data)
+
+    @cached_property
+    def first_weighted_ops(self) -> frozenset:
+        """The dense/convolution ops nearest to the inputs: reachable from them without passing another such op."""
+        found, seen = set(), set()
+        stack = [c for x in self.inputs for c in self.consumers(x)]
+        while stack:
+            op = stack.pop()
+            if op in seen:
+                continue
+            seen.add(op)
+            if op.type in ops.WEIGHTED:
+                found.add(op)
+                continue
+            stack.extend(c for out in op.outputs for c in self.consumers(out))
+        return frozenset(found)
+
+    def nonlinear_ops(self) -> list[tf.Operation]:
+        """The path ops that are not linear in the path's tensors (what gradient-based rules must handle)."""
+        found = []
+        for op in self.ops:
+            if self.is_input(op) or ops.is_a(op.type, ops.LINEAR):
+                continue
+            dependent = self.data_inputs(op)
+            if ops.is_a(op.type, ops.MULTILINEAR) and len(dependent) <= 1:
+                continue
+            if ops.is_a(op.type, ops.LINEAR_IN_FIRST) and dependent == [0]:
+                continue
+            found.append(op)
+        return found
+
+
+def describe_ops(op_list: Sequence[tf.Operation], names_per_type: int = 3) -> str:
+    """``'Mul ×4 (dense/mul, dense_1/mul, ...), Einsum ×1 (attention/einsum)'``: op types with counts and names."""
+    counts = Counter(op.type for op in op_list)
+    parts = []
+    for op_type, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        names = [op.name for op in op_list if op.type == op_type]
+        shown = ", ".join(names[:names_per_type]) + (", ..." if len(names) > names_per_type else "")
+        parts.append(f"{op_type} ×{count} ({shown})")
+    return ", ".join(parts)
+
+
+def learning_phase_feeds(target: tf.Tensor) -> dict:
+    """Feeds that put a tf_keras graph into inference mode: {keras_learning_phase placeholder: False}."""
+    ancestors = _closure([target.op], lambda op: [t.op for t in op.inputs] + list(op.control_inputs))
+    return {
+        op.outputs[0]: op.outputs[0].dtype.as_numpy_dtype(0)
+        for op in ancestors
+        if op.type in ("Placeholder", "PlaceholderWithDefault")
+        and op.name.split("/")[-1].startswith("keras_learning_phase")
+    }
