@@ -617,7 +617,8 @@ def _spec_from_data(array, index: int) -> InputSpec:
 def _relaxed(old: InputSpec, new: InputSpec) -> InputSpec:
     if old.shape is None or len(old.shape) != len(new.shape) or old.dtype != new.dtype:
         return new
-    return InputSpec(old.name, old.dtype, tuple(o if o == s else None for o, s in zip(old.shape, new.shape, strict=True)))
+    shape = tuple(o if o == s else None for o, s in zip(old.shape, new.shape, strict=True))
+    return InputSpec(old.name, old.dtype, shape)
 
 
 def _names(tensors) -> str:
