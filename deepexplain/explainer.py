@@ -26,8 +26,8 @@ from deepexplain.errors import (
 )
 from deepexplain.inputs import InputSpec, as_arrays
 from deepexplain.tensorflow import ops
-from deepexplain.tensorflow.activations import find_activations, rules_for
-from deepexplain.tensorflow.graph import Path, describe_ops
+from deepexplain.tensorflow.activations import find_activations, modulating_factor, rules_for
+from deepexplain.tensorflow.graph import Path, called_layer, describe_ops
 from deepexplain.tensorflow.methods import METHODS, check_method, make_method
 from deepexplain.tensorflow.methods.base import GradientMethod
 from deepexplain.tensorflow.overrides import has_custom_gradient, overridden_gradients
@@ -335,6 +335,10 @@ class Explainer:
             if not path:
                 raise NotConnectedError(_not_connected_message(target, inputs, True))
             activations = find_activations(path) if method.rules else {}
+            if method.products == "factor":  # modulating factors are constants: nothing flows into their branch
+                inside = {op for a in activations.values() for op in a.region}
+                cut = [(op, modulating_factor(op, path)) for op in path.ops if op not in inside]
+                path = path.without([(op, i) for op, i in cut if i is not None])
             self._check_rules(method, path, activations, target, compiled)
             extra = extras()
             weights, select_max = self._cast_weights(extra[0], target), extra[1]
@@ -401,7 +405,9 @@ class Explainer:
             candidates = [op for op in path.ops if not path.is_input(op)]
         else:
             candidates = path.nonlinear_ops()
-        uncovered = [op for op in candidates if op not in covered_by_activation and not _has_rule(op, types, path)]
+        uncovered = [
+            op for op in candidates if op not in covered_by_activation and not _has_rule(op, types, path, method)
+        ]
         if not uncovered:
             return
         listing = describe_ops(uncovered)
@@ -572,13 +578,18 @@ class _Compiled:
         self.messages: list[str] = []
 
 
-def _has_rule(op: tf.Operation, types, path: Path) -> bool:
+def _has_rule(op: tf.Operation, types, path: Path, method) -> bool:
     if op.type not in types:
         return False
     if op.type == "IdentityN" and has_custom_gradient(op):
         return False  # a custom gradient that is not a recognised activation: its closure is opaque
-    if ops.is_a(op.type, ops.MULTILINEAR) and len(path.data_inputs(op)) > 1:
-        return False  # a product of two tensors that depend on the input
+    if ops.is_a(op.type, ops.CALL) and called_layer(op) is None:
+        return False  # a function call whose body is not one dense/convolution op is opaque
+    if len(path.data_inputs(op)) > 1 and (ops.is_a(op.type, ops.MULTILINEAR) or ops.is_a(op.type, ops.LINEAR_IN_FIRST)):
+        # a product (or quotient) of two tensors that depend on the input
+        if method.products == "shapley":
+            return op.type == "Mul"
+        return method.products == "factor" and any((op, i) in path.cut for i in range(len(op.inputs)))
     return True
 
 

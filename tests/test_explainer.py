@@ -245,15 +245,19 @@ def test_warns_once_about_nonlinear_ops_without_rule(session):
     """One warning per explainer, at the caller's line, listing each uncovered op type with its count and names;
     a softmax target gets the 'explain the logits' hint."""
     X = tf1.placeholder(tf.float32, [None, 3])
-    T = tf.nn.softmax(tf.square(tf.matmul(X, constant(np.eye(3)))) + tf.nn.relu(X) + tf.math.cos(X))
+    outer = tf.reshape(tf.matmul(X[:, :, None], X[:, None, :]), [-1, 9])  # a matrix product of two inputs
+    h = tf.concat([outer, tf.reduce_max(X, axis=1, keepdims=True), tf.math.cumprod(X, axis=1)], axis=1)
+    T = tf.nn.softmax(
+        tf.matmul(h + tf.nn.relu(tf.math.cos(tf.reduce_sum(h, 1, keepdims=True))), constant(np.ones((13, 2))))
+    )
     with DeepExplain(session=session) as de, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         de.get_explainer("deeplift", T, X)
     assert len(caught) == 1 and caught[0].filename == __file__
     message = str(caught[0].message)
     assert "Softmax ×1 (Softmax)" in message and "explain the logits" in message
-    assert "Cos ×1" in message and "Square ×1" in message
-    assert "Relu" not in message
+    assert "BatchMatMulV2 ×1" in message and "Max ×1" in message and "Cumprod ×1" in message
+    assert "Relu" not in message and "Cos" not in message  # unary nonlinearities have the Rescale rule
 
 
 def test_no_warning_for_gradient_methods_or_covered_ops(session):

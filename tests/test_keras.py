@@ -348,28 +348,35 @@ def test_multiple_outputs_are_chosen_by_index_or_name():
 
 
 def test_rule_methods_name_uncovered_ops_of_custom_layers():
-    """A product of two different functions of the input (a gating layer) has no DeepLIFT rule: one warning names
-    it at the user's line. An elementwise function of one tensor (x * x) is an activation: no warning."""
+    """A custom layer with an op DeepLIFT has no rule for (a maximum over features): one warning names it at the
+    user's line. A gating product of two functions of the input and an elementwise square have rules: DeepLIFT stays
+    exact (summation-to-delta) and says nothing."""
+
+    class TopFeature(keras.layers.Layer):
+        def call(self, x):
+            return keras.ops.max(x, axis=-1, keepdims=True)
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), TopFeature(), keras.layers.Dense(2)])
+    with pytest.warns(UserWarning, match=r"Max ×1 \(") as caught:
+        deepexplain.Explainer("deeplift", model)
+    assert len(caught) == 1 and caught[0].filename == __file__
 
     class Gate(keras.layers.Layer):
         def call(self, inputs):
             return inputs[0] * inputs[1]
 
-    x = keras.Input((3,))
-    model = keras.Model(x, keras.layers.Dense(2)(Gate()([keras.layers.Dense(4)(x), keras.layers.Dense(4)(x)])))
-    with pytest.warns(UserWarning, match=r"Mul ×1 \(") as caught:
-        deepexplain.Explainer("deeplift", model)
-    assert len(caught) == 1 and caught[0].filename == __file__
-
     class Squared(keras.layers.Layer):
         def call(self, x):
             return x * x
 
-    squared = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), Squared(), keras.layers.Dense(2)])
+    x = keras.Input((3,))
+    gated = Gate()([keras.layers.Dense(4)(x), keras.layers.Dense(4, activation="sigmoid")(x)])
+    model = keras.Model(x, keras.layers.Dense(2)(Squared()(gated)))
+    model.set_weights(weights_for(model, np.random.default_rng(1)))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        explainer = deepexplain.Explainer("deeplift", squared)
-    xs = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
+        explainer = deepexplain.Explainer("deeplift", model, baseline=np.full(3, 0.3, np.float32))
+    xs = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
     np.testing.assert_allclose(explainer.completeness_error(xs, target=1), 0, atol=1e-5)
 
 

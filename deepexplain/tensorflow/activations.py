@@ -78,6 +78,47 @@ def find_activations(path: Path) -> dict:
     return {a.head: a for a in candidates if a.head not in inner}
 
 
+# What produces a factor that modulates another tensor: a gate (sigmoid, hard sigmoid) or a normaliser (1 / sigma).
+_FACTOR_SOURCES = frozenset({"Sigmoid", "Rsqrt", "Reciprocal", "Inv", "Relu6"})
+_PASSING = frozenset({"Reshape", "ExpandDims", "Squeeze", "Identity", "Cast", "Tile", "BroadcastTo", "Transpose"})
+
+
+def modulating_factor(op: tf.Operation, path: Path) -> int | None:
+    """The input of a product that modulates the other, else None.
+
+    A product ``s * g`` of two tensors that depend on the input where ``g`` comes (through scalings, shifts and
+    reshapes by parameters) out of a sigmoid or a hard sigmoid (a gate: squeeze-and-excitation, LSTM) or out of an
+    ``rsqrt``/reciprocal (a normaliser: layer and RMS normalisation), and ``s`` does not; also the denominator of a
+    division ``s / d``. Relevance rules treat that factor as a constant (Arras et al. 2017, "Explaining recurrent
+    neural network predictions in sentiment analysis", gates; Ali et al. 2022, "XAI for Transformers", CP-LRP, the
+    normalising factor), so the whole relevance goes to ``s``.
+    """
+    data = path.data_inputs(op)
+    if data != [0, 1] or len(op.outputs) != 1:
+        return None
+    if op.type in ("RealDiv", "Div"):
+        return 1
+    if op.type != "Mul":
+        return None
+    kinds = [_is_factor(op.inputs[i], path) for i in (0, 1)]
+    if kinds == [True, False]:
+        return 0
+    if kinds == [False, True]:
+        return 1
+    return None
+
+
+def _is_factor(tensor: tf.Tensor, path: Path, depth: int = 8) -> bool:
+    op = tensor.op
+    if op.type in _FACTOR_SOURCES:
+        return True
+    if depth == 0:
+        return False
+    data = path.data_inputs(op)
+    passing = op.type in _PASSING or _adds_parameter(op, path)
+    return passing and len(data) == 1 and _is_factor(op.inputs[data[0]], path, depth - 1)
+
+
 def rules_for(activations, head_rule: Callable) -> dict:
     """Op -> rule for the ops of ``activations``: ``head_rule(activation, grad, settings) -> signal for x`` at each
     head, and a rule passing the signal unchanged at each chain op."""
@@ -107,13 +148,17 @@ def _carry(index: int):
     return rule
 
 
-def _elementwise_source(tensor: tf.Tensor, path: Path):
-    """``(x, region ops)`` when ``tensor`` is an elementwise function of the single tensor ``x``, else None."""
+def _elementwise_source(tensor: tf.Tensor, path: Path, stop: tf.Tensor | None = None):
+    """``(x, region ops)`` when ``tensor`` is an elementwise function of the single tensor ``x`` (``stop``, when
+    given, is taken as a leaf), else None."""
     shape = tensor.shape
     region, leaves, stack = set(), set(), [tensor]
     while stack:
         t = stack.pop()
         op = t.op
+        if stop is not None and t is stop:
+            leaves.add(t.ref())
+            continue
         elementwise = (
             ops.is_a(op.type, ops.ELEMENTWISE)
             and op in path.op_set
@@ -132,8 +177,9 @@ def _elementwise_source(tensor: tf.Tensor, path: Path):
     if len(leaves) != 1:
         return None
     x = next(iter(leaves)).deref()
-    # a bias added (or a constant subtracted) before the activation belongs to the layer below, not to f
-    while True:
+    # an affine map by parameters before the activation (a bias, batch norm's scale and shift) belongs to the layer
+    # below, not to f: rules that are not secants (eLRP's ratio y / x) see the activation's own input
+    while stop is None:
         entry = [op for op in region if any(t is x for t in op.inputs)]
         if len(entry) != 1 or entry[0].outputs[0] is tensor or not _adds_parameter(entry[0], path):
             break
@@ -145,7 +191,11 @@ def _elementwise_source(tensor: tf.Tensor, path: Path):
 
 
 def _adds_parameter(op: tf.Operation, path: Path) -> bool:
-    return op.type in ("BiasAdd", "Add", "AddV2", "Sub") and len(path.data_inputs(op)) == 1
+    """An affine map by parameters: ``x + b``, ``x - b``, ``b - x``, ``x * s``, ``x / s``."""
+    data = path.data_inputs(op)
+    if len(data) != 1:
+        return False
+    return op.type in ("BiasAdd", "Add", "AddV2", "Sub", "Mul") or (op.type == "RealDiv" and data == [0])
 
 
 def _closed(region: set, head: tf.Operation, path: Path) -> bool:
@@ -174,7 +224,7 @@ def _custom_gradient_activation(op: tf.Operation, path: Path):
         return None
     if path.data_inputs(op) != [0, 1] or any(path.consumers(out) for out in op.outputs[1:]):
         return None
-    found = _elementwise_source(op.inputs[0], path)
+    found = _elementwise_source(op.inputs[0], path, stop=op.inputs[1])
     if found is None or found[0] is not op.inputs[1]:
         return None
     region = found[1] | {op}

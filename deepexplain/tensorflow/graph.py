@@ -16,6 +16,7 @@ from functools import cached_property
 import tensorflow as tf
 
 from deepexplain.tensorflow import ops
+from deepexplain.tensorflow.overrides import function_body
 
 
 def as_list(tensors) -> list:
@@ -51,9 +52,12 @@ class Path:
     differentiable : bool
         Follow dependence through floating-point (and variant) tensors only: a gradient cannot flow through an
         integer cast or an index.
+    cut : collection of (tf.Operation, int)
+        Inputs of ops that no signal passes (a factor that a rule treats as a constant): ops reached only through
+        them are not on the path.
     """
 
-    def __init__(self, inputs: Sequence[tf.Tensor], target: tf.Tensor, differentiable: bool = True):
+    def __init__(self, inputs: Sequence[tf.Tensor], target: tf.Tensor, differentiable: bool = True, cut=()):
         self.inputs = list(inputs)
         self.target = target
         self._input_ops = {x.op for x in self.inputs}
@@ -72,10 +76,19 @@ class Path:
             [x.op for x in self.inputs if x.op in ancestors and followed(x)],
             lambda op: [c for out in op.outputs if followed(out) for c in out.consumers() if c in ancestors],
         )
+        self._differentiable = differentiable
+        self.cut = frozenset(cut)
         if target.op not in downstream:
             self.ops: list[tf.Operation] = []
         else:
-            on_path = _closure([target.op], lambda op: [t.op for t in op.inputs if followed(t) and t.op in downstream])
+            on_path = _closure(
+                [target.op],
+                lambda op: [
+                    t.op
+                    for i, t in enumerate(op.inputs)
+                    if followed(t) and t.op in downstream and (op, i) not in self.cut
+                ],
+            )
             self.ops = sorted(on_path, key=lambda op: op.name)
         self.op_set = frozenset(self.ops)
         self.notes: list[str] = []  # what rules found while the explanation was built (said once, by the explainer)
@@ -84,6 +97,10 @@ class Path:
         """Record something the user should hear about this explanation (a rule's fallback, ...)."""
         if message not in self.notes:
             self.notes.append(message)
+
+    def without(self, cut) -> Path:
+        """The same path with the inputs ``cut`` ((op, input index) pairs) passing no signal."""
+        return Path(self.inputs, self.target, self._differentiable, self.cut | frozenset(cut))
 
     def __bool__(self) -> bool:
         return bool(self.ops)
@@ -142,6 +159,8 @@ class Path:
         for op in self.ops:
             if self.is_input(op) or ops.is_a(op.type, ops.LINEAR):
                 continue
+            if ops.is_a(op.type, ops.CALL) and called_layer(op) is not None:
+                continue  # a function wrapping one convolution is as linear as the convolution
             dependent = self.data_inputs(op)
             if ops.is_a(op.type, ops.MULTILINEAR) and len(dependent) <= 1:
                 continue
@@ -149,6 +168,50 @@ class Path:
                 continue
             found.append(op)
         return found
+
+
+_CALL_BODY_PLUMBING = frozenset({"Placeholder", "ReadVariableOp", "Identity", "NoOp", "Const"})
+LAYER_BODY_TYPES = frozenset({"Conv2D", "Conv3D", "DepthwiseConv2dNative", "MatMul"})
+
+
+def called_layer(op: tf.Operation) -> tf.Operation | None:
+    """The one dense/convolution op in the body of a function call ``op`` (Keras 3 runs grouped convolutions as an
+    XLA-compiled function of one ``Conv2D``), else None. Only the body is read; nothing is added to the graph."""
+    if not ops.is_a(op.type, ops.CALL):
+        return None
+    body = function_body(op)
+    if body is None:
+        return None
+    compute = [o for o in body[0] if o.type not in _CALL_BODY_PLUMBING]
+    if len(compute) != 1 or compute[0].type not in LAYER_BODY_TYPES:
+        return None
+    inner = compute[0]
+    if len(body[2]) != 1 or not _returns(body[2][0], inner.outputs[0]):
+        return None
+    if inner.type == "Conv2D" and groups_of(inner) not in (1, channels_of(inner)):
+        return None  # grouped, but not depthwise: no CPU kernel computes it outside XLA
+    return inner
+
+
+def _returns(output: tf.Tensor, tensor: tf.Tensor) -> bool:
+    while output is not tensor and output.op.type == "Identity":
+        output = output.op.inputs[0]
+    return output is tensor
+
+
+def channels_of(conv: tf.Operation):
+    """Input channels of a convolution (None when not static)."""
+    x = conv.inputs[0]
+    axis = -1 if conv.get_attr("data_format") == b"NHWC" else 1
+    return x.shape[axis]
+
+
+def groups_of(conv: tf.Operation):
+    """How many groups a ``Conv2D`` splits its channels into (1: an ordinary convolution)."""
+    channels, kernel_in = channels_of(conv), conv.inputs[1].shape[2]
+    if channels is None or kernel_in is None:
+        return None
+    return channels // kernel_in
 
 
 def describe_ops(op_list: Sequence[tf.Operation], names_per_type: int = 3) -> str:

@@ -10,6 +10,8 @@ from types import MappingProxyType
 
 # An elementwise nonlinearity y = f(x) of one data input: DeepLIFT's Rescale, eLRP's ratio, LRP's pass-through.
 ACTIVATION = "activation"
+# Any elementwise nonlinear function of one input (activations, exp, rsqrt, erf, ...): DeepLIFT's Rescale applies.
+UNARY_NONLINEAR = "unary_nonlinear"
 # Piecewise-linear activations whose one kink is at 0 (guided backprop, deconvnet; DeepLIFT's plain secant).
 RELU_LIKE = "relu_like"
 # f(x) = 0 wherever x <= 0 (eLRP's sign-free ratio).
@@ -101,9 +103,9 @@ def _catalogue() -> dict:
             table.setdefault(op_type, set()).update(names)
 
     for op_type, extra in _ACTIVATIONS.items():
-        add([op_type], ACTIVATION, ELEMENTWISE, *extra)
+        add([op_type], ACTIVATION, UNARY_NONLINEAR, ELEMENTWISE, *extra)
     for op_type, extra in _UNARY_MATH.items():
-        add([op_type], ELEMENTWISE, *extra)
+        add([op_type], UNARY_NONLINEAR, ELEMENTWISE, *extra)
     add(_BINARY_ELEMENTWISE, ELEMENTWISE)
     add({"Neg", "Cast", "Identity", "Snapshot", "StopGradient"}, ELEMENTWISE)
     add(_STRUCTURAL, STRUCTURAL, LINEAR)

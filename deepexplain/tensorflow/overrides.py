@@ -183,3 +183,20 @@ def inline_function(function, inputs: list) -> list:
     return tf.graph_util.import_graph_def(
         graph_def, input_map=input_map, return_elements=[t.name for t in function.outputs], name="inlined"
     )
+
+
+def function_body(op: tf_ops.Operation):
+    """``(ops, inputs, outputs)`` of the function a ``PartitionedCall``/``StatefulPartitionedCall`` op calls (its
+    body graph's ops, the placeholders that receive the call's inputs, the tensors it returns), or None when the
+    body is not available in Python (TensorFlow keeps it in the calling graph's function library:
+    ``Graph._get_function``, checked on 2.16.1 and 2.21)."""
+    try:
+        name = op.get_attr("f").name
+    except ValueError:
+        return None
+    lookup = getattr(op.graph, "_get_function", None)
+    function = lookup(name) if lookup is not None else None
+    graph = getattr(function, "graph", None)
+    if graph is None:
+        return None
+    return graph.get_operations(), list(graph.inputs), list(graph.outputs)

@@ -83,6 +83,9 @@ class GradientMethod:
         'max' can be read off the rows' own outputs inside the explanation graph.
     explains_logits : bool
         Whether, on a model whose output is a softmax, the method explains the logits (its rules need them).
+    products : str or None
+        How the rules treat an elementwise product of two tensors that depend on the input: 'shapley' (both factors,
+        DeepLIFT), 'factor' (a modulating factor, a gate or a normaliser, is a constant: LRP, eLRP) or None (no rule).
     """
 
     rules: ClassVar[Mapping] = {}
@@ -99,6 +102,7 @@ class GradientMethod:
     is_random: ClassVar[bool] = False
     evaluates_at_samples: ClassVar[bool] = True
     explains_logits: ClassVar[bool] = False
+    products: ClassVar[str | None] = None
 
     def __init__(self, sample_shapes: Sequence[SampleShape]):
         self.sample_shapes = [None if s is None else tuple(s) for s in sample_shapes]

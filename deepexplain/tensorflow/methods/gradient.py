@@ -203,6 +203,7 @@ class EpsilonLRP(GradientMethod):
     rules = elrp_rules.RULES
     activation_rule = staticmethod(elrp_rules.ratio_of_activation)
     explains_logits = True
+    products = "factor"
     gradient_rule_types = POOLING_NONLINEAR  # winner-takes-all: relevance goes to the max (Bach et al. 2015)
 
     def __init__(self, sample_shapes, epsilon=1e-4):
@@ -251,6 +252,7 @@ class DeepLIFTRescale(GradientMethod):
     rules = deeplift_rules.RULES
     activation_rule = staticmethod(deeplift_rules.rescale_activation)
     explains_logits = True
+    products = "shapley"
     uses_references = True
     promises_completeness = True
 

@@ -53,6 +53,7 @@ class LRP(GradientMethod):
     rules = lrp_rules.RULES
     activation_rule = staticmethod(lrp_rules.activation)
     explains_logits = True
+    products = "factor"
     seeds_relevance = True
     covers_all_ops = True
     structural_types = lrp_rules.STRUCTURAL_TYPES

@@ -24,10 +24,22 @@ DELTA_TOLERANCE = 1e-5
 
 
 def reference_of(tensor: tf.Tensor, settings) -> tf.Tensor:
-    """Each row's reference row of ``tensor`` (one broadcastable row when there is a single reference)."""
+    """Each row's reference row of ``tensor`` (one broadcastable row when there is a single reference).
+
+    A tensor without the batch dimension (a statistic over the batch, as tf_keras' batch norm computes in its
+    training branch) has no rows: it is its own reference."""
+    if not _has_rows(tensor, settings):
+        return tensor
     if settings.single_reference:
         return tensor[-1:]
     return tf.gather(tensor, settings.reference_index)
+
+
+def _has_rows(tensor: tf.Tensor, settings) -> bool:
+    if not tensor.shape.rank:
+        return False
+    first, batch = tensor.shape[0], settings.path.inputs[0].shape[0]
+    return first is None or first == batch
 
 
 def difference_from_reference(tensor: tf.Tensor, settings) -> tf.Tensor:
@@ -129,13 +141,31 @@ def _upsample(pooled: tf.Tensor, window: tuple[int, int]) -> tf.Tensor:
     return tf.reshape(tf.tile(spread, [1, 1, kh, 1, kw, 1]), [-1, height * kh, width * kw, channels])
 
 
+def midpoint(op: tf.Operation, grads, settings) -> list:
+    """A product ``y = a * b`` of two tensors that depend on the input (a gate, a normalisation), or a squared
+    difference ``(a - b)^2``: the op's gradient taken at the midpoints ``(a + a_ref) / 2``, ``(b + b_ref) / 2``.
+
+    For a product that gives ``m_a = (b + b_ref) / 2`` and ``m_b = (a + a_ref) / 2``, the Shapley values of the two
+    factors' differences: ``Δy = m_a Δa + m_b Δb`` exactly. For any function of degree two the gradient at the
+    midpoint is the exact secant, so summation-to-delta holds (it is what the Rescale rule gives for
+    ``y = f(x) = a(x) b(x)``). A product with a parameter is linear and keeps its gradient."""
+    data = settings.path.data_inputs(op)
+    if op.type == "Mul" and len(data) < 2:
+        return list(original_gradient(op, *grads))
+    means = {i: 0.5 * (op.inputs[i] + reference_of(op.inputs[i], settings)) for i in data}
+    return list(original_gradient(clone_op(op, means), *grads))
+
+
 PIECEWISE_LINEAR = ops.having(ops.RELU_LIKE)
 ACTIVATIONS = ops.having(ops.ACTIVATION)
+UNARY = ops.having(ops.UNARY_NONLINEAR)
 POOLING = ops.having(ops.MAX_POOL)
 RULES = {
-    **{op_type: rescale for op_type in ACTIVATIONS - PIECEWISE_LINEAR},
+    **{op_type: rescale for op_type in UNARY - PIECEWISE_LINEAR},
     **{op_type: rescale_piecewise_linear for op_type in PIECEWISE_LINEAR},
     **{op_type: max_pool for op_type in POOLING},
+    "Mul": midpoint,
+    "SquaredDifference": midpoint,
 }
 
 
@@ -315,7 +345,7 @@ def _quotient_or(numerator: tf.Tensor, denominator: tf.Tensor, fallback: tf.Tens
 
 
 REVEAL_CANCEL_RULES = {
+    **RULES,
     **{op_type: reveal_cancel for op_type in ACTIVATIONS},
-    **{op_type: max_pool for op_type in POOLING},
     **{op_type: reveal_cancel_linear for op_type in WEIGHTED_LINEAR},
 }

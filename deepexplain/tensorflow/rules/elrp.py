@@ -11,6 +11,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from deepexplain.tensorflow import ops
+from deepexplain.tensorflow.activations import modulating_factor
+from deepexplain.tensorflow.overrides import original_gradient
 from deepexplain.tensorflow.rules.common import with_unused_inputs
 
 
@@ -37,8 +39,19 @@ def ratio_zero_below_zero(op: tf.Operation, grads, settings) -> list:
     return with_unused_inputs(op, grad * tf.math.divide_no_nan(y, z + tf.constant(settings.epsilon, z.dtype)))
 
 
+def constant_factor(op: tf.Operation, grads, settings) -> list:
+    """A product with a modulating factor (a gate, a normaliser; :func:`..activations.modulating_factor`) is a
+    scaling by a constant, as in LRP: the factor gets no signal. Any other product keeps its gradient."""
+    gradients = list(original_gradient(op, *grads))
+    index = modulating_factor(op, settings.path)
+    if index is not None:
+        gradients[index] = None
+    return gradients
+
+
 ZERO_BELOW_ZERO = ops.having(ops.ZERO_BELOW_ZERO)
 RULES = {
-    **{op_type: ratio for op_type in ops.having(ops.ACTIVATION) - ZERO_BELOW_ZERO},
+    **{op_type: ratio for op_type in ops.having(ops.UNARY_NONLINEAR) - ZERO_BELOW_ZERO},
     **{op_type: ratio_zero_below_zero for op_type in ZERO_BELOW_ZERO},
+    **{op_type: constant_factor for op_type in ("Mul", "RealDiv", "Div")},
 }

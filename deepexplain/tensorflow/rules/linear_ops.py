@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from deepexplain.tensorflow import ops
-from deepexplain.tensorflow.graph import Path
-from deepexplain.tensorflow.overrides import clone_op, original_gradient
+from deepexplain.tensorflow.graph import Path, called_layer, channels_of, groups_of
+from deepexplain.tensorflow.overrides import clone_op, function_body, original_gradient
 
 DENSE_TYPES = ops.having(ops.DENSE)
 CONV_TYPES = ops.having(ops.CONV)  # Keras' Conv1D is an ExpandDims -> Conv2D -> Squeeze
@@ -62,9 +62,13 @@ class LinearLayer:
     path : Path
         The explained path: which inputs are parameters; consumers outside it (ops added by other explanations) are
         ignored when looking for the bias addition.
+    compute : tf.Operation, optional
+        An op computing the same as ``op`` that the rules re-apply and transpose instead (for a function call that
+        wraps one convolution, see :func:`called_layer`); ``op``'s output and bias remain the layer's.
     """
 
-    def __init__(self, op: tf.Operation, path: Path):
+    def __init__(self, op: tf.Operation, path: Path, compute: tf.Operation | None = None):
+        outer, op = op, compute if compute is not None else op
         self.op = op
         self.path = path
         floating = [i for i, t in enumerate(op.inputs) if t.dtype.is_floating]
@@ -75,8 +79,8 @@ class LinearLayer:
         self.data_index, self.weight_index = data[0], weights[0]
         self.x = op.inputs[self.data_index]
         self.weights = op.inputs[self.weight_index]
-        self.z = op.outputs[0]
-        self._bias_add, self.bias, self._reshaped = following_bias(op, path, through_reshapes=True)
+        self.z = outer.outputs[0]
+        self._bias_add, self.bias, self._reshaped = following_bias(outer, path, through_reshapes=True)
         self.x_part = Part(self.x, self.x)
         self._weight_axis, self._output_axis = _stacking_axes(op, self.data_index)
 
@@ -177,6 +181,40 @@ class LinearLayer:
     def _clone(self, x: tf.Tensor, weights: tf.Tensor | None) -> tf.Operation:
         replacements = {self.data_index: x} if weights is None else {self.data_index: x, self.weight_index: weights}
         return clone_op(self.op, replacements)
+
+
+def equivalent_of_call(op: tf.Operation) -> tf.Operation:
+    """An op in the current graph computing what the call ``op`` computes (see :func:`called_layer`): its body's
+    layer op on the call's inputs, the weights read from the same live variables; a depthwise-grouped ``Conv2D``
+    becomes a ``DepthwiseConv2dNative`` (which CPUs run without XLA)."""
+    inner = called_layer(op)
+    _, placeholders, _ = function_body(op)
+    outer = {p.ref(): t for p, t in zip(placeholders, op.inputs, strict=False)}
+
+    def value(t: tf.Tensor) -> tf.Tensor:
+        if t.ref() in outer:
+            return outer[t.ref()]
+        if t.op.type == "ReadVariableOp":
+            return tf.raw_ops.ReadVariableOp(resource=value(t.op.inputs[0]), dtype=t.dtype)
+        if t.op.type == "Identity":
+            return value(t.op.inputs[0])
+        raise ValueError(f"cannot map {t.name} of the body of {op.name} to the calling graph")
+
+    x, kernel = value(inner.inputs[0]), value(inner.inputs[1])
+    if inner.type == "Conv2D" and groups_of(inner) == channels_of(inner) and channels_of(inner) != 1:
+        kh, kw, _, out = kernel.shape.as_list()
+        depthwise = tf.reshape(kernel, [kh, kw, channels_of(inner), out // channels_of(inner)])
+        result = tf.nn.depthwise_conv2d(
+            x, depthwise, strides=inner.get_attr("strides"), padding=inner.get_attr("padding").decode(),
+            data_format=inner.get_attr("data_format").decode(), dilations=_spatial(inner, "dilations"),
+        )  # fmt: skip
+        return result.op
+    return clone_op(inner, {0: x, 1: kernel})
+
+
+def _spatial(conv: tf.Operation, attr: str) -> list:
+    values = conv.get_attr(attr)
+    return values[1:3] if conv.get_attr("data_format") == b"NHWC" else values[2:4]
 
 
 def _stacking_axes(op: tf.Operation, data_index: int) -> tuple:

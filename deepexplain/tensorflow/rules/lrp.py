@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from deepexplain.errors import InvalidInputError
 from deepexplain.tensorflow import ops
+from deepexplain.tensorflow.activations import modulating_factor
 from deepexplain.tensorflow.graph import Path
 from deepexplain.tensorflow.overrides import original_gradient
 from deepexplain.tensorflow.rules.linear_ops import (
@@ -36,6 +37,7 @@ from deepexplain.tensorflow.rules.linear_ops import (
     DENSE_TYPES,
     WEIGHTED_TYPES,
     LinearLayer,
+    equivalent_of_call,
     following_bias,
     negative,
     positive,
@@ -359,7 +361,8 @@ def rule_selector(rules: Mapping, default: LayerRule, first_layer_ops=frozenset(
 def weighted_layer(op: tf.Operation, grads, settings: LRPSettings) -> list:
     """A dense/convolution op: the rule ``settings.rule_for(op)`` chooses."""
     try:
-        layer = LinearLayer(op, settings.path)
+        compute = equivalent_of_call(op) if ops.is_a(op.type, ops.CALL) else None
+        layer = LinearLayer(op, settings.path, compute)
     except ValueError:  # both operands depend on the input (a product): no LRP rule, keep the gradient
         return list(original_gradient(op, *grads))
     result = [None] * len(op.inputs)
@@ -424,11 +427,25 @@ def subtract(op: tf.Operation, grads, settings) -> list:
 
 def scale(op: tf.Operation, grads, settings) -> list:
     """Multiplication/division by a parameter is a linear op (with the bias a following Add of a parameter adds:
-    unfused batch normalisation ``x * c + d`` gets the same relevance as the fused op); a product of two paths has
-    no LRP rule and keeps its gradient."""
+    unfused batch normalisation ``x * c + d`` gets the same relevance as the fused op). A product with a modulating
+    factor (a sigmoid gate, layer normalisation's ``1 / sigma``; :func:`..activations.modulating_factor`) treats the
+    factor as that constant: the other input gets the whole relevance, the factor none. Any other product of two
+    paths has no LRP rule and keeps its gradient (the explainer reports it)."""
     if len(settings.path.data_inputs(op)) < 2:
         return weightless_linear(op, grads, settings)
-    return list(original_gradient(op, *grads))
+    index = modulating_factor(op, settings.path)
+    if index is None:
+        return list(original_gradient(op, *grads))
+    signal_index = 1 - index
+    signal, relevance = op.inputs[signal_index], grads[0]
+    result = [None] * len(op.inputs)
+    output_shape = op.outputs[0].shape
+    if signal.shape.rank == output_shape.rank and signal.shape.is_compatible_with(output_shape):
+        result[signal_index] = relevance
+    else:  # the signal is broadcast: the z-rule with the factor as the weight sums its share over the broadcast
+        spread = original_gradient(op, tf.math.divide_no_nan(relevance, op.outputs[0]))[signal_index]
+        result[signal_index] = signal * spread
+    return result
 
 
 def max_pool(op: tf.Operation, grads, settings: LRPSettings) -> list:
@@ -453,12 +470,12 @@ def max_pool(op: tf.Operation, grads, settings: LRPSettings) -> list:
 
 
 RULES = {
-    **{t: weighted_layer for t in WEIGHTED_TYPES},
+    **{t: weighted_layer for t in WEIGHTED_TYPES | ops.having(ops.CALL)},
     **{t: weightless_linear for t in ops.having(ops.AVG_POOL) | ops.having(ops.REDUCTION)},
     **{t: batch_norm for t in _BATCH_NORM_TYPES},
     **{t: pass_through for t in ops.having(ops.ACTIVATION) | {"BiasAdd", "Neg"}},
     **{t: add for t in ("Add", "AddV2")},
-    **{t: scale for t in ("Mul", "RealDiv")},
+    **{t: scale for t in ("Mul", "RealDiv", "Div")},
     "Sub": subtract,
     **{t: max_pool for t in ops.having(ops.MAX_POOL)},
 }
