@@ -124,7 +124,8 @@ def _known_input_specs(model) -> list | None:
 
 def _keras_spec(tensor, name: str) -> InputSpec:
     dtype = np.dtype(tf.as_dtype(tensor.dtype).as_numpy_dtype)
-    return InputSpec(getattr(tensor, "name", name) or name, dtype, tuple(tensor.shape)[1:])
+    shape = tf.TensorShape(tensor.shape).as_list()
+    return InputSpec(getattr(tensor, "name", name) or name, dtype, tuple(shape[1:]))
 
 
 def _is_saved_model_object(model) -> bool:
@@ -189,9 +190,8 @@ class ModelAdapter:
         def trace(inputs):
             outputs, _ = _flatten(self._call(self._tail or self.model, inputs))
             output = self._select(outputs)
-            if explain_logits:
-                output = softmax_input(output) or output
-            return Traced(list(inputs), output)
+            logits = softmax_input(output) if explain_logits else None
+            return Traced(list(inputs), output if logits is None else logits)
 
         head = None
         if self._head is not None:
@@ -308,8 +308,8 @@ class ModelAdapter:
                     model(list(model.inputs) if len(model.inputs) > 1 else model.inputs[0], training=False)
                 )
         output = self._select(outputs)
-        if explain_logits:
-            output = softmax_input(output) or output
+        logits = softmax_input(output) if explain_logits else None
+        output = output if logits is None else logits
         if self.layer is None:
             return SessionRunner(session, output, list(model.inputs))
         _check_layer_separates(self.layer.output, output, model.inputs)

@@ -147,7 +147,7 @@ class Path:
             if op in seen:
                 continue
             seen.add(op)
-            if op.type in ops.WEIGHTED:
+            if layer_type(op) in ops.WEIGHTED:
                 found.add(op)
                 continue
             stack.extend(c for out in op.outputs for c in self.consumers(out))
@@ -203,15 +203,25 @@ def channels_of(conv: tf.Operation):
     """Input channels of a convolution (None when not static)."""
     x = conv.inputs[0]
     axis = -1 if conv.get_attr("data_format") == b"NHWC" else 1
-    return x.shape[axis]
+    return x.shape.as_list()[axis] if x.shape.rank else None
 
 
 def groups_of(conv: tf.Operation):
     """How many groups a ``Conv2D`` splits its channels into (1: an ordinary convolution)."""
-    channels, kernel_in = channels_of(conv), conv.inputs[1].shape[2]
+    kernel = conv.inputs[1].shape
+    channels, kernel_in = channels_of(conv), kernel.as_list()[2] if kernel.rank == 4 else None
     if channels is None or kernel_in is None:
         return None
     return channels // kernel_in
+
+
+def layer_type(op: tf.Operation) -> str:
+    """The op's type, or for a function call wrapping one dense/convolution op (:func:`called_layer`), that op's."""
+    if ops.is_a(op.type, ops.CALL):
+        inner = called_layer(op)
+        if inner is not None:
+            return inner.type
+    return op.type
 
 
 def describe_ops(op_list: Sequence[tf.Operation], names_per_type: int = 3) -> str:

@@ -14,6 +14,7 @@ import numbers
 import numpy as np
 
 from deepexplain.errors import InvalidInputError
+from deepexplain.tensorflow.graph import layer_type
 from deepexplain.tensorflow.methods.base import GradientMethod
 from deepexplain.tensorflow.rules import lrp as lrp_rules
 from deepexplain.tensorflow.rules.linear_ops import CONV_TYPES, WEIGHTED_TYPES
@@ -76,7 +77,7 @@ class LRP(GradientMethod):
         rules, default, first_layer = self.layer_rules()
         first_ops = frozenset()
         if first_layer is not None:
-            first_ops = frozenset(op for op in path.first_weighted_ops if op.type in self.first_layer_types)
+            first_ops = frozenset(op for op in path.first_weighted_ops if layer_type(op) in self.first_layer_types)
         return lrp_rules.LRPSettings(
             rule_for=lrp_rules.rule_selector(rules, default, first_ops, first_layer),
             path=path,

@@ -38,7 +38,8 @@ def reference_of(tensor: tf.Tensor, settings) -> tf.Tensor:
 def _has_rows(tensor: tf.Tensor, settings) -> bool:
     if not tensor.shape.rank:
         return False
-    first, batch = tensor.shape[0], settings.path.inputs[0].shape[0]
+    # as_list: with TF2 behaviour disabled, shape[0] is a Dimension, which compares to None as unknown
+    first, batch = tensor.shape.as_list()[0], settings.path.inputs[0].shape.as_list()[0]
     return first is None or first == batch
 
 

@@ -30,7 +30,7 @@ import tensorflow as tf
 from deepexplain.errors import InvalidInputError
 from deepexplain.tensorflow import ops
 from deepexplain.tensorflow.activations import modulating_factor
-from deepexplain.tensorflow.graph import Path
+from deepexplain.tensorflow.graph import Path, layer_type
 from deepexplain.tensorflow.overrides import original_gradient
 from deepexplain.tensorflow.rules.linear_ops import (
     CONV_TYPES,
@@ -343,7 +343,8 @@ def rule_selector(rules: Mapping, default: LayerRule, first_layer_ops=frozenset(
     pattern on the op name or one of its '/'-separated scopes, e.g. Keras layer names), else ``default``."""
 
     def matches(key: str, op: tf.Operation) -> bool:
-        if key == op.type or (key == "dense" and op.type in DENSE_TYPES) or (key == "conv" and op.type in CONV_TYPES):
+        op_type = layer_type(op)
+        if key == op_type or (key == "dense" and op_type in DENSE_TYPES) or (key == "conv" and op_type in CONV_TYPES):
             return True
         return fnmatch.fnmatchcase(op.name, key) or any(fnmatch.fnmatchcase(s, key) for s in op.name.split("/"))
 
@@ -366,7 +367,8 @@ def weighted_layer(op: tf.Operation, grads, settings: LRPSettings) -> list:
     except ValueError:  # both operands depend on the input (a product): no LRP rule, keep the gradient
         return list(original_gradient(op, *grads))
     result = [None] * len(op.inputs)
-    result[layer.data_index] = settings.rule_for(op).propagate(layer, grads[0])
+    index = next(i for i, t in enumerate(op.inputs) if t is layer.x)  # the call's input, for a wrapped layer
+    result[index] = settings.rule_for(op).propagate(layer, grads[0])
     return result
 
 
