@@ -346,7 +346,9 @@ class Explainer:
                 weights = tf.where(select_max, _one_hot_max(target), weights)
             reference_index = extra[2] if method.uses_references else None
             settings = method.graph_settings(reference_index, path)
-            op_rules = rules_for(activations.values(), method.activation_rule) if method.activation_rule else {}
+            op_rules = method.op_rules(path)
+            if method.activation_rule:
+                op_rules.update(rules_for(activations.values(), method.activation_rule))
             with overridden_gradients(path.ops, method.rules, settings, op_rules):
                 if method.seeds_relevance:  # relevance starts as the weighted output's value
                     seed = tf.nn.relu(target) * weights if method.explains_positive_output else target * weights

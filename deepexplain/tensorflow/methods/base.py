@@ -129,6 +129,11 @@ class GradientMethod:
         """
         return Settings(path)
 
+    def op_rules(self, path) -> dict:
+        """Rules for single ops of ``path`` that take precedence over :attr:`rules` (patterns of several ops that
+        a rule family handles together); none by default."""
+        return {}
+
     def expand(self, xs: list, rng: np.random.Generator) -> Expansion:
         """Rows for the samples ``xs`` (one array ``(n, ...)`` per input tensor)."""
         return Expansion(points=xs, weights=np.ones(1), factors=[None] * len(xs))

@@ -273,6 +273,9 @@ class DeepLIFTRescale(GradientMethod):
     def graph_settings(self, reference_index, path):
         return _ReferenceSettings(path, reference_index, single_reference=self.reference_rows == 1)
 
+    def op_rules(self, path):
+        return deeplift_rules.fused_activation_pools(path) if self.rule == "rescale" else {}
+
     def expand(self, xs, rng):
         references = [baseline_or_zeros(b, x)[None] for b, x in zip(self.baselines, xs, strict=True)]
         factors = [(x - r)[None] for x, r in zip(xs, references, strict=True)]
@@ -293,6 +296,7 @@ class DeepSHAP(DeepLIFTRescale):
 
     def __init__(self, sample_shapes, baselines=None):
         GradientMethod.__init__(self, sample_shapes)
+        self.rule = "rescale"
         self.references = check_reference_samples(baselines, self.sample_shapes, "deepshap")
 
     @property
