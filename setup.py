@@ -24,7 +24,7 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "ruff", "matplotlib", "scikit-learn"],
+        "test": ["pytest", "pytest-xdist", "ruff", "matplotlib", "scikit-learn", "psutil", "hypothesis"],
         # peer implementations for the optional cross-checks; install with -c constraints.txt (CPU torch)
         "crosscheck": ["torch", "captum"],
         "keras": ["tf-keras"],

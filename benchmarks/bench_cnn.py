@@ -93,6 +93,11 @@ WORKLOADS = [
     Workload("occlusion4x4s4_b32", "occlusion", 32, {"window_shape": (4, 4, 1), "step": 4}, 1600, "forward"),
     Workload("occlusion3x3s1_b4", "occlusion", 4, {"window_shape": (3, 3, 1), "step": 1}, 2708, "forward"),
     Workload("shapley2_b4", "shapley_sampling", 4, {"samples": 2, "sampling_dims": [1, 2]}, 6280, "forward"),
+    # DeepSHAP with 8 reference samples: each sample explained against each reference, references in the batch
+    Workload(
+        "deepshap8_b32", "deepshap", 32,
+        {"baselines": np.random.default_rng(7).random((8, 28, 28, 1), dtype=np.float32)}, 32 * 8 + 8, "backward",
+    ),  # fmt: skip
 ]
 # The relevance family (issue 4): each method at batch 32 against the forward+backward bound, target ratio 2.
 TARGET_RATIO_RELEVANCE = 2.0

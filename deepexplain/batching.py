@@ -69,3 +69,35 @@ def chunks(total: int, rows_per_run: int, reference_ids=None):
                 hi = lo + rows_per_run - len(np.unique(reference_ids[lo:hi]))
         yield lo, hi
         lo = hi
+
+
+def batches(data, rows: int):
+    """Batches of ``data`` with at most ``rows`` rows each, without holding all of it: an array (or a list of
+    arrays, one per model input) is sliced, a ``tf.data.Dataset`` or any other iterable yields its elements (an
+    array, or a tuple/list of arrays for several inputs; a dataset of (x, y) pairs is mapped to x by the caller).
+
+    Raises
+    ------
+    InvalidInputError
+        For data that is neither.
+    """
+    if isinstance(data, np.ndarray) or (
+        isinstance(data, list | tuple) and data and all(isinstance(a, np.ndarray) for a in data)
+    ):
+        arrays = data if isinstance(data, list | tuple) else [data]
+        multiple = isinstance(data, list | tuple)
+        for lo in range(0, len(arrays[0]), rows):
+            parts = [a[lo : lo + rows] for a in arrays]
+            yield parts if multiple else parts[0]
+        return
+    if hasattr(data, "as_numpy_iterator"):
+        yield from data.as_numpy_iterator()
+        return
+    try:
+        iterator = iter(data)
+    except TypeError:
+        raise InvalidInputError(
+            f"data must be an array, a list of arrays, a tf.data.Dataset or an iterable of batches; got "
+            f"{type(data).__name__}"
+        ) from None
+    yield from iterator

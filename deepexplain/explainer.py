@@ -157,6 +157,8 @@ class Explainer:
         method = self._method_for(specs)
         rows = self._rows(batch_size, inputs, method)
         show_progress = self.progress if progress is None else bool(progress)
+        if getattr(method, "needs_fit", False) and not method.fitted:
+            raise InvalidInputError(f"{self.method_name} learns from data first: call explainer.fit(data) before run")
         if isinstance(method, GradientMethod) and not method.needs_gradient:
             rng = np.random.default_rng(getattr(method, "seed", None)) if method.is_random else None
             result = method.without_gradient(inputs, rng)
@@ -168,6 +170,47 @@ class Explainer:
             forward = self._forward(request, inputs, specs, rows)
             result = method.attribute(forward, inputs, rows, show_progress)
         return result if self._multiple_inputs else result[0]
+
+    def fit(self, data, batch_size=None, progress=None):
+        """Learn what the method needs from ``data`` in one streaming pass (methods with ``needs_fit``: pattern
+        estimators), then explain with it.
+
+        Parameters
+        ----------
+        data : ndarray, list of ndarray, tf.data.Dataset or iterable of batches
+            Model inputs (one array per input for several); batches of a dataset or iterable are used as they come.
+        batch_size : int, optional
+            Rows per model call when ``data`` is an array (default: the explainer's row budget).
+        progress : bool, optional
+            Show a progress bar (default: the explainer's setting).
+
+        Returns
+        -------
+        Explainer
+            ``self``, fitted.
+        """
+        method = self.method
+        if not getattr(method, "needs_fit", False):
+            raise InvalidInputError(f"{self.method_name} learns nothing from data: call run(xs) directly")
+        batching.check_batch_size(batch_size)
+        show = self.progress if progress is None else bool(progress)
+        with self._lock:
+            rows = None
+            for batch in tqdm(batching.batches(data, batch_size or 1024), disable=not show, desc="fit", delay=2):
+                arrays = self._model_arrays(batch)
+                rows = rows or self._rows(batch_size, arrays)
+                inputs = self.runner.explained_inputs(arrays, rows)
+                specs = self._specs_for(inputs)
+                method = self._method_for(specs)
+                compiled = self._compile("fit", None, specs)
+                for lo, hi in batching.chunks(len(inputs[0]), rows):
+                    method.fit_batch(self._call_forward_all(compiled, [x[lo:hi] for x in inputs]))
+            if rows is None:
+                raise InvalidInputError("data holds no samples to fit on")
+            method.fit_end()
+            # explanations compiled before depended on the unfitted statistics
+            self._compiled = {k: v for k, v in self._compiled.items() if k[0] == "fit"}
+        return self
 
     def completeness_error(self, xs, target=None, batch_size=None, *, ys=None, attributions=None):
         """Per sample, ``sum(attributions) - (f(x) - mean_m f(reference_m))`` with ``f`` the explained score.
@@ -281,7 +324,7 @@ class Explainer:
             if key not in self._compiled:
                 compiled = _Compiled(self._weights_dtype(specs))
                 build = {"gradients": self._build_gradients, "row_values": self._build_row_values,
-                         "outputs": self._build_outputs}[kind](score, compiled)  # fmt: skip
+                         "outputs": self._build_outputs, "fit": self._build_fit}[kind](score, compiled)  # fmt: skip
                 compiled.run = self.runner.compile(build, self._extra_specs(kind, compiled), specs)
                 self._compiled[key] = compiled
                 if compiled.messages:
@@ -289,7 +332,7 @@ class Explainer:
             return self._compiled[key]
 
     def _extra_specs(self, kind: str, compiled: _Compiled) -> list:
-        if kind == "outputs":
+        if kind in ("outputs", "fit"):
             return []
         weights = tf.TensorSpec(None, tf.as_dtype(compiled.weights_dtype), name="target_weights")
         if kind == "row_values":
@@ -297,7 +340,7 @@ class Explainer:
         extra = [weights, tf.TensorSpec((), tf.bool, name="select_max")]
         if self.method.uses_references:
             extra.append(tf.TensorSpec((None,), tf.int32, name="reference_index"))
-        return extra
+        return extra + list(self.method.row_input_specs)
 
     def _weights_dtype(self, specs) -> np.dtype:
         """The dtype the target weights are fed in (cast to the output's dtype in the graph)."""
@@ -345,6 +388,7 @@ class Explainer:
             if target.shape.rank:
                 weights = tf.where(select_max, _one_hot_max(target), weights)
             reference_index = extra[2] if method.uses_references else None
+            path.row_inputs = extra[3 if method.uses_references else 2 :]
             settings = method.graph_settings(reference_index, path)
             op_rules = method.op_rules(path)
             if method.activation_rule:
@@ -381,6 +425,19 @@ class Explainer:
             return [self._target_tensor(traced.output, score, compiled)]
 
         return build
+
+    def _build_fit(self, score, compiled: _Compiled):
+        def build(traced, extras):
+            target = self._target_tensor(traced.output, score, compiled)
+            return list(self.method.fit_tensors(Path(traced.inputs, target, differentiable=True)))
+
+        return build
+
+    def _call_forward_all(self, compiled, rows) -> list:
+        count, fixed = len(rows[0]), self.runner.fixed_rows
+        if fixed and count != fixed:
+            rows = [_padded(r, fixed) for r in rows]
+        return [v[:count] if np.ndim(v) else v for v in compiled.run(rows, [])]
 
     def _check_softmax(self, target: tf.Tensor, method, compiled: _Compiled) -> None:
         from deepexplain.adapters.keras import softmax_input
@@ -481,9 +538,12 @@ class Explainer:
             rows = [p[lo:hi] for p in points]
             weights = self._ones(compiled) if ys is None else y_rows[lo:hi]
             extra = [select]
+            row_values = [v[lo:hi] for v in expansion.row_values or ()]
             if expansion.references is not None:
                 rows, weights, index = self._append_references(rows, weights, expansion, lo, hi, ys is not None)
                 extra.append(index)
+                row_values = [_padded(v, len(rows[0])) for v in row_values]
+            extra.extend(row_values)
             for out, g in zip(outputs, self._call(compiled, rows, weights, extra), strict=True):
                 out[lo:hi] = g[: hi - lo]
             bar.update(1)
@@ -516,10 +576,8 @@ class Explainer:
             rows = [np.concatenate([r, np.zeros((pad,) + r.shape[1:], r.dtype)]) for r in rows]
             if np.ndim(weights) and len(weights) == count:
                 weights = np.concatenate([weights, np.zeros((pad,) + weights.shape[1:], weights.dtype)])
-            flat_extra = [
-                np.concatenate([e, np.arange(count, count + pad, dtype=e.dtype)]) if np.ndim(e) else e
-                for e in flat_extra
-            ]
+            # (rows with references come padded by _append_references; here only per-row values need it)
+            flat_extra = [_padded(e, fixed) if np.ndim(e) else e for e in flat_extra]
         return compiled.run(rows, [weights, *flat_extra])
 
     def _ones(self, compiled) -> np.ndarray:
@@ -593,6 +651,11 @@ def _has_rule(op: tf.Operation, types, path: Path, method) -> bool:
             return op.type == "Mul"
         return method.products == "factor" and any((op, i) in path.cut for i in range(len(op.inputs)))
     return True
+
+
+def _padded(values: np.ndarray, rows: int) -> np.ndarray:
+    """``values`` followed by zero rows up to ``rows`` (padding and reference rows feed zeros)."""
+    return np.concatenate([values, np.zeros((rows - len(values), *values.shape[1:]), values.dtype)])
 
 
 def _one_hot_max(target: tf.Tensor) -> tf.Tensor:

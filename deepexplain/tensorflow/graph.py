@@ -92,6 +92,7 @@ class Path:
             self.ops = sorted(on_path, key=lambda op: op.name)
         self.op_set = frozenset(self.ops)
         self.notes: list[str] = []  # what rules found while the explanation was built (said once, by the explainer)
+        self.row_inputs: list = []  # the method's extra per-row input tensors (GradientMethod.row_input_specs)
 
     def note(self, message: str) -> None:
         """Record something the user should hear about this explanation (a rule's fallback, ...)."""
@@ -100,7 +101,9 @@ class Path:
 
     def without(self, cut) -> Path:
         """The same path with the inputs ``cut`` ((op, input index) pairs) passing no signal."""
-        return Path(self.inputs, self.target, self._differentiable, self.cut | frozenset(cut))
+        path = Path(self.inputs, self.target, self._differentiable, self.cut | frozenset(cut))
+        path.row_inputs = self.row_inputs
+        return path
 
     def __bool__(self) -> bool:
         return bool(self.ops)

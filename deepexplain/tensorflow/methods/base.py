@@ -37,6 +37,10 @@ class Expansion:
         Per input tensor ``(K, *sample_shape)``: reference rows that rules read (DeepLIFT), or None.
     reference_ids : ndarray or None
         ``(R * n,)`` index in ``0..K-1`` of each row's reference.
+    row_values : list of ndarray or None
+        Per extra row input the method declares (:attr:`GradientMethod.row_input_specs`), ``(R * n, *shape)``: what
+        each row feeds there (e.g. the channel mask of a concept); the rules read the tensors as
+        ``settings.path.row_inputs``.
     """
 
     points: list
@@ -44,6 +48,7 @@ class Expansion:
     factors: list
     references: list | None = None
     reference_ids: np.ndarray | None = None
+    row_values: list | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,12 @@ class GradientMethod:
         'max' can be read off the rows' own outputs inside the explanation graph.
     explains_logits : bool
         Whether, on a model whose output is a softmax, the method explains the logits (its rules need them).
+    row_input_specs : tuple of tf.TensorSpec
+        Extra inputs with one value per row (first dimension None) that the rules read (concept masks); the
+        expansion gives their values (:attr:`Expansion.row_values`).
+    needs_fit : bool
+        Whether the method learns statistics from data first (:meth:`fit_tensors`, :meth:`fit_batch`,
+        :meth:`fit_end`, run by ``Explainer.fit(data)``); ``run`` refuses to explain before.
     products : str or None
         How the rules treat an elementwise product of two tensors that depend on the input: 'shapley' (both factors,
         DeepLIFT), 'factor' (a modulating factor, a gate or a normaliser, is a constant: LRP, eLRP) or None (no rule).
@@ -103,6 +114,8 @@ class GradientMethod:
     evaluates_at_samples: ClassVar[bool] = True
     explains_logits: ClassVar[bool] = False
     products: ClassVar[str | None] = None
+    row_input_specs: ClassVar[tuple] = ()
+    needs_fit: ClassVar[bool] = False
 
     def __init__(self, sample_shapes: Sequence[SampleShape]):
         self.sample_shapes = [None if s is None else tuple(s) for s in sample_shapes]
@@ -128,6 +141,20 @@ class GradientMethod:
             The explained path (parameters, the layers nearest the input, ...).
         """
         return Settings(path)
+
+    fitted: bool = False
+
+    def fit_tensors(self, path) -> list:
+        """The tensors of the explained graph to evaluate on each batch of the fitting data (``needs_fit``)."""
+        raise NotImplementedError(f"{type(self).__name__} learns nothing from data")
+
+    def fit_batch(self, values: list) -> None:
+        """Accumulate the values of :meth:`fit_tensors` on one batch (numpy arrays, batch first)."""
+        raise NotImplementedError(f"{type(self).__name__} learns nothing from data")
+
+    def fit_end(self) -> None:
+        """Turn the accumulated statistics into what the explanation uses; the method is then fitted."""
+        self.fitted = True
 
     def op_rules(self, path) -> dict:
         """Rules for single ops of ``path`` that take precedence over :attr:`rules` (patterns of several ops that
