@@ -95,8 +95,12 @@ WORKLOADS = [
     Workload("shapley2_b4", "shapley_sampling", 4, {"samples": 2, "sampling_dims": [1, 2]}, 6280, "forward"),
     # DeepSHAP with 8 reference samples: each sample explained against each reference, references in the batch
     Workload(
-        "deepshap8_b32", "deepshap", 32,
-        {"baselines": np.random.default_rng(7).random((8, 28, 28, 1), dtype=np.float32)}, 32 * 8 + 8, "backward",
+        "deepshap8_b32",
+        "deepshap",
+        32,
+        {"baselines": np.random.default_rng(7).random((8, 28, 28, 1), dtype=np.float32)},
+        32 * 8 + 8,
+        "backward",
     ),  # fmt: skip
 ]
 # The relevance family (issue 4): each method at batch 32 against the forward+backward bound, target ratio 2.
