@@ -40,10 +40,12 @@ import warnings
 import numpy as np
 from tqdm.auto import tqdm
 
+from deepexplain.batching import DEFAULT_INPUT_BYTES_PER_RUN
+
 __all__ = ("occlusion", "shapley_sampling", "shapley_exact", "feature_ablation")
 
-# The default batch holds about this many bytes of model input per forward call.
-_BATCH_BYTES = 64 * 2**20
+# The default batch holds about this many bytes of model input per forward call (the library's one row budget).
+_BATCH_BYTES = DEFAULT_INPUT_BYTES_PER_RUN
 # Rows are built this many bytes at a time, a block that stays in a core's cache.
 _BLOCK_BYTES = 2**20
 # Exact Shapley values evaluate 2**players rows per sample.
@@ -85,7 +87,7 @@ def occlusion(forward, xs, window_shape=None, step=None, baseline=0.0, batch_siz
         Value the window is replaced with: a scalar or an array shaped like one sample (cast to the input's dtype).
         A list with one entry per input gives each input its own baseline. Default 0.
     batch_size : int, optional
-        Most rows per ``forward`` call. Default: as many as keep a call's inputs around 64 MB (at least 1).
+        Most rows per ``forward`` call. Default: as many as keep a call's inputs around 16 MB (at least 1).
         Results do not depend on it.
     progress : bool, optional
         Show a progress bar over forward calls when the job takes longer than about 2 s. Default True.
@@ -175,7 +177,7 @@ def shapley_sampling(
         Pair each drawn permutation with its reverse, which cancels much of the sampling variance. ``samples``
         must then be even. Default False.
     batch_size : int, optional
-        Most rows per ``forward`` call; default about 64 MB of inputs per call. Results do not depend on it.
+        Most rows per ``forward`` call; default about 16 MB of inputs per call. Results do not depend on it.
     progress : bool, optional
         Show a progress bar when the job takes longer than about 2 s. Default True.
 
@@ -238,7 +240,7 @@ def shapley_exact(forward, xs, feature_mask=None, baseline=0.0, batch_size=None,
     baseline : float or numpy.ndarray or list, optional
         Value of an absent player: a scalar or an array shaped like one sample. Default 0.
     batch_size : int, optional
-        Most rows per ``forward`` call; default about 64 MB of inputs per call. Results do not depend on it.
+        Most rows per ``forward`` call; default about 16 MB of inputs per call. Results do not depend on it.
     progress : bool, optional
         Show a progress bar when the job takes longer than about 2 s. Default True.
 
@@ -288,7 +290,7 @@ def feature_ablation(forward, xs, feature_mask=None, baseline=0.0, batch_size=No
     baseline : float or numpy.ndarray or list, optional
         Value of an ablated player: a scalar or an array shaped like one sample. Default 0.
     batch_size : int, optional
-        Most rows per ``forward`` call; default about 64 MB of inputs per call. Results do not depend on it.
+        Most rows per ``forward`` call; default about 16 MB of inputs per call. Results do not depend on it.
     progress : bool, optional
         Show a progress bar when the job takes longer than about 2 s. Default True.
 
@@ -390,7 +392,7 @@ class _Inputs:
             if not _is_int(batch_size):
                 raise TypeError(f"batch_size must be None or an int, got {type(batch_size).__name__}")
             if batch_size < 1:
-                raise ValueError(f"batch_size must be at least 1 (or None for about 64 MB per call), got {batch_size}")
+                raise ValueError(f"batch_size must be at least 1 (or None for about 16 MB per call), got {batch_size}")
         if isinstance(xs, np.ndarray):
             xs = [xs]
         if not isinstance(xs, (list, tuple)) or not xs:
