@@ -192,3 +192,54 @@ def test_completeness_check_only_for_methods_that_promise_it(model):
     session, X, T = model
     with DeepExplain(session=session) as de, pytest.raises(ValueError, match="does not promise completeness"):
         de.get_explainer("saliency", T, X).completeness_error(np.ones((1, 2)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_inputs_are_refused_naming_the_argument_and_the_count(model, bad):
+    session, X, T = model
+    xs = np.ones((3, 2))
+    xs[1, 0] = bad
+    with DeepExplain(session=session) as de:
+        explainer = de.get_explainer("intgrad", T, X)
+        with pytest.raises(InvalidInputError, match=r"xs holds 1 non-finite value"):
+            explainer.run(xs)
+        with pytest.raises(InvalidInputError, match=r"baseline holds 1 non-finite value"):
+            de.get_explainer("deeplift", T, X, baseline=np.array([0.0, bad]))
+        np.testing.assert_allclose(explainer.run(np.ones((3, 2))), de.explain("intgrad", T, X, np.ones((3, 2))))
+
+
+@pytest.mark.parametrize(
+    "target, error, message",
+    [
+        (1.5, TypeError, "must be an int; got the float 1.5"),
+        (True, TypeError, "got the bool True"),
+        ("maxx", ValueError, "did you mean 'max'"),
+        ([0.0, 1.0], ValueError, "must hold ints, not floats"),
+    ],
+)
+def test_targets_that_are_not_indices_are_refused(target, error, message):
+    keras = pytest.importorskip("keras")
+    import deepexplain
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(error, match=message):
+        deepexplain.Explainer("saliency", model).run(np.ones((2, 3), np.float32), target=target)
+
+
+def test_misspelt_method_and_argument_names_get_the_closest_suggested(model):
+    session, X, T = model
+    with DeepExplain(session=session) as de:
+        with pytest.raises(ValueError, match=r"got 'deeplfit' \(did you mean 'deeplift'\?\)"):
+            de.get_explainer("deeplfit", T, X)
+        with pytest.raises(ValueError, match=r"did you mean 'steps'"):
+            de.get_explainer("intgrad", T, X, step=3)
+        with pytest.raises(TypeError, match="baseline must be a number or an array; got the string 'zeros'"):
+            de.get_explainer("intgrad", T, X, baseline="zeros")
+
+
+def test_integrated_gradients_of_a_linear_model_sum_in_float64(session):
+    """The original DeepExplain's test: IG on a linear model is exactly the input times the weight."""
+    X = tf1.placeholder(tf.float32, [None, 1])
+    T = X * 3.0
+    with DeepExplain(session=session) as de:
+        np.testing.assert_array_equal(de.explain("intgrad", T, X, np.ones((1, 1)), steps=300), [[3.0]])

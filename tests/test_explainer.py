@@ -275,3 +275,32 @@ def test_progress_bar_can_be_silenced(session, capsys):
     with DeepExplain(session=session) as de:
         de.explain("intgrad", T, X, rng.normal(size=(2, 3)), batch_size=2, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_threads_compiling_on_one_graph_at_once_get_what_each_gets_alone(session):
+    """The lock covers everything an explainer adds to a shared graph, not only tf.gradients."""
+    rng = np.random.default_rng(11)
+    X, T = cnn(rng)
+    xs = rng.normal(size=(3, 8, 8, 2))
+    ys = one_hot([0, 1, 2], 3)
+    methods = ["deeplift", "lrp.alpha_2_beta_1", "elrp", "intgrad", "lrp.epsilon_plus", "occlusion"] * 2
+    with DeepExplain(session=session) as de:
+        expected = {m: de.explain(m, T, X, xs, ys=ys) for m in set(methods)}
+        results, errors = {}, []
+        barrier = threading.Barrier(len(methods))
+
+        def worker(i):
+            try:
+                barrier.wait()
+                results[i] = de.get_explainer(methods[i], T, X).run(xs, ys)
+            except Exception as error:  # noqa: BLE001 (reported below)
+                errors.append(error)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(methods))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors
+    for i, method in enumerate(methods):
+        np.testing.assert_allclose(results[i], expected[method], rtol=1e-5, atol=1e-6, err_msg=method)
