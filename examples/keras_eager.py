@@ -5,8 +5,9 @@ conv 3×3 (16) → ReLU → dense (10) → softmax), trained for a few epochs (s
 
 1. ``deepexplain.strip_softmax(model)``: explain the logits, not the probabilities (the softmax couples the classes
    and saturates, and DeepLIFT and ε-LRP have no rule for it);
-2. ``deepexplain.Explainer(method, logits_model, **arguments)`` per method: the model is traced once into a frozen
-   graph and the method compiled once; ``explainer.run(xs, target='max')`` explains each digit's predicted class;
+2. ``deepexplain.Explainer(method, logits_model, **arguments)`` per method: the live model is traced once into the
+   method's ``tf.function`` (its weights read, not copied); ``explainer.run(xs, target='max')`` explains each digit's
+   predicted class;
 3. ``explainer.completeness_error(xs, target='max')``: DeepLIFT's attributions add up to ``f(x) - f(0)``, the
    predicted logit of the digit minus that of a black image;
 4. methods × samples with :func:`deepexplain.plot.grid`.
