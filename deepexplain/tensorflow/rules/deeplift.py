@@ -141,18 +141,25 @@ def _pass_on(op, grads, settings):
 def _pool_contribution(op: tf.Operation, grad: tf.Tensor, settings) -> tf.Tensor:
     """Each input's part of its window's output difference (see :func:`max_pool`), routed to the input's shape."""
     x, y = op.inputs[0], op.outputs[0]
-    x_ref, y_ref = reference_of(x, settings), reference_of(y, settings)
+    y_ref = reference_of(y, settings)
     cross_max = tf.maximum(y, y_ref)
     to_input_argmax, to_reference_argmax = grad * (cross_max - y_ref), grad * (y - cross_max)
     window = _non_overlapping_window(op)
-    if window is not None and settings.single_reference:
-        # The reference's argmax is the same for every row: route its part with a 0/1 mask computed on the single
-        # reference row and nearest upsampling, instead of a MaxPoolGrad over the whole batch.
-        reference_mask = max_pool_backward(op, x_ref, y_ref, tf.ones_like(y_ref))
+    if window is not None:
+        # Route the reference's part with the 0/1 mask of the reference's argmax and nearest upsampling, instead of
+        # a MaxPoolGrad over reference rows copied to the batch (which no fused kernel runs: it has no forward
+        # pool of its own). One reference: its mask on its single row. Several: every row's own argmax mask (the
+        # forward pool's own MaxPoolGrad), each row then reading its reference's.
+        if settings.single_reference:
+            x_ref = reference_of(x, settings)
+            reference_mask = max_pool_backward(op, x_ref, y_ref, tf.ones_like(y_ref))
+        else:
+            reference_mask = tf.gather(max_pool_backward(op, x, y, tf.ones_like(y)), settings.reference_index)
         contribution = max_pool_backward(op, x, y, to_input_argmax) + reference_mask * _upsample(
             to_reference_argmax, window
         )
     else:
+        x_ref = reference_of(x, settings)
         if settings.single_reference:  # MaxPoolGrad needs full-size tensors
             x_ref, y_ref = tf.broadcast_to(x_ref, tf.shape(x)), tf.broadcast_to(y_ref, tf.shape(y))
         contribution = max_pool_backward(op, x, y, to_input_argmax) + max_pool_backward(
