@@ -715,13 +715,15 @@ def _not_connected_message(target, inputs, needs_gradient: bool) -> str:
     return f"{reason}. {_EMBEDDING_HINT}"
 
 
-def explain(method, model, xs, target=None, ys=None, layer=None, batch_size=None, output=None, **method_kwargs):
+def explain(method, model, xs, target=None, ys=None, layer=None, batch_size=None, output=None, jit_compile=False,
+            progress=True, **method_kwargs):  # fmt: skip
     """One-shot attribution: ``Explainer(method, model, ...).run(xs, target, ...)``.
 
     See :class:`Explainer` for the arguments; compile an :class:`Explainer` to explain many batches.
     """
-    progress = method_kwargs.pop("progress", True)
-    explainer = Explainer(method, model, layer=layer, output=output, progress=progress, **method_kwargs)
+    explainer = Explainer(
+        method, model, layer=layer, output=output, jit_compile=jit_compile, progress=progress, **method_kwargs
+    )
     return explainer.run(xs, target=target, ys=ys, batch_size=batch_size)
 
 
