@@ -21,7 +21,6 @@ from deepexplain.errors import (
     InvalidTypeError,
     NotConnectedError,
     UnsupportedOpError,
-    describe_shape,
     warn,
 )
 from deepexplain.inputs import InputSpec, as_arrays
@@ -727,4 +726,4 @@ def explain(method, model, xs, target=None, ys=None, layer=None, batch_size=None
     return explainer.run(xs, target=target, ys=ys, batch_size=batch_size)
 
 
-__all__ = ["Explainer", "explain", "describe_shape"]
+__all__ = ["Explainer", "explain"]

@@ -201,9 +201,6 @@ class ModelAdapter:
 
         return FunctionRunner(trace, input_specs, head, self.model_specs, jit_compile, self.output_names or ())
 
-    def ends_in_softmax(self, traced_output: tf.Tensor) -> bool:
-        return softmax_input(traced_output) is not None
-
     # ------------------------------------------------------------------------------------------------------------
 
     def _call(self, model, inputs: list):
