@@ -107,7 +107,6 @@ class Explainer:
         shapes = [s.shape for s in self._specs] if self._specs is not None else [None]
         self.method = make_method(self.method_name, shapes, self.method_kwargs)  # argument errors before any tracing
         self._method_shapes = shapes
-        self._explains_logits = explains_logits
         if self._specs is not None:
             self._compile_default()
 
@@ -146,15 +145,8 @@ class Explainer:
             Attributions shaped like ``xs`` (like the layer's output with ``layer``); a list for several inputs.
             shapley_sampling with ``sampling_dims`` gives ``(N, *sampled dims)`` as in DeepExplain.
         """
-        request = targets.parse(target, ys, neuron_selection, self._default_target)
-        arrays = self._model_arrays(xs)
-        n = len(arrays[0])
-        request.check(n)
-        batching.check_batch_size(batch_size)
-        inputs = self.runner.explained_inputs(arrays, self._rows(batch_size, arrays))
-        specs = self._specs_for(inputs)
-        method = self._method_for(specs)
-        rows = self._rows(batch_size, inputs, method)
+        request, inputs, specs, method, rows = self._prepare(xs, target, ys, neuron_selection, batch_size)
+        n = len(inputs[0])
         show_progress = self.progress if progress is None else bool(progress)
         if getattr(method, "needs_fit", False) and not method.fitted:
             raise InvalidInputError(f"{self.method_name} learns from data first: call explainer.fit(data) before run")
@@ -203,7 +195,8 @@ class Explainer:
                 method = self._method_for(specs)
                 compiled = self._compile("fit", None, specs)
                 for lo, hi in batching.chunks(len(inputs[0]), rows):
-                    method.fit_batch(self._call_forward_all(compiled, [x[lo:hi] for x in inputs]))
+                    values = self._call(compiled, [x[lo:hi] for x in inputs])
+                    method.fit_batch([v[: hi - lo] if np.ndim(v) else v for v in values])
             if rows is None:
                 raise InvalidInputError("data holds no samples to fit on")
             method.fit_end()
@@ -239,17 +232,11 @@ class Explainer:
                 f"{self.method_name} does not promise completeness; the check exists for intgrad, deeplift, "
                 "deepshap and expected_gradients"
             )
-        request = targets.parse(target, ys, None, self._default_target)
-        arrays = self._model_arrays(xs)
-        n = len(arrays[0])
-        request.check(n)
-        batching.check_batch_size(batch_size)
+        request, inputs, specs, method, rows = self._prepare(xs, target, ys, None, batch_size)
+        n = len(inputs[0])
         if attributions is None:
             attributions = self.run(xs, target=None if ys is not None else target, batch_size=batch_size, ys=ys)
-        inputs = self.runner.explained_inputs(arrays, self._rows(batch_size, arrays))
-        specs = self._specs_for(inputs)
-        method = self._method_for(specs)
-        forward = self._forward(request, inputs, specs, self._rows(batch_size, inputs, method))
+        forward = self._forward(request, inputs, specs, rows)
         references = method.completeness_references(inputs)
         count = len(references[0])
         f_x = forward(inputs, np.arange(n))
@@ -262,6 +249,18 @@ class Explainer:
     # ------------------------------------------------------------------------------------------------------------
     # Inputs, signatures, method instances
     # ------------------------------------------------------------------------------------------------------------
+
+    def _prepare(self, xs, target, ys, neuron_selection, batch_size):
+        """Everything checked before the model runs: ``(target, explained input arrays, signature, method
+        instance, rows per call)``."""
+        request = targets.parse(target, ys, neuron_selection, self._default_target)
+        arrays = self._model_arrays(xs)
+        request.check(len(arrays[0]))
+        batching.check_batch_size(batch_size)
+        inputs = self.runner.explained_inputs(arrays, self._rows(batch_size, arrays))
+        specs = self._specs_for(inputs)
+        method = self._method_for(specs)
+        return request, inputs, specs, method, self._rows(batch_size, inputs, method)
 
     def _model_arrays(self, xs) -> list:
         specs, multiple = self.runner.model_specs, self.runner.multiple_model_inputs
@@ -372,7 +371,7 @@ class Explainer:
         def build(traced, extras):
             target = self._target_tensor(traced.output, score, compiled)
             inputs = traced.inputs
-            self._check_softmax(target, method, compiled)
+            self._check_softmax(target, compiled)
             path = Path(inputs, target, differentiable=True)
             if not path:
                 raise NotConnectedError(_not_connected_message(target, inputs, True))
@@ -408,7 +407,7 @@ class Explainer:
     def _build_row_values(self, score, compiled: _Compiled):
         def build(traced, extras):
             target = self._target_tensor(traced.output, score, compiled)
-            self._check_softmax(target, self.method, compiled)
+            self._check_softmax(target, compiled)
             if not Path(traced.inputs, target, differentiable=False):
                 raise NotConnectedError(_not_connected_message(target, traced.inputs, False))
             if not target.shape.rank:
@@ -432,13 +431,7 @@ class Explainer:
 
         return build
 
-    def _call_forward_all(self, compiled, rows) -> list:
-        count, fixed = len(rows[0]), self.runner.fixed_rows
-        if fixed and count != fixed:
-            rows = [_padded(r, fixed) for r in rows]
-        return [v[:count] if np.ndim(v) else v for v in compiled.run(rows, [])]
-
-    def _check_softmax(self, target: tf.Tensor, method, compiled: _Compiled) -> None:
+    def _check_softmax(self, target: tf.Tensor, compiled: _Compiled) -> None:
         from deepexplain.adapters.keras import softmax_input
 
         if self.adapter is None or softmax_input(target) is None:
@@ -543,7 +536,7 @@ class Explainer:
                 extra.append(index)
                 row_values = [_padded(v, len(rows[0])) for v in row_values]
             extra.extend(row_values)
-            for out, g in zip(outputs, self._call(compiled, rows, weights, extra), strict=True):
+            for out, g in zip(outputs, self._call(compiled, rows, [weights, *extra]), strict=True):
                 out[lo:hi] = g[: hi - lo]
             bar.update(1)
         return outputs
@@ -566,18 +559,14 @@ class Explainer:
         index = np.concatenate([position.reshape(-1) + first, np.arange(count, first + len(used))]).astype(np.int32)
         return rows, weights, index
 
-    def _call(self, compiled, rows, weights, extra=()):
-        """One model call on ``rows`` (padded to the input's fixed batch size, if it has one)."""
-        flat_extra = list(extra)
+    def _call(self, compiled, rows, extra=()) -> list:
+        """One model call on ``rows`` and the extra inputs (weights, indices, per-row values), padded to the input's
+        fixed batch size if it has one (rows with references come padded by :meth:`_append_references`)."""
         count, fixed = len(rows[0]), self.runner.fixed_rows
         if fixed and count != fixed:
-            pad = fixed - count
-            rows = [np.concatenate([r, np.zeros((pad,) + r.shape[1:], r.dtype)]) for r in rows]
-            if np.ndim(weights) and len(weights) == count:
-                weights = np.concatenate([weights, np.zeros((pad,) + weights.shape[1:], weights.dtype)])
-            # (rows with references come padded by _append_references; here only per-row values need it)
-            flat_extra = [_padded(e, fixed) if np.ndim(e) else e for e in flat_extra]
-        return compiled.run(rows, [weights, *flat_extra])
+            rows = [_padded(r, fixed) for r in rows]
+            extra = [_padded(e, fixed) if np.ndim(e) and len(e) == count else e for e in extra]
+        return compiled.run(rows, list(extra))
 
     def _ones(self, compiled) -> np.ndarray:
         rank = len(compiled.output_shape) + 1 if compiled.output_shape is not None else 1
@@ -590,18 +579,9 @@ class Explainer:
     def _outputs(self, request, xs, specs, rows_per_run) -> np.ndarray:
         """The explained output on ``xs`` (for target 'max'), in calls of at most ``rows_per_run`` rows."""
         compiled = self._compile("outputs", request.score, specs)
-        parts = [self._call_forward(compiled, [x[lo:hi] for x in xs], None) for lo, hi in
+        parts = [self._call(compiled, [x[lo:hi] for x in xs])[0][: hi - lo] for lo, hi in
                  batching.chunks(len(xs[0]), self.runner.fixed_rows or rows_per_run)]  # fmt: skip
         return np.concatenate(parts)
-
-    def _call_forward(self, compiled, rows, weights):
-        count, fixed = len(rows[0]), self.runner.fixed_rows
-        if fixed and count != fixed:
-            rows = [np.concatenate([r, np.zeros((fixed - count,) + r.shape[1:], r.dtype)]) for r in rows]
-            if weights is not None and np.ndim(weights) and len(weights) == count:
-                weights = np.concatenate([weights, np.zeros((fixed - count,) + weights.shape[1:], weights.dtype)])
-        extra = [] if weights is None else [weights]
-        return compiled.run(rows, extra)[0][:count]
 
     def _forward(self, request, xs, specs, rows_per_run):
         """``forward(rows, owners) -> (k,)``: the explained score of each row, for the perturbation engine."""
@@ -620,7 +600,7 @@ class Explainer:
             for lo in range(0, k, size):
                 hi = min(k, lo + size)
                 weights = ones if ys is None else ys[owners[lo:hi]]
-                values[lo:hi] = self._call_forward(compiled, [r[lo:hi] for r in rows], weights)
+                values[lo:hi] = self._call(compiled, [r[lo:hi] for r in rows], [weights])[0][: hi - lo]
             return values
 
         return forward

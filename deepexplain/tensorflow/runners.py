@@ -120,13 +120,9 @@ class SessionRunner:
         """The arrays fed to ``X``: the model inputs themselves, or the layer output they give."""
         if self.model_inputs is None:
             return arrays
-        parts = [
-            self.session.run(
-                self.inputs, dict(zip(self.model_inputs, [a[lo : lo + rows] for a in arrays], strict=True))
-            )
-            for lo in range(0, len(arrays[0]), rows)
-        ]
-        return [np.concatenate([p[i] for p in parts]) for i in range(len(self.inputs))]
+        return _in_chunks(
+            lambda part: self.session.run(self.inputs, dict(zip(self.model_inputs, part, strict=True))), arrays, rows
+        )
 
 
 class FunctionRunner:
@@ -199,7 +195,10 @@ class FunctionRunner:
             signature = [tf.TensorSpec((None, *a.shape[1:]), tf.as_dtype(a.dtype)) for a in arrays]
             self._head_functions[key] = tf.function(self._head, autograph=False).get_concrete_function(*signature)
         head = self._head_functions[key]
-        parts = [
-            [t.numpy() for t in head(*[a[lo : lo + rows] for a in arrays])] for lo in range(0, len(arrays[0]), rows)
-        ]
-        return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+        return _in_chunks(lambda part: [t.numpy() for t in head(*part)], arrays, rows)
+
+
+def _in_chunks(function, arrays: list, rows: int) -> list:
+    """``function(part) -> list of arrays`` on slices of at most ``rows`` rows, the results joined again."""
+    parts = [function([a[lo : lo + rows] for a in arrays]) for lo in range(0, len(arrays[0]), rows)]
+    return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]

@@ -14,11 +14,11 @@ from deepexplain.tensorflow import ops
 from deepexplain.tensorflow.activations import modulating_factor
 from deepexplain.tensorflow.overrides import original_gradient
 from deepexplain.tensorflow.rules.common import with_unused_inputs
+from deepexplain.tensorflow.rules.linear_ops import stabilised
 
 
 def _ratio(grad: tf.Tensor, z: tf.Tensor, y: tf.Tensor, epsilon: float) -> tf.Tensor:
-    eps = tf.constant(epsilon, z.dtype)
-    return grad * y / (z + tf.where(z >= 0, eps, -eps))
+    return grad * y / stabilised(z, epsilon)
 
 
 def ratio(op: tf.Operation, grads, settings) -> list:
