@@ -18,8 +18,10 @@ _LAZY = {
     "load_model": ("deepexplain.adapters.keras", "load_model"),
     "DeepExplain": ("deepexplain.tensorflow", "DeepExplain"),
     "METHODS": ("deepexplain.tensorflow", "METHODS"),
+    "fit_patterns": ("deepexplain.patterns", "fit_patterns"),
+    "Patterns": ("deepexplain.patterns", "Patterns"),
 }
-_SUBMODULES = ("plot", "perturbation", "tensorflow", "errors", "targets", "inputs", "batching")
+_SUBMODULES = ("plot", "perturbation", "tensorflow", "errors", "targets", "inputs", "batching", "patterns")
 
 
 def __getattr__(name):
@@ -35,4 +37,14 @@ def __dir__():
     return sorted([*globals(), *_LAZY, *_SUBMODULES])
 
 
-__all__ = ["__version__", "explain", "Explainer", "strip_softmax", "load_model", "DeepExplain", "METHODS"]
+__all__ = [
+    "__version__",
+    "explain",
+    "Explainer",
+    "strip_softmax",
+    "load_model",
+    "DeepExplain",
+    "METHODS",
+    "fit_patterns",
+    "Patterns",
+]

@@ -183,6 +183,11 @@ class DigitsCNN:
         """Share of ``xs`` whose largest logit is the label."""
         return float(np.mean(self.predict(xs).argmax(axis=1) == labels))
 
+    def fit_patterns(self, xs: np.ndarray):
+        """The PatternNet patterns ('relu') of every layer, fitted on ``xs`` (see :func:`deepexplain.fit_patterns`)."""
+        with DeepExplain(session=self.session) as de:
+            return de.fit_patterns(self.logits, self.X, xs, progress=False)
+
     def close(self) -> None:
         """Release the session."""
         self.session.close()
@@ -302,7 +307,7 @@ def superpixels(size: int = 8, block: int = 2) -> np.ndarray:
     return (rows * (size // block) + cols)[..., None]
 
 
-def method_arguments(baselines: np.ndarray, quick: bool = False, seed: int = 0) -> dict:
+def method_arguments(baselines: np.ndarray, quick: bool = False, seed: int = 0, patterns=None) -> dict:
     """Arguments for every method of ``METHODS`` on 8×8 one-channel images.
 
     Parameters
@@ -313,12 +318,14 @@ def method_arguments(baselines: np.ndarray, quick: bool = False, seed: int = 0) 
         Fewer steps and samples, and 4×4 instead of 2×2 superpixels for exact Shapley values (for smoke tests).
     seed : int, default 0
         Seed of the sampling methods.
+    patterns : deepexplain.Patterns, optional
+        Fitted patterns (:meth:`DigitsCNN.fit_patterns`) for the PatternNet family, which is left out without them.
 
     Returns
     -------
     dict of str to dict
-        Method name -> keyword arguments. Every method in ``METHODS`` but the aliases has an entry (``{}``: its
-        defaults).
+        Method name -> keyword arguments. Every method in ``METHODS`` but the aliases (and the PatternNet family
+        without ``patterns``) has an entry (``{}``: its defaults).
     """
     steps = 20 if quick else 100
     samples = 10 if quick else 50
@@ -335,8 +342,10 @@ def method_arguments(baselines: np.ndarray, quick: bool = False, seed: int = 0) 
         "lrp.bounded": {"low": 0.0, "high": 1.0},
         "lrp.epsilon_gamma_box": {"low": 0.0, "high": 1.0},
         "deep_taylor.bounded": {"low": 0.0, "high": 1.0},
+        **{name: {"patterns": patterns} for name in METHODS if name.startswith("pattern.")},
     }
-    return {name: arguments.get(name, {}) for name in METHODS if name not in ALIASES}
+    return {name: arguments.get(name, {}) for name in METHODS
+            if name not in ALIASES and (patterns is not None or not name.startswith("pattern."))}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -457,7 +466,8 @@ def run_demo(
         baselines = data.x_train[np.random.default_rng(seed).choice(len(data.x_train), 32, replace=False)]
         if log:
             log(f"explaining {len(xs)} test digits with {len(METHODS) - len(ALIASES)} methods")
-        attributions, reports = explain_all(model, xs, ys, method_arguments(baselines, quick, seed))
+        patterns = model.fit_patterns(data.x_train)
+        attributions, reports = explain_all(model, xs, ys, method_arguments(baselines, quick, seed, patterns))
     finally:
         model.close()
     Path(out).mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from deepexplain.inputs import InputSpec, as_arrays
 from deepexplain.tensorflow import ops
 from deepexplain.tensorflow.activations import find_activations, modulating_factor, rules_for
 from deepexplain.tensorflow.graph import Path, called_layer, describe_ops
-from deepexplain.tensorflow.methods import METHODS, check_method, make_method
+from deepexplain.tensorflow.methods import check_method, declaration_of, make_method, method_name
 from deepexplain.tensorflow.methods.base import GradientMethod
 from deepexplain.tensorflow.overrides import has_custom_gradient, overridden_gradients
 from deepexplain.tensorflow.runners import FunctionRunner, SessionRunner
@@ -44,8 +44,9 @@ class Explainer:
 
     Parameters
     ----------
-    method : str
-        A name of :data:`deepexplain.METHODS` ('saliency', 'grad*input', 'intgrad', 'deeplift', 'lrp.epsilon', ...).
+    method : str or GradientMethod subclass
+        A name of :data:`deepexplain.METHODS` ('saliency', 'grad*input', 'intgrad', 'deeplift', 'lrp.epsilon', ...),
+        or a declaration class of one's own (:class:`deepexplain.tensorflow.methods.base.GradientMethod`).
     model : keras.Model, tf_keras.Model, tf.Module, callable or path
         A Keras 3 or tf_keras model (Sequential, functional or subclassed), any callable that maps a batch to
         outputs (a ``tf.function``), or the path of a saved model (``.keras``, ``.h5``, SavedModel directory). The
@@ -80,10 +81,11 @@ class Explainer:
     def __init__(self, method, model=None, *, output=None, layer=None, jit_compile=False, progress=True,
                  **method_kwargs):  # fmt: skip
         check_method(method, method_kwargs)  # before anything else: no model is loaded or traced for a typo
-        self.method_name = method
+        self.method_name = method_name(method)
+        self._declaration = declaration_of(method)
         self.progress = bool(progress)
         self.method_kwargs = dict(method_kwargs)
-        declaration = METHODS[self.method_name]
+        declaration = self._declaration
         explains_logits = getattr(declaration, "explains_logits", False)
         if isinstance(model, SessionRunner | FunctionRunner):
             if output is not None or layer is not None or jit_compile:
@@ -105,7 +107,7 @@ class Explainer:
         self._specs = self.runner.input_specs
         self._multiple_inputs = self.runner.multiple_inputs  # None: known from the first xs
         shapes = [s.shape for s in self._specs] if self._specs is not None else [None]
-        self.method = make_method(self.method_name, shapes, self.method_kwargs)  # argument errors before any tracing
+        self.method = make_method(declaration, shapes, self.method_kwargs)  # argument errors before any tracing
         self._method_shapes = shapes
         if self._specs is not None:
             self._compile_default()
@@ -195,8 +197,8 @@ class Explainer:
                 method = self._method_for(specs)
                 compiled = self._compile("fit", None, specs)
                 for lo, hi in batching.chunks(len(inputs[0]), rows):
-                    values = self._call(compiled, [x[lo:hi] for x in inputs])
-                    method.fit_batch([v[: hi - lo] if np.ndim(v) else v for v in values])
+                    valid = np.ones(hi - lo, np.float32)  # padding rows (a fixed batch size) get 0
+                    method.fit_batch(self._call(compiled, [x[lo:hi] for x in inputs], [valid]))
             if rows is None:
                 raise InvalidInputError("data holds no samples to fit on")
             method.fit_end()
@@ -291,7 +293,7 @@ class Explainer:
             old is None and new is not None for old, new in zip(self._method_shapes, shapes, strict=True)
         ):
             with self._lock:
-                self.method = make_method(self.method_name, shapes, self.method_kwargs)
+                self.method = make_method(self._declaration, shapes, self.method_kwargs)
                 self._method_shapes = shapes
         return self.method
 
@@ -309,6 +311,8 @@ class Explainer:
         """Compile what the first run needs now, so that errors and warnings surface at construction."""
         specs = tuple(self._specs)
         if isinstance(self.method, GradientMethod):
+            if self.method.needs_fit:
+                self._compile("fit", None, specs)
             if self.method.needs_gradient:
                 self._compile("gradients", None, specs)
             if self.method.promises_completeness and isinstance(self.runner, SessionRunner):
@@ -330,8 +334,10 @@ class Explainer:
             return self._compiled[key]
 
     def _extra_specs(self, kind: str, compiled: _Compiled) -> list:
-        if kind in ("outputs", "fit"):
+        if kind == "outputs":
             return []
+        if kind == "fit":
+            return [tf.TensorSpec((None,), tf.float32, name="row_valid")]
         weights = tf.TensorSpec(None, tf.as_dtype(compiled.weights_dtype), name="target_weights")
         if kind == "row_values":
             return [weights]
@@ -372,7 +378,7 @@ class Explainer:
             target = self._target_tensor(traced.output, score, compiled)
             inputs = traced.inputs
             self._check_softmax(target, compiled)
-            path = Path(inputs, target, differentiable=True)
+            path = self._path(inputs, target)
             if not path:
                 raise NotConnectedError(_not_connected_message(target, inputs, True))
             activations = find_activations(path) if method.rules else {}
@@ -427,9 +433,17 @@ class Explainer:
     def _build_fit(self, score, compiled: _Compiled):
         def build(traced, extras):
             target = self._target_tensor(traced.output, score, compiled)
-            return list(self.method.fit_tensors(Path(traced.inputs, target, differentiable=True)))
+            path = self._path(traced.inputs, target)
+            (valid,) = extras()
+            return list(self.method.fit_tensors(path, valid))
 
         return build
+
+    def _path(self, inputs, target) -> Path:
+        """The differentiable path from ``inputs`` to ``target``, its weights named by the model's layers."""
+        path = Path(inputs, target, differentiable=True)
+        path.weight_names = self.adapter.weight_names() if self.adapter is not None else {}
+        return path
 
     def _check_softmax(self, target: tf.Tensor, compiled: _Compiled) -> None:
         from deepexplain.adapters.keras import softmax_input

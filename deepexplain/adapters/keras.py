@@ -201,6 +201,23 @@ class ModelAdapter:
 
         return FunctionRunner(trace, input_specs, head, self.model_specs, jit_compile, self.output_names or ())
 
+    def weight_names(self) -> dict:
+        """Variable handle ``ref()`` -> the name of the layer whose kernel it is (``'conv2d'``; ``'lstm/kernel'``
+        and ``'lstm/recurrent_kernel'`` for a layer with several kernels): how patterns are keyed. Empty for a model
+        that is not a Keras model."""
+        if self.keras is None:
+            return {}
+        names = {}
+        for layer in self.model._flatten_layers(include_self=False, recursive=True):
+            kernels = [w for w in layer.weights if w.name.split("/")[-1].split(":")[0].endswith("kernel")]
+            for weight in kernels:
+                short = weight.name.split("/")[-1].split(":")[0]
+                variable = weight if isinstance(weight, tf.Variable) else getattr(weight, "value", None)  # Keras 3
+                handle = getattr(variable, "handle", None)
+                if handle is not None:
+                    names[handle.ref()] = layer.name if len(kernels) == 1 else f"{layer.name}/{short}"
+        return names
+
     # ------------------------------------------------------------------------------------------------------------
 
     def _call(self, model, inputs: list):

@@ -94,11 +94,7 @@ class DeepExplain:
         if not self.context_on:
             raise RuntimeError("Explain can be called only within a DeepExplain context.")
         progress = kwargs.pop("progress", True)
-        check_method(method, kwargs)
-        self._check_tensors(T, X)
-        inputs = list(X) if isinstance(X, list | tuple) else [X]
-        runner = SessionRunner(self.session, T, inputs, multiple_inputs=isinstance(X, list | tuple))
-        return Explainer(method, runner, progress=progress, **kwargs)
+        return Explainer(method, self._runner(method, T, X, kwargs), progress=progress, **kwargs)
 
     def explain(self, method, T, X, xs, ys=None, batch_size=None, neuron_selection=None, **kwargs):
         """Attributions of ``T`` (weighted by ``ys``) with respect to ``X`` for the batch ``xs``.
@@ -115,6 +111,33 @@ class DeepExplain:
         """
         explainer = self.get_explainer(method, T, X, **kwargs)
         return explainer.run(xs, batch_size=batch_size, ys=ys, neuron_selection=neuron_selection)
+
+    def fit_patterns(self, T, X, data, pattern_type="relu", batch_size=256, progress=True):
+        """Fit the patterns of every dense/convolution op between ``X`` and ``T`` on ``data`` (one streaming pass),
+        for the methods 'pattern.net', 'pattern.attribution' and 'pattern.net.guided'.
+
+        See :func:`deepexplain.fit_patterns` for the arguments and the estimator.
+
+        Returns
+        -------
+        deepexplain.Patterns
+            Keyed by the name of each kernel op (``'dense/MatMul'``).
+        """
+        from deepexplain.patterns import _fitted
+        from deepexplain.tensorflow.methods.patterns import PatternStatistics
+
+        kwargs = {"pattern_type": pattern_type}
+        runner = self._runner(PatternStatistics, T, X, kwargs)
+        return _fitted(Explainer(PatternStatistics, runner, progress=progress, **kwargs), data, batch_size)
+
+    def _runner(self, method, T, X, kwargs) -> SessionRunner:
+        """The runner of ``T`` and ``X`` in this context's session, after every argument was checked."""
+        if not self.context_on:
+            raise RuntimeError("Explain can be called only within a DeepExplain context.")
+        check_method(method, kwargs)
+        self._check_tensors(T, X)
+        inputs = list(X) if isinstance(X, list | tuple) else [X]
+        return SessionRunner(self.session, T, inputs, multiple_inputs=isinstance(X, list | tuple))
 
     def _check_tensors(self, T, X):
         if isinstance(X, list | tuple):

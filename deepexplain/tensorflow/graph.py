@@ -93,6 +93,7 @@ class Path:
         self.op_set = frozenset(self.ops)
         self.notes: list[str] = []  # what rules found while the explanation was built (said once, by the explainer)
         self.row_inputs: list = []  # the method's extra per-row input tensors (GradientMethod.row_input_specs)
+        self.weight_names: dict = {}  # variable handle ref -> the model's name for it (see weight_name)
 
     def note(self, message: str) -> None:
         """Record something the user should hear about this explanation (a rule's fallback, ...)."""
@@ -102,7 +103,7 @@ class Path:
     def without(self, cut) -> Path:
         """The same path with the inputs ``cut`` ((op, input index) pairs) passing no signal."""
         path = Path(self.inputs, self.target, self._differentiable, self.cut | frozenset(cut))
-        path.row_inputs = self.row_inputs
+        path.row_inputs, path.weight_names = self.row_inputs, self.weight_names
         return path
 
     def __bool__(self) -> bool:
@@ -225,6 +226,33 @@ def layer_type(op: tf.Operation) -> str:
         if inner is not None:
             return inner.type
     return op.type
+
+
+_WEIGHT_PLUMBING = frozenset({"Identity", "Snapshot", "Cast", "ExpandDims", "Reshape", "Squeeze"})
+
+
+def weight_origin(tensor: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(value, handle)`` of a weight input: the tensor it is before reshapes and casts (Keras' Conv1D expands its
+    kernel), and what that value is read from (a variable's resource handle; the value itself for a constant or a
+    TF1 reference variable)."""
+    while tensor.op.type in _WEIGHT_PLUMBING and tensor.op.inputs:
+        tensor = tensor.op.inputs[0]
+    handle = tensor.op.inputs[0] if tensor.op.type == "ReadVariableOp" else tensor
+    return tensor, handle
+
+
+def weight_name(tensor: tf.Tensor, names) -> str | None:
+    """The model's name for the weight ``tensor`` reads (``names``: variable handle ``ref()`` -> name), looking
+    through a ``tf.function``'s captures to the variable outside; None when ``names`` does not know it."""
+    _, handle = weight_origin(tensor)
+    candidates = [handle]
+    captures = getattr(handle.graph, "captures", None)  # a FuncGraph: captured handles enter as placeholders
+    if handle.op.type == "Placeholder" and captures:
+        candidates += [external for external, internal in captures if internal is handle]
+    for candidate in candidates:
+        if candidate.ref() in names:
+            return names[candidate.ref()]
+    return None
 
 
 def describe_ops(op_list: Sequence[tf.Operation], names_per_type: int = 3) -> str:

@@ -6,7 +6,7 @@ import inspect
 from types import MappingProxyType
 
 from deepexplain.errors import InvalidInputError, UnknownMethodError, closest
-from deepexplain.tensorflow.methods import gradient, perturbation, relevance
+from deepexplain.tensorflow.methods import gradient, patterns, perturbation, relevance
 from deepexplain.tensorflow.methods.base import GradientMethod
 
 METHODS = MappingProxyType(
@@ -47,6 +47,9 @@ METHODS = MappingProxyType(
         "lrp.composite": relevance.LRPComposite,
         "deep_taylor": relevance.DeepTaylor,
         "deep_taylor.bounded": relevance.DeepTaylorBounded,
+        "pattern.net": patterns.PatternNet,
+        "pattern.attribution": patterns.PatternAttribution,
+        "pattern.net.guided": patterns.GuidedPatternNet,
         # iNNvestigate's names, so its users can switch
         "gradient": gradient.Gradient,
         "input_t_gradient": gradient.GradientXInput,
@@ -63,14 +66,31 @@ METHODS = MappingProxyType(
 ALIASES = frozenset({"input_t_gradient", "integrated_gradients", "lrp.alpha_2_beta_1", "lrp.composite"})
 
 
-def method_arguments(name: str) -> list[str]:
-    """The keyword arguments method ``name`` takes."""
-    parameters = list(inspect.signature(METHODS[name]).parameters.values())[1:]
+def declaration_of(method) -> type:
+    """The declaration class of ``method``: a name of :data:`METHODS`, or a declaration class itself (a
+    :class:`GradientMethod` subclass of one's own, or one the library runs without listing it, such as pattern
+    fitting)."""
+    if isinstance(method, type):
+        return method
+    if not isinstance(method, str) or method not in METHODS:
+        raise UnknownMethodError(f"Method must be in {list(METHODS)}; got {method!r}{closest(method, list(METHODS))}")
+    return METHODS[method]
+
+
+def method_name(method) -> str:
+    """The name a method is reported by: its name in :data:`METHODS`, else its declaration's ``name``."""
+    return method if isinstance(method, str) else getattr(method, "name", method.__name__)
+
+
+def method_arguments(name) -> list[str]:
+    """The keyword arguments method ``name`` (a name or a declaration class) takes."""
+    parameters = list(inspect.signature(declaration_of(name)).parameters.values())[1:]
     return [p.name for p in parameters]
 
 
-def make_method(name: str, sample_shapes, kwargs: dict):
-    """Instantiate method ``name`` for inputs of the given sample shapes.
+def make_method(name, sample_shapes, kwargs: dict):
+    """Instantiate method ``name`` (a name of :data:`METHODS` or a declaration class) for inputs of the given sample
+    shapes.
 
     Raises
     ------
@@ -81,7 +101,7 @@ def make_method(name: str, sample_shapes, kwargs: dict):
         For an argument the method does not take, naming the ones it does.
     """
     check_method(name, kwargs)
-    return METHODS[name](sample_shapes, **kwargs)
+    return declaration_of(name)(sample_shapes, **kwargs)
 
 
 def check_method(name, kwargs) -> None:
@@ -94,15 +114,23 @@ def check_method(name, kwargs) -> None:
     InvalidInputError
         For an argument the method does not take, naming the ones it does.
     """
-    if not isinstance(name, str) or name not in METHODS:
-        raise UnknownMethodError(f"Method must be in {list(METHODS)}; got {name!r}{closest(name, list(METHODS))}")
+    declaration_of(name)
     accepted = method_arguments(name)
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise InvalidInputError(
-            f"{name} got unexpected argument(s) {unknown}; it takes {accepted or 'no arguments'}"
+            f"{method_name(name)} got unexpected argument(s) {unknown}; it takes {accepted or 'no arguments'}"
             f"{closest(unknown[0], accepted)}"
         )
 
 
-__all__ = ["ALIASES", "METHODS", "GradientMethod", "check_method", "make_method", "method_arguments"]
+__all__ = [
+    "ALIASES",
+    "METHODS",
+    "GradientMethod",
+    "check_method",
+    "declaration_of",
+    "make_method",
+    "method_arguments",
+    "method_name",
+]

@@ -144,12 +144,21 @@ class GradientMethod:
 
     fitted: bool = False
 
-    def fit_tensors(self, path) -> list:
-        """The tensors of the explained graph to evaluate on each batch of the fitting data (``needs_fit``)."""
+    def fit_tensors(self, path, valid) -> list:
+        """The statistics of one batch of the fitting data (``needs_fit``), as tensors of the explained graph.
+
+        Parameters
+        ----------
+        path : Path
+            The explained path (its ``weight_names`` name the model's weights by layer).
+        valid : tf.Tensor
+            ``(N,)`` float32, 1 for a row of the data and 0 for padding (inputs with a fixed batch size): the
+            statistics must weight the rows by it, so that they are sums over the data's rows only.
+        """
         raise NotImplementedError(f"{type(self).__name__} learns nothing from data")
 
     def fit_batch(self, values: list) -> None:
-        """Accumulate the values of :meth:`fit_tensors` on one batch (numpy arrays, batch first)."""
+        """Accumulate the values of :meth:`fit_tensors` on one batch (numpy arrays)."""
         raise NotImplementedError(f"{type(self).__name__} learns nothing from data")
 
     def fit_end(self) -> None:

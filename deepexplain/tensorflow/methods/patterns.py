@@ -1,0 +1,157 @@
+"""PatternNet, PatternAttribution and the pattern estimator they need (Kindermans et al. 2018, ICLR).
+
+- :class:`PatternStatistics` fits the patterns: one streaming pass over data, sums in float64 (see
+  :mod:`deepexplain.tensorflow.rules.patterns` for what is summed and why no patch is materialised).
+- :class:`PatternNet` back-projects the estimated signal: the gradient with every kernel ``W`` replaced by its pattern
+  ``A``; :class:`PatternAttribution` uses ``W * A`` (Deep Taylor with the root point ``x - A y``);
+  :class:`GuidedPatternNet` also keeps only the positive signal at ReLUs. The forward pass's ReLU and max-pool
+  switches are kept; batch norm, residual additions and average pooling pass the signal as their gradient does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deepexplain.errors import InvalidInputError, InvalidTypeError
+from deepexplain.tensorflow.methods.base import GradientMethod
+from deepexplain.tensorflow.rules import guided as guided_rules
+from deepexplain.tensorflow.rules import patterns as pattern_rules
+
+
+def _safe(values: np.ndarray) -> np.ndarray:
+    """Denominators with 0 replaced by 1 (a unit never active has mean 0, not NaN; upstream's safe divide)."""
+    return values + (values == 0)
+
+
+class PatternStatistics(GradientMethod):
+    """Fits the patterns of every dense/convolution layer (used by :func:`deepexplain.fit_patterns`).
+
+    For each layer and unit ``o`` (Kindermans et al. 2018, Eq. 7 for 'linear', Eq. 8 for the two-component
+    estimator; the mixed form both reference implementations compute):
+
+        A_o = (E+[x y] - E+[x] E[y]) / (E+[y^2] - E+[y] E[y])
+
+    ``E+`` is the mean over the samples where the unit is active ('relu': the activation after it is > 0;
+    'relu.negative': <= 0; 'linear': all samples), ``E`` over all samples, ``y = w_o^T x`` the layer's output
+    without bias. The denominator is ``w_o^T (E+[x y] - E+[x] E[y])``, so ``w_o^T A_o = 1``; it is computed from the
+    sums of ``y``, which needs no copy of the kernel. Sums are accumulated in float64 over every row of the data, so
+    the patterns do not depend on the batch size (nn-patterns drops the last partial batch; we do not).
+    """
+
+    name = "fit_patterns"
+    needs_fit = True
+    needs_gradient = False
+    explains_logits = True  # the logit layer's mask is z + b > 0 also when the model ends in a softmax
+
+    def __init__(self, sample_shapes, pattern_type="relu"):
+        super().__init__(sample_shapes)
+        if pattern_type not in pattern_rules.PATTERN_TYPES:
+            raise InvalidInputError(
+                f"pattern_type must be one of {list(pattern_rules.PATTERN_TYPES)}; got {pattern_type!r}"
+            )
+        self.pattern_type = pattern_type
+        self._layers: list = []
+        self._sums: dict = {}
+
+    def fit_tensors(self, path, valid) -> list:
+        layers, others = pattern_rules.kernel_layers(path)
+        if not layers:
+            raise InvalidInputError("fit_patterns: the model has no dense or convolution layer to fit patterns for")
+        self._layers = [(k.key, k.shape) for k in layers]
+        return [t for k in layers for t in pattern_rules.statistics(k, path, valid, self.pattern_type)]
+
+    def fit_batch(self, values: list) -> None:
+        count = len(pattern_rules.STATISTICS)
+        for i, (key, _) in enumerate(self._layers):
+            batch = [np.asarray(v, np.float64) for v in values[i * count : (i + 1) * count]]
+            total = self._sums.get(key)
+            self._sums[key] = batch if total is None else [t + b for t, b in zip(total, batch, strict=True)]
+
+    def patterns(self) -> dict:
+        """Layer key -> pattern (float32, the kernel's shape)."""
+        result = {}
+        for key, shape in self._layers:
+            sum_xm, sum_xym, count, sum_ym, sum_yym, sum_y, rows = self._sums[key]
+            mean_y = sum_y / _safe(rows)
+            covariance = (sum_xym - sum_xm * mean_y) / _safe(count)
+            normaliser = (sum_yym - sum_ym * mean_y) / _safe(count)  # w^T covariance
+            result[key] = (covariance / _safe(normaliser)).reshape(shape).astype(np.float32)
+        return result
+
+
+class PatternNet(GradientMethod):
+    """PatternNet (Kindermans et al. 2018, Sec. 4): the signal ``y A`` of the explained output projected back to
+    the input, layer by layer, with each kernel replaced by its pattern and the ReLU/max-pool switches of the
+    forward pass kept. The backward pass starts from the explained output's value (the logit).
+
+    Parameters
+    ----------
+    patterns : deepexplain.Patterns or mapping
+        Layer name -> pattern, from :func:`deepexplain.fit_patterns` (required).
+    project_bottlenecks : bool
+        Divide the signal per sample by its largest magnitude after every convolution layer (iNNvestigate 1.x's
+        default, on for parity with it; off by default because it makes the result defined up to scale only and
+        breaks PatternAttribution's conservation). Dense layers' 1-D signals are not projected, as there.
+    """
+
+    seeds_relevance = True
+    explains_logits = True
+    uses_weights = False
+
+    def __init__(self, sample_shapes, patterns=None, project_bottlenecks=False):
+        super().__init__(sample_shapes)
+        from deepexplain.patterns import Patterns
+
+        if patterns is None:
+            raise InvalidInputError(
+                f"{self._name()} needs patterns=: fit them first with patterns = deepexplain.fit_patterns(model, data) "
+                "(or de.fit_patterns(T, X, data) in a DeepExplain context)"
+            )
+        if not isinstance(patterns, Patterns):
+            if not hasattr(patterns, "keys"):
+                raise InvalidTypeError(
+                    f"patterns must be a deepexplain.Patterns (or a mapping of layer name to array); got "
+                    f"{type(patterns).__name__}"
+                )
+            patterns = Patterns(patterns)
+        if not isinstance(project_bottlenecks, bool | np.bool_):
+            raise InvalidTypeError(f"project_bottlenecks must be True or False; got {project_bottlenecks!r}")
+        self.patterns = patterns
+        self.project_bottlenecks = bool(project_bottlenecks)
+
+    def _name(self) -> str:
+        return {PatternNet: "pattern.net", PatternAttribution: "pattern.attribution"}.get(
+            type(self), "pattern.net.guided"
+        )
+
+    def op_rules(self, path) -> dict:
+        layers, others = pattern_rules.kernel_layers(path)
+        pattern_rules.check_patterns(layers, others, self.patterns, self._name())
+        rules = {}
+        for kernel in layers:
+            pattern = self.patterns[kernel.key].reshape(kernel.layer.weights.shape.as_list())
+            tensor = pattern_rules.constant(pattern, kernel.layer.weights.dtype)
+            rules[kernel.op] = pattern_rules.pattern_rule(self._kernel(tensor), self.project_bottlenecks)
+        return rules
+
+    def _kernel(self, pattern):
+        if self.uses_weights:
+            return lambda layer: layer.weights * pattern
+        return lambda layer: pattern
+
+
+class PatternAttribution(PatternNet):
+    """PatternAttribution (Kindermans et al. 2018, Sec. 4): Deep Taylor decomposition with the root point
+    ``x0 = x - A y`` of each layer, i.e. the backward pass with each kernel ``W`` replaced by ``W * A``
+    (elementwise). Because ``w_o^T a_o = 1``, a linear layer's relevance sums to the output it starts from. There is
+    no final multiplication by the input. Arguments as :class:`PatternNet`."""
+
+    uses_weights = True
+
+
+class GuidedPatternNet(PatternNet):
+    """Guided PatternNet (nn-patterns' ``patternnet.guided``): PatternNet whose signal passes ReLUs only where it is
+    positive, as in guided backpropagation. Arguments as :class:`PatternNet`."""
+
+    rules = guided_rules.GUIDED_RULES
+    gradient_rule_types = frozenset({"MaxPool", "MaxPoolV2"})

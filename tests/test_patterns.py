@@ -1,0 +1,524 @@
+"""PatternNet / PatternAttribution and the pattern estimator (Kindermans et al. 2018, ICLR).
+
+Oracles: planted-signal data whose signal direction is known (the paper's Sec. 2 example and a two-component
+variant, ../shared/specs/patterns_crp_cam.md A.8), a float64 numpy implementation of the estimator written here
+(im2col patches, the A.2 formulas), a numpy backward pass with the patterns, the identities ``w^T a = 1``,
+"patterns := kernels gives y * gradient" and "PatternAttribution of a linear layer sums to y", and the TF1 API on
+the same weights.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import deepexplain
+from deepexplain.errors import InvalidInputError, InvalidTypeError
+
+keras = pytest.importorskip("keras")
+
+# ----------------------------------------------------------------------------------------------------------------
+# numpy oracle
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def same_padding(size, kernel, stride):
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return out, (total // 2, total - total // 2)
+
+
+def im2col(x, kh, kw, stride, padding):
+    """(N, H, W, C) -> (N, Ho, Wo, kh * kw * C) patches in the (kh, kw, C) order of a Keras kernel."""
+    n, h, w, c = x.shape
+    if padding == "same":
+        ho, ph = same_padding(h, kh, stride)
+        wo, pw = same_padding(w, kw, stride)
+        x = np.pad(x, ((0, 0), ph, pw, (0, 0)))
+    else:
+        ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+    cols = np.empty((n, ho, wo, kh, kw, c))
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, i, j, :] = x[:, i : i + stride * ho : stride, j : j + stride * wo : stride, :]
+    return cols.reshape(n, ho, wo, kh * kw * c)
+
+
+def col2im(cols, shape, kh, kw, stride, padding):
+    """The transpose of :func:`im2col`: patch values summed back into an input of ``shape``."""
+    n, h, w, c = shape
+    ph = same_padding(h, kh, stride)[1] if padding == "same" else (0, 0)
+    pw = same_padding(w, kw, stride)[1] if padding == "same" else (0, 0)
+    out = np.zeros((n, h + sum(ph), w + sum(pw), c))
+    ho, wo = cols.shape[1:3]
+    cols = cols.reshape(n, ho, wo, kh, kw, c)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, i : i + stride * ho : stride, j : j + stride * wo : stride, :] += cols[:, :, :, i, j, :]
+    return out[:, ph[0] : ph[0] + h, pw[0] : pw[0] + w, :]
+
+
+def numpy_pattern(x_rows, y_rows, mask, kernel_2d):
+    """The estimator of A.2 in float64: cov = E+[xy] - E+[x] E[y]; A = cov / diag(W^T cov)."""
+    count = mask.sum(0)
+    safe = count + (count == 0)
+    mean_x = x_rows.T @ mask / safe
+    mean_xy = x_rows.T @ (y_rows * mask) / safe
+    mean_y = y_rows.mean(0)
+    cov = mean_xy - mean_x * mean_y[None]
+    norm = np.sum(kernel_2d * cov, axis=0)
+    return cov / (norm + (norm == 0))[None]
+
+
+def layer_rows(model, layer, data):
+    """(x rows, bias-free y rows, activated output rows) of a Dense or Conv2D layer on ``data`` (float64)."""
+    inputs = keras.Model(model.inputs, layer.input).predict(data, verbose=0).astype(np.float64)
+    outputs = keras.Model(model.inputs, layer.output).predict(data, verbose=0).astype(np.float64)
+    kernel = layer.kernel.numpy().astype(np.float64)
+    if isinstance(layer, keras.layers.Conv2D):
+        kh, kw, _, units = kernel.shape
+        cols = im2col(inputs, kh, kw, layer.strides[0], layer.padding)
+        x_rows = cols.reshape(-1, cols.shape[-1])
+        return x_rows, x_rows @ kernel.reshape(-1, units), outputs.reshape(-1, units)
+    return inputs, inputs @ kernel, outputs
+
+
+def oracle_patterns(model, data, pattern_type):
+    result = {}
+    for layer in model.layers:
+        if not hasattr(layer, "kernel"):
+            continue
+        x_rows, y_rows, activated = layer_rows(model, layer, data)
+        mask = {"linear": np.ones_like(y_rows), "relu": (activated > 0) * 1.0, "relu.negative": (activated <= 0) * 1.0}
+        kernel = layer.kernel.numpy().astype(np.float64)
+        result[layer.name] = numpy_pattern(x_rows, y_rows, mask[pattern_type], kernel.reshape(-1, kernel.shape[-1]))
+        result[layer.name] = result[layer.name].reshape(kernel.shape)
+    return result
+
+
+def numpy_backward(model, patterns, xs, unit, attribution):
+    """PatternNet (``attribution=False``) or PatternAttribution by hand through Conv2D / MaxPooling2D / Flatten /
+    Dense layers with ReLU activations: signal = y_c at the output, kernels replaced, forward switches kept."""
+    values = [xs.astype(np.float64)]
+    for layer in model.layers:
+        values.append(layer(values[-1].astype(np.float32)).numpy().astype(np.float64))
+    signal = np.zeros_like(values[-1])
+    signal[:, unit] = values[-1][:, unit]
+    for index in range(len(model.layers) - 1, -1, -1):
+        layer, x, out = model.layers[index], values[index], values[index + 1]
+        if getattr(layer, "activation", None) is keras.activations.relu:
+            signal = signal * (out > 0)
+        if hasattr(layer, "kernel"):
+            kernel = layer.kernel.numpy().astype(np.float64)
+            p = patterns[layer.name] * (kernel if attribution else 1)
+            if isinstance(layer, keras.layers.Conv2D):
+                kh, kw, _, units = p.shape
+                cols = signal @ p.reshape(-1, units).T
+                signal = col2im(cols, x.shape, kh, kw, layer.strides[0], layer.padding)
+            else:
+                signal = signal @ p.T
+        elif isinstance(layer, keras.layers.MaxPooling2D):
+            n, h, w, c = x.shape
+            windows = x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+            first_max = windows == windows.max(axis=(2, 4), keepdims=True)
+            routed = first_max * signal[:, :, None, :, None, :]
+            signal = np.zeros_like(x)
+            signal[:, : h // 2 * 2, : w // 2 * 2] = routed.reshape(n, h // 2 * 2, w // 2 * 2, c)
+        elif isinstance(layer, keras.layers.Flatten):
+            signal = signal.reshape(x.shape)
+    return signal
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# models and data
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def cnn(dtype="float32", seed=0, dead_unit=True):
+    """Strided SAME conv + ReLU, max-pool, VALID conv + ReLU, flatten, dense + ReLU, dense logits."""
+    layers = keras.layers
+    model = keras.Sequential([
+        keras.Input((9, 9, 2), dtype=dtype),
+        layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", dtype=dtype),
+        layers.MaxPooling2D(2, dtype=dtype),
+        layers.Conv2D(3, 2, padding="valid", activation="relu", dtype=dtype, name="conv_b"),
+        layers.Flatten(dtype=dtype),
+        layers.Dense(6, activation="relu", dtype=dtype),
+        layers.Dense(3, dtype=dtype, name="logits"),
+    ])  # fmt: skip
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.6, size=w.shape) for w in model.get_weights()])
+    if dead_unit:  # a conv unit that is never active: its 'relu' pattern must be 0
+        weights = model.layers[0].get_weights()
+        weights[1][2] = -1e3
+        model.layers[0].set_weights(weights)
+    return model
+
+
+def images(n=60, seed=1):
+    return np.random.default_rng(seed).normal(size=(n, 9, 9, 2)).astype(np.float32)
+
+
+def dense_model(kernel, activation=None, dtype="float64"):
+    model = keras.Sequential(
+        [
+            keras.Input((kernel.shape[0],), dtype=dtype),
+            keras.layers.Dense(kernel.shape[1], activation=activation, use_bias=False, dtype=dtype),
+        ]
+    )
+    model.set_weights([kernel])
+    return model
+
+
+def cosine(a, b):
+    a, b = np.ravel(a), np.ravel(b)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fitting
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_linear_pattern_recovers_the_planted_signal_where_the_gradient_does_not():
+    """Haufe et al.'s two-direction example (A.8.1): x = y a_s + eps a_d, filter w = (1, -1) cancels a_d."""
+    rng = np.random.default_rng(0)
+    n = 20000
+    signal, distractor = np.array([1.0, 0.0]), np.array([1.0, 1.0])
+    x = rng.normal(size=(n, 1)) * signal + rng.normal(size=(n, 1)) * distractor
+    w = np.array([[1.0], [-1.0]])
+    patterns = deepexplain.fit_patterns(dense_model(w), x, pattern_type="linear", progress=False)
+    (a,) = patterns.values()
+    assert cosine(a, signal) > 0.999
+    assert cosine(w, signal) == pytest.approx(0.7071, abs=1e-4)
+    assert float(w[:, 0] @ a[:, 0]) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_two_component_data_separates_relu_from_linear():
+    """A.8.2: x = a+ max(y, 0) + a- min(y, 0) + eps a_d with w^T x = y: 'relu' finds a+, 'relu.negative' a-."""
+    rng = np.random.default_rng(1)
+    n = 40000
+    a_pos, a_neg, a_d = np.eye(3)[0], np.eye(3)[1], np.array([1.0, -1.0, 1.0])
+    y = rng.normal(0.3, 1.0, size=(n, 1))
+    x = a_pos * np.maximum(y, 0) + a_neg * np.minimum(y, 0) + rng.normal(size=(n, 1)) * a_d
+    model = dense_model(np.array([[1.0], [1.0], [0.0]]), activation="relu")
+    found = {t: next(iter(deepexplain.fit_patterns(model, x, pattern_type=t, progress=False).values()))
+             for t in ("relu", "relu.negative", "linear")}  # fmt: skip
+    assert cosine(found["relu"], a_pos) > 0.999
+    assert cosine(found["relu.negative"], a_neg) > 0.999
+    assert cosine(found["linear"], a_pos) < 0.9
+
+
+@pytest.mark.parametrize("pattern_type", ["linear", "relu", "relu.negative"])
+def test_fitted_patterns_equal_the_numpy_definition(pattern_type):
+    """A float64 model: every layer (strided SAME conv, VALID conv after max-pool, dense, logits) to 1e-9."""
+    model, data = cnn("float64"), images().astype(np.float64)
+    patterns = deepexplain.fit_patterns(model, data, pattern_type=pattern_type, batch_size=13, progress=False)
+    expected = oracle_patterns(model, data, pattern_type)
+    assert sorted(patterns) == sorted(expected)
+    for name, pattern in expected.items():
+        np.testing.assert_allclose(patterns[name], pattern, rtol=1e-5, atol=1e-7, err_msg=name)  # float32 storage
+    if pattern_type == "relu":
+        np.testing.assert_array_equal(patterns[model.layers[0].name][..., 2], 0)  # the unit never active
+
+
+def test_float32_model_patterns_match_the_float64_definition():
+    model, data = cnn("float32"), images()
+    patterns = deepexplain.fit_patterns(model, data, batch_size=16, progress=False)
+    for name, pattern in oracle_patterns(model, data, "relu").items():
+        np.testing.assert_allclose(patterns[name], pattern, rtol=1e-3, atol=1e-4 * np.abs(pattern).max(), err_msg=name)
+
+
+def test_every_unit_reads_its_pattern_back_as_one():
+    """w_o^T a_o = 1 for every unit that is active on some sample (Sec. 3: the normalisation of the estimator)."""
+    model = cnn()
+    patterns = deepexplain.fit_patterns(model, images(), progress=False)
+    for layer in model.layers:
+        if hasattr(layer, "kernel"):
+            kernel = layer.kernel.numpy()
+            products = (kernel * patterns[layer.name]).reshape(-1, kernel.shape[-1]).sum(axis=0)
+            active = np.abs(patterns[layer.name]).reshape(-1, kernel.shape[-1]).max(axis=0) > 0
+            np.testing.assert_allclose(products[active], 1.0, atol=2e-5, err_msg=layer.name)
+
+
+def test_the_fit_does_not_depend_on_the_batch_size_or_the_kind_of_data():
+    model, data = cnn("float64"), images(41).astype(np.float64)
+    reference = deepexplain.fit_patterns(model, data, batch_size=len(data), progress=False)
+    fits = [
+        deepexplain.fit_patterns(model, data, batch_size=1, progress=False),
+        deepexplain.fit_patterns(model, data, batch_size=7, progress=False),  # the last batch has 6 rows
+        deepexplain.fit_patterns(model, (data[i : i + 10] for i in range(0, 41, 10)), progress=False),
+        deepexplain.fit_patterns(model, tf.data.Dataset.from_tensor_slices(data).batch(9), progress=False),
+        deepexplain.fit_patterns(model, data[::-1].copy(), batch_size=5, progress=False),
+    ]
+    for fit in fits:
+        for name in reference:
+            np.testing.assert_allclose(fit[name], reference[name], rtol=1e-6, atol=1e-9, err_msg=name)
+
+
+def test_conv1d_and_depthwise_layers_get_patterns_of_their_kernels_shape():
+    """Keras' Conv1D reads its kernel expanded to 2-D; a depthwise kernel has two unit axes (channel, multiplier):
+    each agrees with the Dense pattern fitted on explicitly extracted patches."""
+    rng = np.random.default_rng(2)
+    depthwise = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, activation="relu", name="depthwise")
+    model = keras.Sequential([keras.Input((6, 6, 2)), depthwise, keras.layers.Flatten(), keras.layers.Dense(2)])
+    model.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
+    data = rng.normal(size=(50, 6, 6, 2)).astype(np.float32)
+    patterns = deepexplain.fit_patterns(model, data, pattern_type="relu", progress=False)
+    kernel = model.get_layer("depthwise").kernel.numpy().astype(np.float64)  # (3, 3, 2, 2)
+    assert patterns["depthwise"].shape == kernel.shape
+    activated = keras.Model(model.inputs, model.get_layer("depthwise").output).predict(data, verbose=0)
+    for channel in range(2):
+        cols = im2col(data[..., channel : channel + 1].astype(np.float64), 3, 3, 1, "valid").reshape(-1, 9)
+        for m in range(2):
+            w = kernel[:, :, channel, m].reshape(9, 1)
+            mask = (activated[..., channel * 2 + m].reshape(-1, 1) > 0) * 1.0
+            expected = numpy_pattern(cols, cols @ w, mask, w)
+            np.testing.assert_allclose(patterns["depthwise"][:, :, channel, m].reshape(9, 1), expected, rtol=1e-3,
+                                       atol=1e-5)  # fmt: skip
+
+    conv1d = keras.Sequential([keras.Input((10, 3)), keras.layers.Conv1D(4, 3, activation="relu", name="c1"),
+                               keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)])  # fmt: skip
+    sequences = rng.normal(size=(40, 10, 3)).astype(np.float32)
+    fitted = deepexplain.fit_patterns(conv1d, sequences, progress=False)
+    assert fitted["c1"].shape == conv1d.get_layer("c1").kernel.shape == (3, 3, 4)
+    cols = np.stack([sequences[:, i : i + 3].reshape(40, -1) for i in range(8)], axis=1).reshape(-1, 9)
+    w = conv1d.get_layer("c1").kernel.numpy().reshape(9, 4).astype(np.float64)
+    activated = keras.Model(conv1d.inputs, conv1d.get_layer("c1").output).predict(sequences, verbose=0).reshape(-1, 4)
+    expected = numpy_pattern(cols.astype(np.float64), cols @ w, (activated > 0) * 1.0, w)
+    np.testing.assert_allclose(fitted["c1"].reshape(9, 4), expected, rtol=1e-3, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# explaining
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["pattern.net", "pattern.attribution"])
+def test_explanations_equal_a_numpy_backward_pass_with_the_patterns(method):
+    model = cnn(dead_unit=False)
+    patterns = deepexplain.fit_patterns(model, images(), progress=False)
+    xs = images(4, seed=5)
+    result = deepexplain.Explainer(method, model, patterns=patterns).run(xs, target=1)
+    expected = numpy_backward(model, patterns, xs, 1, attribution=method == "pattern.attribution")
+    np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+def test_guided_patternnet_keeps_only_positive_signal_at_relus():
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(7, activation="relu"), keras.layers.Dense(2)])
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
+    patterns = deepexplain.fit_patterns(model, rng.normal(size=(80, 5)).astype(np.float32), progress=False)
+    xs = rng.normal(size=(6, 5)).astype(np.float32)
+    w1, b1, _, _ = model.get_weights()
+    logits = model(xs).numpy()
+    a1, a2 = patterns[model.layers[0].name], patterns[model.layers[1].name]
+    signal = logits[:, :1] * a2[:, 0][None]  # at the hidden ReLU's output
+    signal = np.maximum(signal, 0) * (xs @ w1 + b1 > 0)
+    result = deepexplain.Explainer("pattern.net.guided", model, patterns=patterns).run(xs, target=0)
+    np.testing.assert_allclose(result, signal @ a1.T, rtol=1e-5, atol=1e-6)
+
+
+def test_patternattribution_of_a_linear_layer_sums_to_the_output():
+    rng = np.random.default_rng(4)
+    model = dense_model(rng.normal(size=(6, 3)), dtype="float32")
+    data = rng.normal(size=(200, 6)).astype(np.float32)
+    patterns = deepexplain.fit_patterns(model, data, pattern_type="linear", progress=False)
+    xs = rng.normal(size=(5, 6)).astype(np.float32)
+    result = deepexplain.Explainer("pattern.attribution", model, patterns=patterns).run(xs, target=2)
+    np.testing.assert_allclose(result.sum(axis=1), model(xs).numpy()[:, 2], rtol=1e-5, atol=1e-5)
+    patternnet = deepexplain.Explainer("pattern.net", model, patterns=patterns).run(xs, target=2)
+    np.testing.assert_allclose(patternnet, model(xs).numpy()[:, 2:3] * patterns[model.layers[0].name][:, 2], rtol=1e-5)
+
+
+def residual_model():
+    """Conv, batch norm, ReLU, a residual addition, average pooling, dense: what iNNvestigate refused."""
+    layers = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    h = layers.Conv2D(4, 3, padding="same")(inputs)
+    h = layers.ReLU()(layers.BatchNormalization()(h))
+    r = layers.Conv2D(4, 3, padding="same", activation="relu")(h)
+    h = layers.Add()([h, r])
+    h = layers.AveragePooling2D(2)(h)
+    h = layers.MaxPooling2D()(h)
+    outputs = layers.Dense(3)(layers.Flatten()(h))
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(6)
+    weights = [rng.normal(0, 0.5, size=w.shape) for w in model.get_weights()]
+    weights[5] = np.abs(weights[5]) + 0.5  # batch norm's moving variance
+    model.set_weights(weights)
+    return model
+
+
+@pytest.mark.parametrize("model_kind", ["cnn", "residual"])
+def test_kernels_as_patterns_give_the_output_times_its_gradient(model_kind):
+    """A.8.9: PatternNet with A := W, and PatternAttribution with A := 1, are y_c * grad y_c (the wiring test),
+    also through batch norm, a residual addition and average pooling."""
+    model = cnn(dead_unit=False) if model_kind == "cnn" else residual_model()
+    kernels = {layer.name: layer.kernel.numpy() for layer in model.layers if hasattr(layer, "kernel")}
+    ones = {name: np.ones_like(k) for name, k in kernels.items()}
+    xs = images(3, seed=7) if model_kind == "cnn" else np.random.default_rng(7).normal(size=(3, 8, 8, 3))
+    xs = xs.astype(np.float32)
+    with tf.GradientTape() as tape:
+        inputs = tf.constant(xs)
+        tape.watch(inputs)
+        output = model(inputs)[:, 2]
+    expected = tape.gradient(output, inputs).numpy() * output.numpy()[:, None, None, None]
+    net = deepexplain.Explainer("pattern.net", model, patterns=kernels).run(xs, target=2)
+    attribution = deepexplain.Explainer("pattern.attribution", model, patterns=ones).run(xs, target=2)
+    for result in (net, attribution):
+        np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+def test_projected_bottlenecks_are_scaled_copies():
+    """iNNvestigate parity mode: every sample's largest magnitude is 1 and the result is collinear with the
+    unprojected one on a sequential net."""
+    model = cnn(dead_unit=False)
+    patterns = deepexplain.fit_patterns(model, images(), progress=False)
+    xs = images(3, seed=8)
+    plain = deepexplain.Explainer("pattern.net", model, patterns=patterns).run(xs, target=0)
+    projected = deepexplain.Explainer("pattern.net", model, patterns=patterns, project_bottlenecks=True).run(
+        xs, target=0
+    )
+    np.testing.assert_allclose(np.abs(projected).reshape(3, -1).max(axis=1), 1.0, rtol=1e-6)
+    for p, q in zip(plain, projected, strict=True):
+        assert cosine(p, q) > 0.9999
+
+
+def test_softmax_models_are_fitted_and_explained_on_their_logits():
+    model = cnn(dead_unit=False)
+    with_softmax = keras.Sequential([*model.layers[:-1], keras.layers.Dense(3, activation="softmax")])
+    with_softmax.build((None, 9, 9, 2))
+    with_softmax.set_weights(model.get_weights())
+    data, xs = images(), images(2, seed=9)
+    patterns = deepexplain.fit_patterns(model, data, progress=False)
+    softmax_patterns = deepexplain.fit_patterns(with_softmax, data, progress=False)
+    np.testing.assert_allclose(softmax_patterns[with_softmax.layers[-1].name], patterns["logits"], rtol=1e-5)
+    renamed = {with_softmax.layers[i].name: patterns[layer.name] for i, layer in enumerate(model.layers)
+               if layer.name in patterns}  # fmt: skip
+    a = deepexplain.Explainer("pattern.attribution", model, patterns=patterns).run(xs, target=1)
+    b = deepexplain.Explainer("pattern.attribution", with_softmax, patterns=renamed).run(xs, target=1)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_tf1_graph_and_keras_model_agree(tmp_path):
+    """The TF1 API keys patterns by kernel op name; on the same weights both fit and explain the same."""
+    from deepexplain.tensorflow import DeepExplain
+
+    model = cnn(dead_unit=False)
+    data, xs = images(), images(3, seed=10)
+    keras_patterns = deepexplain.fit_patterns(model, data, progress=False)
+    keras_result = deepexplain.Explainer("pattern.attribution", model, patterns=keras_patterns).run(xs, target=0)
+    dense_layers = [layer for layer in model.layers if hasattr(layer, "kernel")]
+    (k1, b1), (k2, b2), (k3, b3), (k4, b4) = [(layer.kernel.numpy(), layer.bias.numpy()) for layer in dense_layers]
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        X = tf.compat.v1.placeholder(tf.float32, (None, 9, 9, 2))
+        h = tf.nn.relu(tf.nn.conv2d(X, k1, 2, "SAME", name="conv_a") + b1)
+        h = tf.nn.max_pool2d(h, 2, 2, "VALID")
+        h = tf.nn.relu(tf.nn.conv2d(h, k2, 1, "VALID", name="conv_b") + b2)
+        h = tf.reshape(h, (-1, int(np.prod(h.shape[1:]))))
+        h = tf.nn.relu(tf.matmul(h, k3, name="dense") + b3)
+        T = tf.matmul(h, k4, name="logits") + b4
+        with DeepExplain(session=session) as de:
+            graph_patterns = de.fit_patterns(T, X, data, batch_size=11)
+            assert sorted(graph_patterns) == ["conv_a", "conv_b", "dense", "logits"]
+            result = de.explain("pattern.attribution", T, X, xs, ys=np.eye(3)[[0, 0, 0]], patterns=graph_patterns)
+    names = dict(zip(["conv_a", "conv_b", "dense", "logits"], [layer.name for layer in dense_layers], strict=True))
+    for op_name, layer_name in names.items():
+        np.testing.assert_allclose(graph_patterns[op_name], keras_patterns[layer_name], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(result, keras_result, rtol=1e-3, atol=1e-5 * np.abs(keras_result).max())  # float32 fits
+
+
+def test_save_and_load_give_identical_explanations(tmp_path):
+    model = cnn()
+    patterns = deepexplain.fit_patterns(model, images(), pattern_type="linear", progress=False)
+    patterns.save(tmp_path / "patterns.npz")
+    loaded = deepexplain.Patterns.load(tmp_path / "patterns.npz")
+    assert loaded.pattern_type == "linear" and list(loaded) == list(patterns)
+    xs = images(2, seed=11)
+    a = deepexplain.Explainer("pattern.net", model, patterns=patterns).run(xs)
+    b = deepexplain.Explainer("pattern.net", model, patterns=loaded).run(xs)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError):
+        loaded["conv2d"] = np.zeros(1)  # read-only
+    with pytest.raises(ValueError):
+        loaded[next(iter(loaded))].flat[0] = 1
+
+
+def test_the_explainer_reads_the_live_weights():
+    """PatternAttribution multiplies the live kernel: after set_weights it explains the new one."""
+    model = cnn(dead_unit=False)
+    patterns = deepexplain.fit_patterns(model, images(), progress=False)
+    explainer = deepexplain.Explainer("pattern.attribution", model, patterns=patterns)
+    xs = images(2, seed=12)
+    before = explainer.run(xs, target=0)
+    model.set_weights([w * 1.5 for w in model.get_weights()])
+    after = explainer.run(xs, target=0)
+    fresh = deepexplain.Explainer("pattern.attribution", model, patterns=patterns).run(xs, target=0)
+    np.testing.assert_allclose(after, fresh, rtol=1e-6)
+    assert not np.allclose(before, after)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# bad input
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_pattern_methods_need_patterns():
+    with pytest.raises(InvalidInputError, match="needs patterns=.*fit_patterns"):
+        deepexplain.Explainer("pattern.attribution", cnn())
+    with pytest.raises(InvalidTypeError, match="patterns must be"):
+        deepexplain.Explainer("pattern.net", cnn(), patterns=[1, 2])
+    with pytest.raises(InvalidTypeError, match="project_bottlenecks"):
+        deepexplain.Explainer("pattern.net", cnn(), patterns={}, project_bottlenecks="yes")
+
+
+def test_patterns_of_another_model_are_refused_before_any_run():
+    model = cnn()
+    other = keras.Sequential([keras.Input((9, 9, 2)), keras.layers.Conv2D(5, 3, name=model.layers[0].name),
+                              keras.layers.Flatten(), keras.layers.Dense(3)])  # fmt: skip
+    patterns = deepexplain.fit_patterns(other, images(10), progress=False)
+    with pytest.raises(InvalidInputError, match="no entry for layer"):
+        deepexplain.Explainer("pattern.net", model, patterns=patterns)
+    fitted = dict(deepexplain.fit_patterns(model, images(10), progress=False))
+    fitted[model.layers[0].name] = patterns[model.layers[0].name]
+    with pytest.raises(InvalidInputError, match=r"do not match the model's kernels: conv2d\w*: kernel \(3, 3, 2, 4\)"):
+        deepexplain.Explainer("pattern.net", model, patterns=fitted)
+
+
+def test_bad_fitting_data_and_arguments_get_clear_errors():
+    model = cnn()
+    with pytest.raises(InvalidInputError, match="pattern_type must be one of"):
+        deepexplain.fit_patterns(model, images(), pattern_type="positive")
+    with pytest.raises(InvalidInputError, match="shape"):
+        deepexplain.fit_patterns(model, np.zeros((4, 8, 8, 2), np.float32), progress=False)
+    with pytest.raises(InvalidInputError, match="no samples"):
+        deepexplain.fit_patterns(model, iter([]), progress=False)
+    with pytest.raises(InvalidInputError, match="non-finite"):
+        deepexplain.fit_patterns(model, np.full((4, 9, 9, 2), np.nan, np.float32), progress=False)
+    kernel_free = keras.Sequential([keras.Input((4,)), keras.layers.ReLU()])
+    with pytest.raises(InvalidInputError, match="no dense or convolution layer"):
+        deepexplain.fit_patterns(kernel_free, np.ones((3, 4), np.float32), progress=False)
+    with pytest.raises(InvalidInputError, match="cannot read patterns"):
+        deepexplain.Patterns.load("/nonexistent/patterns.npz")
+
+
+def test_padding_rows_of_a_fixed_batch_size_do_not_count():
+    """A TF1 input with a fixed batch of 8 fed 60 rows (the last call padded with 4 zero rows): the same patterns
+    as an input of any batch size, the padding rows weighted out (a zero row is 'active' where the bias is > 0)."""
+    from deepexplain.tensorflow import DeepExplain
+
+    rng = np.random.default_rng(13)
+    w1, b1, w2 = rng.normal(size=(5, 4)), np.abs(rng.normal(size=4)) + 0.1, rng.normal(size=(4, 2))
+    data = rng.normal(size=(60, 5)).astype(np.float32)
+    fitted = []
+    for batch in (None, 8):
+        graph = tf.Graph()
+        with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+            X = tf.compat.v1.placeholder(tf.float32, (batch, 5))
+            T = tf.matmul(tf.nn.relu(tf.matmul(X, w1.astype(np.float32), name="hidden") + b1.astype(np.float32)),
+                          w2.astype(np.float32), name="out")  # fmt: skip
+            with DeepExplain(session=session) as de:
+                fitted.append(de.fit_patterns(T, X, data, batch_size=8))
+    for name in ("hidden", "out"):
+        np.testing.assert_allclose(fitted[1][name], fitted[0][name], rtol=1e-5, atol=1e-7)
