@@ -20,7 +20,6 @@ import tensorflow as tf
 from deepexplain.errors import InvalidInputError
 from deepexplain.tensorflow import ops
 from deepexplain.tensorflow.graph import Path, layer_type, weight_name, weight_origin
-from deepexplain.tensorflow.overrides import original_gradient
 from deepexplain.tensorflow.rules.linear_ops import LinearLayer, equivalent_of_call
 
 PATTERN_TYPES = ("linear", "relu", "relu.negative")
@@ -165,7 +164,8 @@ def statistics(kernel: KernelLayer, path: Path, valid: tf.Tensor, pattern_type: 
     weights = kernel.layer.weights
     kernel_axes = [a for a in range(weights.shape.rank) if a not in kernel.unit_axes]
     output_axes = [a for a in range(rank) if a != kernel.output_axis]
-    positions = tf.cast(tf.size(z) // tf.shape(z)[0], z.dtype) / int(np.prod([weights.shape[a] for a in kernel.unit_axes]))
+    units = int(np.prod([weights.shape[a] for a in kernel.unit_axes]))
+    positions = tf.cast(tf.size(z) // tf.shape(z)[0], z.dtype) / units
 
     def per_unit(t):
         return tf.reshape(t, kernel.unit_shape)
@@ -178,7 +178,7 @@ def statistics(kernel: KernelLayer, path: Path, valid: tf.Tensor, pattern_type: 
         tf.reduce_sum(weights * sum_xm, axis=kernel_axes, keepdims=True),
         tf.reduce_sum(weights * sum_xym, axis=kernel_axes, keepdims=True),
         per_unit(tf.linalg.matvec(sample_sums, valid, transpose_a=True)),
-        per_unit(tf.fill([int(np.prod(kernel.unit_shape))], tf.reduce_sum(valid) * positions)),
+        per_unit(tf.fill([units], tf.reduce_sum(valid) * positions)),
     ]
 
 
