@@ -20,6 +20,7 @@ _LAZY = {
     "METHODS": ("deepexplain.tensorflow", "METHODS"),
     "fit_patterns": ("deepexplain.patterns", "fit_patterns"),
     "Patterns": ("deepexplain.patterns", "Patterns"),
+    "signal_quality": ("deepexplain.patterns", "signal_quality"),
 }
 _SUBMODULES = ("plot", "perturbation", "tensorflow", "errors", "targets", "inputs", "batching", "patterns")
 
@@ -47,4 +48,5 @@ __all__ = [
     "METHODS",
     "fit_patterns",
     "Patterns",
+    "signal_quality",
 ]

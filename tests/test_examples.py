@@ -30,6 +30,7 @@ EXPECTED = {
     "explainer_loop.py": ["explainer_loop_class_means.png"],
     "tabular.py": ["tabular_sample_0.png", "tabular_sample_1.png", "tabular_sample_2.png", "tabular_global.png"],
     "keras_eager.py": ["keras_eager.png"],
+    "patterns_digits.py": ["patterns_digits.png"],
 }
 # script -> text its standard output must contain
 PRINTS = {
@@ -39,13 +40,14 @@ PRINTS = {
     "explainer_loop.py": "1000 samples in",
     "tabular.py": "deepshap: max |sum(attributions)",
     "keras_eager.py": "deeplift: max |sum(attributions) - (f(x) - f(0))| = ",
+    "patterns_digits.py": "gradient    linear      relu",
 }
 # One worker process per lane, its scripts in this order; the lanes take about as long (~8 s of work each after the
 # ~6 s import). explainer_loop follows compare_methods: it loads the digits CNN that compare_methods trained and
 # cached (or found cached by tests/test_cli.py's demo).
 LANES = (
     ("compare_methods.py", "explainer_loop.py", "tabular.py"),
-    ("quickstart.py", "keras_eager.py", "text_embedding.py"),
+    ("quickstart.py", "keras_eager.py", "patterns_digits.py", "text_embedding.py"),
 )
 TIMEOUT_S = 300  # per lane
 

@@ -522,3 +522,74 @@ def test_padding_rows_of_a_fixed_batch_size_do_not_count():
                 fitted.append(de.fit_patterns(T, X, data, batch_size=8))
     for name in ("hidden", "out"):
         np.testing.assert_allclose(fitted[1][name], fitted[0][name], rtol=1e-5, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# signal quality (Eq. 3)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def haufe_data(n=20000, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 1)) * np.array([1.0, 0.0]) + rng.normal(size=(n, 1)) * np.array([1.0, 1.0])
+
+
+def test_signal_quality_of_the_planted_signal():
+    """A.8.7: in-sample rho(S_a) = 1; rho(S_w) = 1 - 0.5 / sqrt(1.25) for unit variances."""
+    x = haufe_data()
+    model = dense_model(np.array([[1.0], [-1.0]]))
+    patterns = deepexplain.fit_patterns(model, x, pattern_type="linear", progress=False)
+    name = model.layers[0].name
+    assert deepexplain.signal_quality(model, x, patterns, progress=False)[name] == pytest.approx(1.0, abs=1e-9)
+    gradient = deepexplain.signal_quality(model, x, progress=False)[name]
+    assert gradient == pytest.approx(1 - 0.5 / np.sqrt(1.25), abs=0.01)
+
+
+def test_two_component_estimator_rates_at_least_as_high_as_the_linear_one():
+    rng = np.random.default_rng(1)
+    y = rng.normal(0.3, 1.0, size=(20000, 1))
+    x = np.eye(3)[0] * np.maximum(y, 0) + np.eye(3)[1] * np.minimum(y, 0) + rng.normal(size=(20000, 1)) * [1, -1, 1]
+    model = dense_model(np.array([[1.0], [1.0], [0.0]]), activation="relu")
+    rho = {t: deepexplain.signal_quality(model, x, deepexplain.fit_patterns(model, x, pattern_type=t, progress=False),
+                                         progress=False)[model.layers[0].name] for t in ("linear", "relu")}  # fmt: skip
+    assert rho["relu"] >= rho["linear"] - 1e-9
+    assert rho["relu"] > 0.99
+
+
+def brute_force_quality(x_rows, y_rows, mask, a, b):
+    """rho per unit from explicit distractor estimates and a least-squares fit of y on them (with intercept)."""
+    rho = []
+    for o in range(y_rows.shape[1]):
+        y = y_rows[:, o]
+        z_pos, z_neg = y * mask[:, o], y * (1 - mask[:, o])
+        residual = x_rows - np.outer(z_pos, a[:, o]) - np.outer(z_neg, b[:, o])
+        design = np.column_stack([np.ones(len(y)), residual])
+        fit = design @ np.linalg.lstsq(design, y, rcond=None)[0]
+        r2 = 1 - np.sum((y - fit) ** 2) / np.sum((y - y.mean()) ** 2)
+        rho.append(1 - np.sqrt(max(r2, 0.0)))
+    return np.array(rho)
+
+
+@pytest.mark.parametrize("estimator", ["gradient", "linear", "relu"])
+def test_signal_quality_equals_an_explicit_regression(estimator):
+    model, data = cnn("float64"), images(300).astype(np.float64)
+    patterns = None if estimator == "gradient" else deepexplain.fit_patterns(model, data, pattern_type=estimator,
+                                                                             progress=False)  # fmt: skip
+    rho = deepexplain.signal_quality(model, data, patterns, per_unit=True, batch_size=64, progress=False)
+    for layer in model.layers:
+        if not hasattr(layer, "kernel"):
+            continue
+        x_rows, y_rows, activated = layer_rows(model, layer, data)
+        kernel = layer.kernel.numpy().astype(np.float64).reshape(-1, y_rows.shape[1])
+        mask = (activated > 0) * 1.0
+        if estimator == "gradient":
+            a = b = kernel / np.sum(kernel**2, axis=0)
+        elif estimator == "linear":
+            a = b = patterns[layer.name].reshape(kernel.shape).astype(np.float64)
+        else:
+            a = patterns[layer.name].reshape(kernel.shape).astype(np.float64)
+            b = numpy_pattern(x_rows, y_rows, 1 - mask, kernel)
+        a, b = (v / np.where(np.sum(kernel * v, axis=0) == 0, 1, np.sum(kernel * v, axis=0)) for v in (a, b))
+        expected = brute_force_quality(x_rows, y_rows, mask, a, b)
+        varying = y_rows.std(axis=0) > 0
+        np.testing.assert_allclose(rho[layer.name][varying], expected[varying], atol=1e-5, err_msg=layer.name)

@@ -155,3 +155,36 @@ class GuidedPatternNet(PatternNet):
 
     rules = guided_rules.GUIDED_RULES
     gradient_rule_types = frozenset({"MaxPool", "MaxPoolV2"})
+
+
+class QualityStatistics(GradientMethod):
+    """The moments :func:`deepexplain.signal_quality` rates signal estimators with (one streaming pass, float64
+    sums), for the dense and 2-D convolution layers of the path."""
+
+    name = "signal_quality"
+    needs_fit = True
+    needs_gradient = False
+    explains_logits = True
+
+    def __init__(self, sample_shapes):
+        super().__init__(sample_shapes)
+        self.layers: list = []
+        self.sums: dict = {}
+
+    def fit_tensors(self, path, valid) -> list:
+        layers, _ = pattern_rules.kernel_layers(path)
+        layers = [k for k in layers if pattern_rules.quality_layer(k)]
+        if not layers:
+            raise InvalidInputError("signal_quality: the model has no dense or 2-D convolution layer to rate")
+        self.layers = [k.key for k in layers]
+        return [t for k in layers for t in pattern_rules.quality_statistics(k, path, valid)]
+
+    def fit_batch(self, values: list) -> None:
+        count = len(pattern_rules.QUALITY_STATISTICS)
+        for i, key in enumerate(self.layers):
+            batch = [np.asarray(v, np.float64) for v in values[i * count : (i + 1) * count]]
+            total = self.sums.get(key)
+            if total is None:
+                self.sums[key] = batch
+            else:  # the kernel is the same at every batch; the rest are sums
+                self.sums[key] = [batch[0]] + [t + b for t, b in zip(total[1:], batch[1:], strict=True)]

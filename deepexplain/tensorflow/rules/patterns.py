@@ -238,3 +238,51 @@ def check_patterns(layers: list[KernelLayer], others: list, patterns, method: st
     if wrong:
         listing = ", ".join(f"{key}: kernel {kernel}, pattern {pattern}" for key, kernel, pattern in wrong)
         raise InvalidInputError(f"{method}: patterns do not match the model's kernels: {listing}")
+
+
+QUALITY_STATISTICS = ("kernel", "rows", "sum_x", "sum_xx", "sum_xm", "sum_xz", "sum_xz_neg", "count", "sum_z",
+                      "sum_z_neg", "sum_zz", "sum_zz_neg")  # fmt: skip
+"""What :func:`quality_statistics` gives per layer: the kernel as a matrix, the row count, moments of the input
+rows ``x`` (patches of a convolution), and with ``z = y m`` and ``z_neg = y (1 - m)`` (``m`` the 'relu' mask)
+their cross moments with ``x`` and their own moments per unit."""
+
+
+def quality_layer(kernel: KernelLayer) -> bool:
+    """Whether :func:`quality_statistics` handles the layer: a dense layer, or a 2-D convolution (also Keras' Conv1D)
+    in NHWC with SAME or VALID padding, whose input patches it extracts."""
+    op = kernel.layer.op
+    if op.type == "MatMul":
+        return not op.get_attr("transpose_b")
+    return (op.type == "Conv2D" and op.get_attr("data_format") == b"NHWC"
+            and op.get_attr("padding") in (b"SAME", b"VALID"))  # fmt: skip
+
+
+def quality_statistics(kernel: KernelLayer, path: Path, valid: tf.Tensor) -> list[tf.Tensor]:
+    """The sums :data:`QUALITY_STATISTICS` of one layer over a batch (rows weighted by ``valid``), from which the
+    quality of any linear or two-component signal estimator of the layer follows (Kindermans et al. 2018, Eq. 3)."""
+    layer, z = kernel.layer, kernel.layer.z
+    weights = layer.weights
+    units = int(weights.shape[-1])
+    if layer.op.type == "MatMul":
+        rows, matrix = layer.x, weights
+    else:
+        kh, kw = weights.shape[0], weights.shape[1]
+        patches = tf.image.extract_patches(
+            layer.x, sizes=[1, kh, kw, 1], strides=layer.op.get_attr("strides"),
+            rates=layer.op.get_attr("dilations"), padding=layer.op.get_attr("padding").decode(),
+        )  # fmt: skip
+        rows, matrix = patches, tf.reshape(weights, [-1, units])
+    weight = tf.reshape(tf.cast(valid, z.dtype), [-1] + [1] * (z.shape.rank - 1)) * tf.ones_like(z[..., :1])
+    x = tf.reshape(rows * weight, [-1, matrix.shape[0]])  # padding rows are zero rows
+    w = tf.reshape(weight, [-1, 1])
+    y = tf.reshape(z, [-1, units])
+    gate = tf.reshape(activation_gate(kernel, path), [-1, units])
+    mask = tf.cast(gate > 0, z.dtype) * w
+    z_pos, z_neg = y * mask, y * (w - mask)
+
+    def cross(t):
+        return tf.matmul(x, t, transpose_a=True)
+
+    return [matrix, tf.reduce_sum(w), tf.reduce_sum(x, 0), cross(x), cross(mask), cross(z_pos), cross(z_neg),
+            tf.reduce_sum(mask, 0), tf.reduce_sum(z_pos, 0), tf.reduce_sum(z_neg, 0), tf.reduce_sum(z_pos * z_pos, 0),
+            tf.reduce_sum(z_neg * z_neg, 0)]  # fmt: skip
