@@ -593,3 +593,13 @@ def test_signal_quality_equals_an_explicit_regression(estimator):
         expected = brute_force_quality(x_rows, y_rows, mask, a, b)
         varying = y_rows.std(axis=0) > 0
         np.testing.assert_allclose(rho[layer.name][varying], expected[varying], atol=1e-5, err_msg=layer.name)
+
+
+def test_conv3d_patterns_have_the_kernels_shape_and_read_back_as_one():
+    rng = np.random.default_rng(14)
+    model = keras.Sequential([keras.Input((5, 5, 5, 2)), keras.layers.Conv3D(3, 2, activation="relu", name="c3"),
+                              keras.layers.Flatten(), keras.layers.Dense(2)])  # fmt: skip
+    patterns = deepexplain.fit_patterns(model, rng.normal(size=(30, 5, 5, 5, 2)).astype(np.float32), progress=False)
+    kernel = model.get_layer("c3").kernel.numpy()
+    assert patterns["c3"].shape == kernel.shape
+    np.testing.assert_allclose((kernel * patterns["c3"]).reshape(-1, 3).sum(axis=0), 1.0, atol=1e-5)
