@@ -23,6 +23,18 @@ def _safe(values: np.ndarray) -> np.ndarray:
     return values + (values == 0)
 
 
+def _accumulate(sums: dict, keys: list, values: list, count: int, keep_first: bool = False) -> None:
+    """Add one batch's statistics (``count`` arrays per key, in order) to ``sums`` in float64; with ``keep_first``
+    the first array of each key is not a sum but the same at every batch (a kernel) and is kept as it comes."""
+    for i, key in enumerate(keys):
+        batch = [np.asarray(v, np.float64) for v in values[i * count : (i + 1) * count]]
+        total = sums.get(key)
+        if total is not None:
+            added = [t + b for t, b in zip(total, batch, strict=True)]
+            batch = [batch[0], *added[1:]] if keep_first else added
+        sums[key] = batch
+
+
 class PatternStatistics(GradientMethod):
     """Fits the patterns of every dense/convolution layer (used by :func:`deepexplain.fit_patterns`).
 
@@ -61,11 +73,7 @@ class PatternStatistics(GradientMethod):
         return [t for k in layers for t in pattern_rules.statistics(k, path, valid, self.pattern_type)]
 
     def fit_batch(self, values: list) -> None:
-        count = len(pattern_rules.STATISTICS)
-        for i, (key, _) in enumerate(self._layers):
-            batch = [np.asarray(v, np.float64) for v in values[i * count : (i + 1) * count]]
-            total = self._sums.get(key)
-            self._sums[key] = batch if total is None else [t + b for t, b in zip(total, batch, strict=True)]
+        _accumulate(self._sums, [key for key, _ in self._layers], values, len(pattern_rules.STATISTICS))
 
     def patterns(self) -> dict:
         """Layer key -> pattern (float32, the kernel's shape)."""
@@ -180,11 +188,4 @@ class QualityStatistics(GradientMethod):
         return [t for k in layers for t in pattern_rules.quality_statistics(k, path, valid)]
 
     def fit_batch(self, values: list) -> None:
-        count = len(pattern_rules.QUALITY_STATISTICS)
-        for i, key in enumerate(self.layers):
-            batch = [np.asarray(v, np.float64) for v in values[i * count : (i + 1) * count]]
-            total = self.sums.get(key)
-            if total is None:
-                self.sums[key] = batch
-            else:  # the kernel is the same at every batch; the rest are sums
-                self.sums[key] = [batch[0]] + [t + b for t, b in zip(total[1:], batch[1:], strict=True)]
+        _accumulate(self.sums, self.layers, values, len(pattern_rules.QUALITY_STATISTICS), keep_first=True)
