@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from keras_eager import build_cnn, load_data  # noqa: E402
+from keras_eager import build_cnn, load_data, train  # noqa: E402
 
 import deepexplain  # noqa: E402
 from deepexplain import plot  # noqa: E402
@@ -45,9 +45,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(0)
     x_train, y_train, x_test, y_test = load_data()
-    model = build_cnn()
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x_train, y_train, epochs=2 if args.smoke else 10, batch_size=64, verbose=0)
+    model = train(build_cnn(), x_train, y_train, epochs=2 if args.smoke else 10)
     print(f"test accuracy {model.evaluate(x_test, y_test, verbose=0)[1]:.1%}")
 
     # 2. One pass over the training digits (the softmax is left out by itself: patterns describe the logits).

@@ -65,9 +65,6 @@ class KernelLayer:
         kernel = self.layer.weights.shape.as_list()
         return tuple(kernel[a] if a in self.unit_axes else 1 for a in range(len(kernel)))
 
-    def data_input_index(self) -> int:
-        return next(i for i, t in enumerate(self.op.inputs) if t is self.layer.x)
-
 
 def kernel_layers(path: Path) -> tuple[list[KernelLayer], list[tf.Operation]]:
     """``(layers, others)``: the path's dense/convolution ops that patterns are defined for, ordered by key, and the
