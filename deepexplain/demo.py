@@ -167,6 +167,8 @@ class DigitsCNN:
         Shape ``(None, 10)``; explain these, not the softmax.
     weights : dict of str to numpy.ndarray
         The trained parameters, as cached.
+    features : tf.Tensor
+        The last feature maps (the second convolution's ReLU), shape ``(None, 4, 4, 16)``: the CAM methods' layer.
     """
 
     graph: tf.Graph
@@ -174,6 +176,7 @@ class DigitsCNN:
     X: tf.Tensor
     logits: tf.Tensor
     weights: dict
+    features: tf.Tensor
 
     def predict(self, xs: np.ndarray) -> np.ndarray:
         """Logits of ``xs``, shape ``(N, 10)``."""
@@ -199,12 +202,13 @@ def cache_dir() -> Path:
     return Path(root) / "deepexplain"
 
 
-def _forward(X: tf.Tensor, params: Mapping[str, tf.Variable]) -> tf.Tensor:
+def _forward(X: tf.Tensor, params: Mapping[str, tf.Variable]) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(logits, last feature maps)``."""
     h = tf.nn.relu(tf.nn.conv2d(X, params["conv1/kernel"], 1, "SAME") + params["conv1/bias"])
     h = tf.nn.max_pool2d(h, 2, 2, "VALID")
-    h = tf.nn.relu(tf.nn.conv2d(h, params["conv2/kernel"], 1, "SAME") + params["conv2/bias"])
-    flat = tf.reshape(h, [-1, _SHAPES["dense/kernel"][0]])
-    return tf.matmul(flat, params["dense/kernel"]) + params["dense/bias"]
+    features = tf.nn.relu(tf.nn.conv2d(h, params["conv2/kernel"], 1, "SAME") + params["conv2/bias"])
+    flat = tf.reshape(features, [-1, _SHAPES["dense/kernel"][0]])
+    return tf.matmul(flat, params["dense/kernel"]) + params["dense/bias"], features
 
 
 def _initial_weights(seed: int) -> dict:
@@ -274,7 +278,7 @@ def digits_cnn(
         X = tf1.placeholder(tf.float32, [None, 8, 8, 1], name="images")
         initial = weights if weights is not None else _initial_weights(seed)
         params = {name: tf.Variable(value, name=name.replace("/", "_")) for name, value in initial.items()}
-        logits = _forward(X, params)
+        logits, features = _forward(X, params)
         session = tf1.Session(graph=graph)
         session.run(tf1.variables_initializer(list(params.values())))
     if weights is None:
@@ -288,7 +292,7 @@ def digits_cnn(
         os.replace(partial, path)
         if log:
             log(f"digits CNN: trained in {time.perf_counter() - start:.1f} s, weights cached in {path}")
-    model = DigitsCNN(graph, session, X, logits, weights)
+    model = DigitsCNN(graph, session, X, logits, weights, features)
     if log:
         log(f"digits CNN: test accuracy {model.accuracy(data.x_test, data.y_test):.1%}")
     return model
@@ -307,7 +311,7 @@ def superpixels(size: int = 8, block: int = 2) -> np.ndarray:
     return (rows * (size // block) + cols)[..., None]
 
 
-def method_arguments(baselines: np.ndarray, quick: bool = False, seed: int = 0, patterns=None) -> dict:
+def method_arguments(baselines: np.ndarray, quick: bool = False, seed: int = 0, patterns=None, layer=None) -> dict:
     """Arguments for every method of ``METHODS`` on 8×8 one-channel images.
 
     Parameters
@@ -320,12 +324,14 @@ def method_arguments(baselines: np.ndarray, quick: bool = False, seed: int = 0, 
         Seed of the sampling methods.
     patterns : deepexplain.Patterns, optional
         Fitted patterns (:meth:`DigitsCNN.fit_patterns`) for the PatternNet family, which is left out without them.
+    layer : tf.Tensor, optional
+        The feature maps of the CAM family (:attr:`DigitsCNN.features`), which is left out without them.
 
     Returns
     -------
     dict of str to dict
-        Method name -> keyword arguments. Every method in ``METHODS`` but the aliases (and the PatternNet family
-        without ``patterns``) has an entry (``{}``: its defaults).
+        Method name -> keyword arguments. Every method in ``METHODS`` but the aliases (and the PatternNet and CAM
+        families without ``patterns`` and ``layer``) has an entry (``{}``: its defaults).
     """
     steps = 20 if quick else 100
     samples = 10 if quick else 50
@@ -343,9 +349,12 @@ def method_arguments(baselines: np.ndarray, quick: bool = False, seed: int = 0, 
         "lrp.epsilon_gamma_box": {"low": 0.0, "high": 1.0},
         "deep_taylor.bounded": {"low": 0.0, "high": 1.0},
         **{name: {"patterns": patterns} for name in METHODS if name.startswith("pattern.")},
+        **{name: {"layer": layer} for name in METHODS if getattr(METHODS[name], "uses_layer", False)},
     }
-    return {name: arguments.get(name, {}) for name in METHODS
-            if name not in ALIASES and (patterns is not None or not name.startswith("pattern."))}  # fmt: skip
+    missing = [patterns is None and name.startswith("pattern.") or
+               layer is None and getattr(METHODS[name], "uses_layer", False) for name in METHODS]  # fmt: skip
+    return {name: arguments.get(name, {}) for name, left_out in zip(METHODS, missing, strict=True)
+            if name not in ALIASES and not left_out}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -378,7 +387,7 @@ def explain_all(
     Returns
     -------
     attributions : dict of str to numpy.ndarray
-        Method name -> attributions shaped like ``xs``.
+        Method name -> attributions shaped like ``xs`` (the CAM family: maps ``(N, 8, 8)``).
     reports : list of MethodReport
         One per method, in order.
     """
@@ -467,7 +476,8 @@ def run_demo(
         if log:
             log(f"explaining {len(xs)} test digits with {len(METHODS) - len(ALIASES)} methods")
         patterns = model.fit_patterns(data.x_train)
-        attributions, reports = explain_all(model, xs, ys, method_arguments(baselines, quick, seed, patterns))
+        arguments = method_arguments(baselines, quick, seed, patterns, layer=model.features)
+        attributions, reports = explain_all(model, xs, ys, arguments)
     finally:
         model.close()
     Path(out).mkdir(parents=True, exist_ok=True)

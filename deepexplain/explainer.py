@@ -90,13 +90,19 @@ class Explainer:
         if isinstance(model, SessionRunner | FunctionRunner):
             if output is not None or layer is not None or jit_compile:
                 raise InvalidInputError("output=, layer= and jit_compile= apply to models, not to graph tensors")
+            if getattr(declaration, "uses_layer", False) and getattr(model, "layer", None) is None:
+                raise InvalidInputError(
+                    f"{self.method_name} reads a layer's feature maps: pass layer=<the tensor of the feature maps, "
+                    "(N, H, W, C)>"
+                )
             self.runner, self.adapter, self._default_target = model, None, "all"
         else:
             from deepexplain.adapters.keras import ModelAdapter
 
             if model is None:
                 raise InvalidTypeError("Explainer needs a model: Explainer(method, model, **method_kwargs)")
-            self.adapter = ModelAdapter(model, output=output, layer=layer)
+            tap = self.method_name if getattr(declaration, "uses_layer", False) else None
+            self.adapter = ModelAdapter(model, output=output, layer=layer, tap=tap)
             self.runner = self.adapter.runner(explain_logits=explains_logits, jit_compile=jit_compile)
             self._default_target = "max"
         self.model = getattr(self.adapter, "model", None)
@@ -152,6 +158,8 @@ class Explainer:
         show_progress = self.progress if progress is None else bool(progress)
         if getattr(method, "needs_fit", False) and not method.fitted:
             raise InvalidInputError(f"{self.method_name} learns from data first: call explainer.fit(data) before run")
+        if getattr(method, "uses_layer", False):  # one map per sample, whatever the inputs
+            return self._layer_maps(method, request, inputs, specs, rows, show_progress)
         if isinstance(method, GradientMethod) and not method.needs_gradient:
             rng = np.random.default_rng(getattr(method, "seed", None)) if method.is_random else None
             result = method.without_gradient(inputs, rng)
@@ -310,7 +318,10 @@ class Explainer:
     def _compile_default(self):
         """Compile what the first run needs now, so that errors and warnings surface at construction."""
         specs = tuple(self._specs)
-        if isinstance(self.method, GradientMethod):
+        if getattr(self.method, "uses_layer", False):
+            for kind in ("maps",) if self.method.needs_gradient else ("activations", "row_values"):
+                self._compile(kind, None, specs)
+        elif isinstance(self.method, GradientMethod):
             if self.method.needs_fit:
                 self._compile("fit", None, specs)
             if self.method.needs_gradient:
@@ -326,7 +337,8 @@ class Explainer:
             if key not in self._compiled:
                 compiled = _Compiled(self._weights_dtype(specs))
                 build = {"gradients": self._build_gradients, "row_values": self._build_row_values,
-                         "outputs": self._build_outputs, "fit": self._build_fit}[kind](score, compiled)  # fmt: skip
+                         "outputs": self._build_outputs, "fit": self._build_fit, "maps": self._build_maps,
+                         "activations": self._build_activations}[kind](score, compiled)  # fmt: skip
                 compiled.run = self.runner.compile(build, self._extra_specs(kind, compiled), specs)
                 self._compiled[key] = compiled
                 if compiled.messages:
@@ -334,7 +346,7 @@ class Explainer:
             return self._compiled[key]
 
     def _extra_specs(self, kind: str, compiled: _Compiled) -> list:
-        if kind == "outputs":
+        if kind in ("outputs", "activations"):
             return []
         if kind == "fit":
             return [tf.TensorSpec((None,), tf.float32, name="row_valid")]
@@ -372,48 +384,86 @@ class Explainer:
         return weights if weights.dtype == target.dtype else tf.cast(weights, target.dtype)
 
     def _build_gradients(self, score, compiled: _Compiled):
+        def build(traced, extras):
+            target = self._target_tensor(traced.output, score, compiled)
+            self._check_softmax(target, compiled)
+            return self._rule_gradients(target, traced.inputs, extras, compiled)
+
+        return build
+
+    def _rule_gradients(self, target, inputs, extras, compiled: _Compiled) -> list:
+        """The method's backward pass from the weighted ``target`` to ``inputs``, its rules active while the
+        gradients are built."""
+        method = self.method
+        path = self._path(inputs, target)
+        if not path:
+            raise NotConnectedError(_not_connected_message(target, inputs, True))
+        activations = find_activations(path) if method.rules else {}
+        if method.products == "factor":  # modulating factors are constants: nothing flows into their branch
+            inside = {op for a in activations.values() for op in a.region}
+            cut = [(op, modulating_factor(op, path)) for op in path.ops if op not in inside]
+            path = path.without([(op, i) for op, i in cut if i is not None])
+        self._check_rules(method, path, activations, target, compiled)
+        extra = extras()
+        weights = self._explained_weights(target, extra)
+        reference_index = extra[2] if method.uses_references else None
+        path.row_inputs = extra[3 if method.uses_references else 2 :]
+        settings = method.graph_settings(reference_index, path)
+        op_rules = method.op_rules(path)
+        if method.activation_rule:
+            op_rules.update(rules_for(activations.values(), method.activation_rule))
+        with overridden_gradients(path.ops, method.rules, settings, op_rules):
+            if method.seeds_relevance:  # relevance starts as the weighted output's value
+                seed = tf.nn.relu(target) * weights if method.explains_positive_output else target * weights
+                gradients = tf.gradients(target, inputs, grad_ys=seed)
+            else:
+                gradients = tf.gradients(target * weights, inputs)
+        if all(g is None for g in gradients):
+            raise NotConnectedError(_not_connected_message(target, inputs, True))
+        compiled.messages.extend(f"{self.method_name}: {note}." for note in path.notes)
+        return [tf.zeros_like(x) if g is None else g for g, x in zip(gradients, inputs, strict=True)]
+
+    def _explained_weights(self, target: tf.Tensor, extra: list) -> tf.Tensor:
+        """The target weights fed (``extra[0]``), or each row's largest unit when ``extra[1]`` (select max) is on."""
+        weights, select_max = self._cast_weights(extra[0], target), extra[1]
+        return tf.where(select_max, _one_hot_max(target), weights) if target.shape.rank else weights
+
+    def _build_maps(self, score, compiled: _Compiled):
+        """A CAM of the gradient family: the layer's feature maps and the gradient of the weighted score with
+        respect to them, in one trace; guided backpropagation of the inputs too for Guided Grad-CAM."""
         method = self.method
 
         def build(traced, extras):
             target = self._target_tensor(traced.output, score, compiled)
-            inputs = traced.inputs
             self._check_softmax(target, compiled)
-            path = self._path(inputs, target)
-            if not path:
-                raise NotConnectedError(_not_connected_message(target, inputs, True))
-            activations = find_activations(path) if method.rules else {}
-            if method.products == "factor":  # modulating factors are constants: nothing flows into their branch
-                inside = {op for a in activations.values() for op in a.region}
-                cut = [(op, modulating_factor(op, path)) for op in path.ops if op not in inside]
-                path = path.without([(op, i) for op, i in cut if i is not None])
-            self._check_rules(method, path, activations, target, compiled)
-            extra = extras()
-            weights, select_max = self._cast_weights(extra[0], target), extra[1]
-            if target.shape.rank:
-                weights = tf.where(select_max, _one_hot_max(target), weights)
-            reference_index = extra[2] if method.uses_references else None
-            path.row_inputs = extra[3 if method.uses_references else 2 :]
-            settings = method.graph_settings(reference_index, path)
-            op_rules = method.op_rules(path)
-            if method.activation_rule:
-                op_rules.update(rules_for(activations.values(), method.activation_rule))
-            with overridden_gradients(path.ops, method.rules, settings, op_rules):
-                if method.seeds_relevance:  # relevance starts as the weighted output's value
-                    seed = tf.nn.relu(target) * weights if method.explains_positive_output else target * weights
-                    gradients = tf.gradients(target, inputs, grad_ys=seed)
-                else:
-                    gradients = tf.gradients(target * weights, inputs)
-            if all(g is None for g in gradients):
-                raise NotConnectedError(_not_connected_message(target, inputs, True))
-            compiled.messages.extend(f"{self.method_name}: {note}." for note in path.notes)
-            return [tf.zeros_like(x) if g is None else g for g, x in zip(gradients, inputs, strict=True)]
+            layer = traced.layer
+            size = _input_size(traced.inputs[0], layer, method)
+            guided = self._rule_gradients(target, traced.inputs[:1], extras, compiled)[0] if method.rules else None
+            weights = self._explained_weights(target, extras())
+            (gradients,) = tf.gradients(target * weights, [layer])
+            if gradients is None:
+                raise NotConnectedError(f"the explained output does not depend on the layer's output {layer.name}")
+            maps = method.finish(method.maps(tf.cast(layer, tf.float32), tf.cast(gradients, tf.float32)), size)
+            return [maps if guided is None else tf.cast(guided, tf.float32) * maps[..., None]]
+
+        return build
+
+    def _build_activations(self, score, compiled: _Compiled):
+        def build(traced, extras):
+            _input_size(traced.inputs[0], traced.layer, self.method)
+            return [tf.cast(traced.layer, tf.float32)]
 
         return build
 
     def _build_row_values(self, score, compiled: _Compiled):
         def build(traced, extras):
-            target = self._target_tensor(traced.output, score, compiled)
-            self._check_softmax(target, compiled)
+            output = traced.output
+            if getattr(self.method, "softmax", False):  # Score-CAM weighs channels by probabilities
+                self._check_softmax(output, compiled)
+                output = _softmax_of(output, self.method_name)
+            target = self._target_tensor(output, score, compiled)
+            if not getattr(self.method, "softmax", False):
+                self._check_softmax(target, compiled)
             if not Path(traced.inputs, target, differentiable=False):
                 raise NotConnectedError(_not_connected_message(target, traced.inputs, False))
             if not target.shape.rank:
@@ -587,6 +637,33 @@ class Explainer:
         return np.ones((1,) * rank, dtype=compiled.weights_dtype)
 
     # ------------------------------------------------------------------------------------------------------------
+    # Layer maps (the CAM family)
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _layer_maps(self, method, request, inputs, specs, rows, progress) -> np.ndarray:
+        n = len(inputs[0])
+        if not method.needs_gradient:  # Score-CAM: the feature maps, then masked forward passes
+            compiled = self._compile("activations", None, specs)
+            parts = [self._call(compiled, [x[lo:hi] for x in inputs])[0][: hi - lo] for lo, hi in
+                     batching.chunks(n, rows)]  # fmt: skip
+            forward = self._forward(request, inputs, specs, rows)
+            return method.attribute_maps(forward, inputs, np.concatenate(parts), rows, progress)
+        compiled = self._compile("maps", request.score, specs)
+        request.check(n, compiled.output_shape, self._output_label)
+        in_graph_max = request.kind == "max" and bool(compiled.output_shape)
+        ys = None
+        if not in_graph_max:
+            ys = request.weights(
+                n, compiled.output_shape, compiled.weights_dtype, lambda: self._outputs(request, inputs, specs, rows)
+            )
+        parts = []
+        for lo, hi in tqdm(list(batching.chunks(n, rows)), delay=2, disable=not progress, desc=self.method_name):
+            weights = self._ones(compiled) if ys is None else ys[lo:hi]
+            extra = [weights, np.asarray(in_graph_max)]
+            parts.append(self._call(compiled, [x[lo:hi] for x in inputs], extra)[0][: hi - lo])
+        return np.concatenate(parts)
+
+    # ------------------------------------------------------------------------------------------------------------
     # Forward evaluations
     # ------------------------------------------------------------------------------------------------------------
 
@@ -644,6 +721,32 @@ def _has_rule(op: tf.Operation, types, path: Path, method) -> bool:
             return op.type == "Mul"
         return method.products == "factor" and any((op, i) in path.cut for i in range(len(op.inputs)))
     return True
+
+
+def _input_size(x: tf.Tensor, layer: tf.Tensor, method):
+    """The spatial sizes of input ``x`` that the layer's maps are stretched to (None without upsampling)."""
+    rank = layer.shape.rank
+    if rank is None or rank < 3:
+        raise InvalidInputError(f"{method.name} needs feature maps (N, H, W, C) or (N, T, C); got {layer.shape}")
+    if method.upsample is None:
+        return None
+    if rank not in (3, 4) or x.shape.rank != rank:
+        raise InvalidInputError(
+            f"{method.name}: the feature maps {layer.shape} cannot be stretched to the input {x.shape} (upsampling "
+            "takes (N, H, W, C) maps to an (N, H', W', C') input, or (N, T, C) to (N, T', C')); pass upsample=None"
+        )
+    static = x.shape[1 : rank - 1]
+    return tuple(static) if None not in static else tf.shape(x)[1 : rank - 1]
+
+
+def _softmax_of(output: tf.Tensor, method: str) -> tf.Tensor:
+    """The softmax of the logits ``output`` over its last axis."""
+    if output.shape.rank is not None and output.shape.rank >= 2 and output.shape[-1] == 1:
+        raise InvalidInputError(
+            f"{method}: the softmax of an output with one unit is 1 for every input; pass softmax=False to weigh the "
+            "channels by the output itself"
+        )
+    return tf.nn.softmax(output, axis=-1)
 
 
 def _padded(values: np.ndarray, rows: int) -> np.ndarray:

@@ -100,7 +100,8 @@ def main(argv=None):
     predicted = model.predict(xs).argmax(axis=1)
     ys = np.eye(10, dtype=np.float32)[predicted]
     baselines = data.x_train[np.random.default_rng(0).choice(len(data.x_train), 32, replace=False)]
-    arguments = method_arguments(baselines, quick=args.smoke, patterns=model.fit_patterns(data.x_train))
+    patterns = model.fit_patterns(data.x_train)
+    arguments = method_arguments(baselines, quick=args.smoke, patterns=patterns, layer=model.features)
     attributions, reports = explain_all(model, xs, ys, arguments)
     model.close()
     print(format_table(reports))

@@ -20,6 +20,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from deepexplain.adapters.layers import check_spatial, find_layer, last_spatial_layer, tapped
 from deepexplain.errors import InvalidInputError, InvalidTypeError, closest
 from deepexplain.inputs import InputSpec
 from deepexplain.tensorflow.graph import as_list, learning_phase_feeds
@@ -153,10 +154,14 @@ class ModelAdapter:
     output : int or str, optional
         Which output of a model with several outputs (index or name). Default: the first.
     layer : str or layer, optional
-        Attribute to this layer's output instead of the model input.
+        Attribute to this layer's output instead of the model input; with ``tap``, the layer whose output the
+        explanation reads besides the model's (a name, a path through nested models, or a layer object).
+    tap : str, optional
+        The name of a method that reads a layer's feature maps (the CAM family): the model inputs stay the explained
+        inputs, and ``layer`` (default: the last layer with feature maps) is read in the same trace.
     """
 
-    def __init__(self, model, output=None, layer=None):
+    def __init__(self, model, output=None, layer=None, tap=None):
         self.model = load_model(model) if isinstance(model, str | os.PathLike) else model
         if not callable(self.model) and not hasattr(self.model, "signatures"):
             raise InvalidTypeError(
@@ -166,9 +171,16 @@ class ModelAdapter:
         self.keras = keras_module(self.model)
         self.output_names = self._output_names()
         self.output_index = self._output_index(output)
-        self.layer = self._resolve_layer(layer)
         self.model_specs = _known_input_specs(self.model)
-        self._head = self._tail = None
+        self._head = self._tail = self._tapped = None
+        self.layer_path = None
+        if tap is not None:
+            self.layer_path = self._tapped_layer(layer, tap)
+            self.layer = self.layer_path.layer
+            if tf.executing_eagerly():
+                self._tapped = tapped(self.keras, self.layer_path)
+            return
+        self.layer = self._resolve_layer(layer)
         if self.layer is not None and tf.executing_eagerly():
             self._head, self._tail = self._split_at_layer()
 
@@ -188,10 +200,14 @@ class ModelAdapter:
             input_specs = [_keras_spec(t, self.layer.name) for t in as_list(self._tail.inputs)]
 
         def trace(inputs):
-            outputs, _ = _flatten(self._call(self._tail or self.model, inputs))
+            layer_output = None
+            if self._tapped is not None:
+                layer_output, outputs = self._tapped(list(inputs))
+            else:
+                outputs, _ = _flatten(self._call(self._tail or self.model, inputs))
             output = self._select(outputs)
             logits = softmax_input(output) if explain_logits else None
-            return Traced(list(inputs), output if logits is None else logits)
+            return Traced(list(inputs), output if logits is None else logits, layer_output)
 
         head = None
         if self._head is not None:
@@ -291,6 +307,22 @@ class ModelAdapter:
             ) from None
         return layer
 
+    def _tapped_layer(self, layer, method: str):
+        """The layer a CAM method reads: ``layer`` resolved through nested models, or the last with feature maps."""
+        if self.keras is None or not hasattr(self.model, "layers"):
+            raise InvalidTypeError(
+                f"{method} reads a layer's feature maps, so it needs a Keras model; got {type(self.model).__name__} "
+                "(in the DeepExplain context, pass layer=<the feature-map tensor>)"
+            )
+        path = last_spatial_layer(self.model) if layer is None else find_layer(self.model, layer)
+        check_spatial(path, method)
+        if not tf.executing_eagerly() and len(path.models) > 1:
+            raise InvalidInputError(
+                f"layer {path.name!r} is inside a nested model, which a TF1 graph (eager execution off) does not "
+                "expose; pass a layer of the model itself"
+            )
+        return path
+
     def _split_at_layer(self):
         inputs = self.model.inputs
         try:
@@ -314,7 +346,7 @@ class ModelAdapter:
         # tf_keras keeps its TF1 session API internal; it is the session that holds the model's variables
         session = importlib.import_module(f"{self.keras.__name__}.src.backend").get_session()
         outputs = list(model.outputs)
-        if self.layer is None and learning_phase_feeds(outputs[0]):
+        if self.layer is None and learning_phase_feeds(outputs[0]):  # (a CAM's layer is of the model as built)
             # batch norm/dropout sit inside learning-phase switches (If ops) whose bodies no rule reaches: apply the
             # model once more in inference mode, which builds the inference ops directly
             with session.graph.as_default():
@@ -324,6 +356,8 @@ class ModelAdapter:
         output = self._select(outputs)
         logits = softmax_input(output) if explain_logits else None
         output = output if logits is None else logits
+        if self.layer_path is not None:
+            return SessionRunner(session, output, list(model.inputs), layer=self.layer.output)
         if self.layer is None:
             return SessionRunner(session, output, list(model.inputs))
         _check_layer_separates(self.layer.output, output, model.inputs)

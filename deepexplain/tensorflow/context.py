@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from deepexplain.errors import InvalidInputError, InvalidTypeError
 from deepexplain.explainer import Explainer
-from deepexplain.tensorflow.methods import check_method
+from deepexplain.tensorflow.methods import check_method, declaration_of
 from deepexplain.tensorflow.runners import SessionRunner
 
 
@@ -134,10 +134,26 @@ class DeepExplain:
         """The runner of ``T`` and ``X`` in this context's session, after every argument was checked."""
         if not self.context_on:
             raise RuntimeError("Explain can be called only within a DeepExplain context.")
+        layer = kwargs.pop("layer", None) if getattr(declaration_of(method), "uses_layer", False) else None
         check_method(method, kwargs)
         self._check_tensors(T, X)
+        if layer is not None:
+            self._check_layer(layer)
         inputs = list(X) if isinstance(X, list | tuple) else [X]
-        return SessionRunner(self.session, T, inputs, multiple_inputs=isinstance(X, list | tuple))
+        return SessionRunner(self.session, T, inputs, multiple_inputs=isinstance(X, list | tuple), layer=layer)
+
+    def _check_layer(self, layer):
+        """The feature maps a CAM method reads: a tensor of this graph, (N, H, W, C) or (N, T, C)."""
+        if not isinstance(layer, tf.Tensor):
+            raise InvalidTypeError(
+                f"layer must be the Tensorflow tensor of the feature maps; got {type(layer).__name__}"
+            )
+        if layer.graph is not self.graph:
+            raise InvalidInputError(f"layer {layer.name} belongs to another graph than this DeepExplain context's")
+        if layer.shape.rank is None or layer.shape.rank < 3:
+            raise InvalidInputError(
+                f"layer must be feature maps (N, H, W, C) or (N, T, C); {layer.name} has shape {layer.shape}"
+            )
 
     def _check_tensors(self, T, X):
         if isinstance(X, list | tuple):

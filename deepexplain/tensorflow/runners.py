@@ -36,10 +36,14 @@ class Traced:
         The explained inputs ``X`` (the model's inputs, or a layer's output).
     output : tf.Tensor
         The explained output ``T`` (first dimension the batch, or a scalar).
+    layer : tf.Tensor or None
+        The output of the layer a CAM method reads (its feature maps), computed on the way from ``inputs`` to
+        ``output``; None for other methods.
     """
 
     inputs: list
     output: tf.Tensor
+    layer: tf.Tensor | None = None
 
 
 Build = Callable[[Traced, Callable[[], list]], list]
@@ -68,11 +72,14 @@ class SessionRunner:
         that compute it (see :meth:`explained_inputs`).
     model_inputs : list of tf.Tensor, optional
         The model's input placeholders, when ``inputs`` are not them.
+    layer : tf.Tensor, optional
+        The feature maps a CAM method reads (:attr:`Traced.layer`).
     """
 
     def __init__(self, session, target: tf.Tensor, inputs: list, model_inputs: list | None = None,
-                 multiple_inputs: bool | None = None):  # fmt: skip
+                 multiple_inputs: bool | None = None, layer: tf.Tensor | None = None):  # fmt: skip
         self.session = session
+        self.layer = layer
         self.graph = session.graph
         self.target = target
         self.inputs = list(inputs)
@@ -106,7 +113,7 @@ class SessionRunner:
                     made.extend(tf.compat.v1.placeholder(s.dtype, s.shape, name=s.name) for s in extra_specs)
                 return made
 
-            outputs = build(Traced(self.inputs, self.target), extras)
+            outputs = build(Traced(self.inputs, self.target, self.layer), extras)
             extras()
             function = self.session.make_callable(outputs, self.inputs + made + self._extra_tensors)
         values = self._extra_values

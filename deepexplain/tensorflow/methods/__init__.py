@@ -6,7 +6,7 @@ import inspect
 from types import MappingProxyType
 
 from deepexplain.errors import InvalidInputError, UnknownMethodError, closest
-from deepexplain.tensorflow.methods import gradient, patterns, perturbation, relevance
+from deepexplain.tensorflow.methods import cam, gradient, patterns, perturbation, relevance
 from deepexplain.tensorflow.methods.base import GradientMethod
 
 METHODS = MappingProxyType(
@@ -50,6 +50,11 @@ METHODS = MappingProxyType(
         "pattern.net": patterns.PatternNet,
         "pattern.attribution": patterns.PatternAttribution,
         "pattern.net.guided": patterns.GuidedPatternNet,
+        "gradcam": cam.GradCAM,
+        "gradcam++": cam.GradCAMPlusPlus,
+        "layercam": cam.LayerCAM,
+        "scorecam": cam.ScoreCAM,
+        "guided_gradcam": cam.GuidedGradCAM,
         # iNNvestigate's names, so its users can switch
         "gradient": gradient.Gradient,
         "input_t_gradient": gradient.GradientXInput,
