@@ -40,6 +40,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 BASELINES_METHODS = ("deepshap", "expected_gradients")
 # methods whose rule needs the range of the inputs (images are read into [0, 1])
 BOUNDED_METHODS = ("lrp.bounded", "lrp.epsilon_gamma_box", "deep_taylor.bounded")
+# the methods that read one layer's feature maps and give one map per input (kept in step with METHODS by a test)
+CAM_METHODS = ("gradcam", "gradcam++", "layercam", "scorecam", "guided_gradcam")
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Parsing
@@ -111,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
             "deepexplain.Explainer, compiled once for all inputs. A Keras model that ends in a softmax is "
             "explained on its logits (deepexplain.strip_softmax; said on stderr). Writes OUT/<name>.png (heatmap "
             "over the input, or bars for a feature vector) and OUT/<name>.npy (the attributions, shaped like the "
-            "input) per INPUT."
+            "input; one (H, W) map for the CAM methods) per INPUT."
         ),
         epilog=(
             "Methods run with their defaults (see the README's table): intgrad 100 steps from a black (all-zeros) "
@@ -121,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
             "deep_taylor.bounded) take the input range from --bounds (default 0 1). shapley_exact accepts inputs "
             "of at most 16 features; "
             "perturbation methods evaluate the model once or more per feature, which is slow on large images. "
+            "The CAM methods (gradcam, gradcam++, layercam, scorecam, guided_gradcam) read the feature maps of "
+            "--layer (default: the last layer with feature maps, found inside nested models too). "
             "Exit status: 0 on success, 1 when the model cannot be loaded or explained on these inputs, 2 on usage "
             "errors. For TF1-style graphs use the Python API (DeepExplain(session=...))."
         ),
@@ -158,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("LOW", "HIGH"),
         help=f"smallest and largest input value for {', '.join(BOUNDED_METHODS)} (default: 0 1, the range images "
         "are read into)",
+    )
+    explain.add_argument(
+        "--layer",
+        metavar="NAME",
+        help=f"the layer whose feature maps {', '.join(CAM_METHODS)} read: a layer name, or a path through nested "
+        "models such as 'resnet50/conv5_block3_out' (default: the last layer with feature maps)",
     )
     explain.add_argument("--out", default="deepexplain-out", metavar="DIR", help="output folder (default: %(default)s)")
     explain.set_defaults(command_parser=explain)
@@ -295,7 +305,8 @@ def explain_files(
             plot.bars(a, top=20, save=picture)
             written.append(picture)
         elif a.ndim in (2, 3):
-            plot.heatmap(a, image=x, save=picture)
+            cam = a.ndim == x.ndim - 1 and a.min() >= 0  # a class activation map over the image
+            plot.heatmap(a, image=x, save=picture, scale="positive" if cam else "symmetric")
             written.append(picture)
         np.save(folder / f"{name}.npy", a)
         written.append(folder / f"{name}.npy")
@@ -472,7 +483,9 @@ def _explain(args: argparse.Namespace) -> int:
 
     if args.method not in METHODS:
         parser.error(f"--method {args.method!r}: expected one of {', '.join(METHODS)}")
-    method_kwargs = {}
+    if args.layer is not None and args.method not in CAM_METHODS:
+        parser.error(f"--layer: only {', '.join(CAM_METHODS)} take a layer, not {args.method!r}")
+    method_kwargs = {} if args.layer is None else {"layer": args.layer}
     if args.method in BOUNDED_METHODS:
         method_kwargs["low"], method_kwargs["high"] = args.bounds or (0.0, 1.0)
     try:

@@ -196,16 +196,20 @@ def heatmap(
     image=None,
     ax: Axes | None = None,
     percentile: float = 99.5,
-    cmap: str | Colormap = "RdBu_r",
+    cmap: str | Colormap | None = None,
     channels: str = "sum",
-    edges: bool = True,
+    edges: bool | None = None,
     alpha: float | None = None,
     save: PathType | None = None,
+    scale: str = "symmetric",
+    grey: bool | None = None,
 ) -> Axes:
     """Draw one attribution map, optionally over the edges or the picture of its input image.
 
     The colour scale is symmetric, ±(``percentile`` of |map|), so zero is the colormap's neutral middle and the few
-    most extreme pixels saturate instead of washing out the rest.
+    most extreme pixels saturate instead of washing out the rest. A class activation map (non-negative, coarse) is
+    drawn with ``scale='positive'``: from 0 to the percentile, in 'jet', over the colour image, as Grad-CAM figures
+    are (``plot.heatmap(cam, image, scale='positive')``).
 
     Parameters
     ----------
@@ -218,38 +222,49 @@ def heatmap(
         Where to draw. If omitted, a new Figure (not registered with pyplot) is made, shaped like the map.
     percentile : float, default 99.5
         Percentile of |map| that maps to the ends of the colormap, in (0, 100].
-    cmap : str or matplotlib.colors.Colormap, default 'RdBu_r'
-        A diverging colormap; its middle is drawn for zero.
+    cmap : str or matplotlib.colors.Colormap, optional
+        Default 'RdBu_r', a diverging colormap whose middle is drawn for zero ('jet' with ``scale='positive'``).
     channels : {'sum', 'abs', 'norm'}, default 'sum'
         How an (H, W, C) map is reduced over channels, see :func:`aggregate_channels`.
-    edges : bool, default True
-        With an ``image``, draw its Canny edges (of the grey image) over the map.
+    edges : bool, optional
+        With an ``image``, draw its Canny edges (of the grey image) over the map. Default: True, False with
+        ``scale='positive'``.
     alpha : float, optional
         Opacity of the map over the grey ``image``. Default: 1 when there is no image or ``edges`` is True (the edges
         give the context), 0.6 otherwise (the image shows through the map).
     save : str or path-like, optional
         Write the Axes' whole Figure there as a PNG (150 dpi).
+    scale : {'symmetric', 'positive'}, default 'symmetric'
+        Colour limits ±(percentile of |map|), or [0, percentile of the map] for a non-negative map (a CAM).
+    grey : bool, optional
+        Draw the ``image`` in grey under the map (default), or in colour (default with ``scale='positive'``).
 
     Returns
     -------
     matplotlib.axes.Axes
-        The Axes drawn on; its Figure is ``ax.figure``. ``ax.images`` holds the grey image (if any), then the map,
+        The Axes drawn on; its Figure is ``ax.figure``. ``ax.images`` holds the image (if any), then the map,
         then the edge layer (if any).
 
     Raises
     ------
     ValueError
         If ``attribution`` is not (H, W) or (H, W, C), is larger than ``image`` or not finite; if ``image`` is not
-        (H, W) or (H, W, C) with C in (1, 3, 4); if ``channels``, ``percentile``, ``cmap`` or ``alpha`` is not valid.
+        (H, W) or (H, W, C) with C in (1, 3, 4); if ``channels``, ``percentile``, ``cmap``, ``alpha`` or ``scale`` is
+        not valid.
 
     References
     ----------
     Canny, J. (1986). A computational approach to edge detection. IEEE TPAMI 8(6).
     """
+    if scale not in ("symmetric", "positive"):
+        raise ValueError(f"scale: expected 'symmetric' or 'positive', got {scale!r}")
+    positive = scale == "positive"
     values = aggregate_channels(attribution, channels)
     _check_finite(values, "attribution")
     percentile = _check_percentile(percentile)
-    colormap = _colormap(cmap)
+    colormap = _colormap(cmap if cmap is not None else "jet" if positive else "RdBu_r")
+    edges = not positive if edges is None else edges
+    grey = not positive if grey is None else grey
     picture = None
     if image is not None:
         picture = _as_display_image(image)
@@ -265,8 +280,9 @@ def heatmap(
         ax = _new_figure(max(width * scale, 0.5), max(height * scale, 0.5)).add_axes((0, 0, 1, 1))
     limit = _symmetric_limit(values, percentile)
     if picture is not None:
-        ax.imshow(_grey(picture), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.imshow(values, cmap=colormap, vmin=-limit, vmax=limit, alpha=alpha, interpolation="nearest")
+        shown = _grey(picture) if grey or picture.ndim == 2 else picture[..., :3]
+        ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(values, cmap=colormap, vmin=0 if positive else -limit, vmax=limit, alpha=alpha, interpolation="nearest")
     if picture is not None and edges:
         ax.imshow(_edge_overlay(_grey(picture)), interpolation="nearest")
     _hide_frame(ax)

@@ -136,10 +136,14 @@ def keras_files(tmp_path_factory):
         return keras.Sequential(
             [
                 keras.Input((8, 8, 1)),
-                keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer=keras.initializers.HeNormal(0)),
+                keras.layers.Conv2D(
+                    4, 3, activation="relu", kernel_initializer=keras.initializers.HeNormal(0), name="conv"
+                ),
                 keras.layers.MaxPooling2D(2),
                 keras.layers.Flatten(),
-                keras.layers.Dense(10, activation=activation, kernel_initializer=keras.initializers.HeNormal(1)),
+                keras.layers.Dense(
+                    10, activation=activation, kernel_initializer=keras.initializers.HeNormal(1), name="dense"
+                ),
             ]
         )
 
@@ -170,6 +174,8 @@ def keras_files(tmp_path_factory):
             ["--method", "deep_taylor.bounded", "--bounds", "-1", "2"],
             ("deep_taylor.bounded", "max", {"low": -1, "high": 2}),
         ),
+        ("softmax", ["--method", "gradcam"], ("gradcam", "max", {})),  # the last maps: the max-pool's
+        ("logits", ["--method", "gradcam++", "--layer", "conv"], ("gradcam++", "max", {"layer": "conv"})),
     ],
     ids=[
         "deeplift max",
@@ -178,6 +184,8 @@ def keras_files(tmp_path_factory):
         "deepshap --baselines",
         "box rule, images' range",
         "box rule --bounds",
+        "gradcam, default layer",
+        "gradcam++ --layer",
     ],
 )
 def test_explain_writes_what_deepexplain_explain_computes(keras_files, tmp_path, capsys, saved, options, oracle):
@@ -208,8 +216,10 @@ def test_explain_writes_what_deepexplain_explain_computes(keras_files, tmp_path,
         (["--target", "12"], r"target units must be in \[0, 10\)"),
         (["--method", "shapley_exact"], "accepts at most 16 players, got 64"),
         (["--method", "deepshap", "--baselines", "{flat}"], "expected reference samples shaped"),  # (2, 64)
+        (["--method", "gradcam", "--layer", "dense"], r"layer 'dense' outputs \(None, 10\)"),
+        (["--method", "gradcam", "--layer", "conf"], r"'conf' is not a layer of the model \(did you mean 'conv'"),
     ],
-    ids=["target out of range", "too many players", "baselines of the wrong shape"],
+    ids=["target out of range", "too many players", "baselines of the wrong shape", "dense layer", "no such layer"],
 )
 def test_explain_reports_what_it_cannot_explain_with_status_1(keras_files, tmp_path, capsys, options, message):
     folder = keras_files.folder
@@ -251,6 +261,7 @@ def test_explain_says_when_the_model_does_not_load(files, tmp_path, capsys):
         (["{model}", "{image}", "--baselines", "{image}"], "only deepshap and expected_gradients take baselines"),
         (["{model}", "{image}", "--method", "deepshap", "--baselines", "{image}"], "expected an existing .npy file"),
         (["{model}", "{image}", "--bounds", "0", "1"], "--bounds: only lrp.bounded, lrp.epsilon_gamma_box"),
+        (["{model}", "{image}", "--layer", "conv"], "--layer: only gradcam, gradcam++, layercam, scorecam"),
     ],
     ids=[
         "missing model",
@@ -261,6 +272,7 @@ def test_explain_says_when_the_model_does_not_load(files, tmp_path, capsys):
         "baselines",
         "not npy",
         "bounds",
+        "layer",
     ],
 )
 def test_explain_rejects_bad_arguments_with_usage_error(files, capsys, arguments, message):
@@ -336,3 +348,9 @@ def test_explain_files_refuses_inputs_of_different_sizes_before_writing(tmp_path
     with pytest.raises(ValueError, match="the inputs differ in shape"):
         explain_files([small, large], (None, None, 1), lambda xs, target: xs, out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_cam_methods_of_the_command_line_are_those_of_the_registry():
+    from deepexplain.cli import CAM_METHODS
+
+    assert list(CAM_METHODS) == [name for name, m in METHODS.items() if getattr(m, "uses_layer", False)]

@@ -157,9 +157,22 @@ def test_heatmap_without_ax_opens_no_pyplot_figure():
     assert isinstance(ax.figure, Figure)
 
 
+def test_heatmap_draws_a_cam_from_zero_in_jet_over_the_colour_image():
+    rng = np.random.default_rng(1)
+    cam = np.maximum(rng.normal(size=(7, 7)), 0)
+    image = rng.uniform(size=(28, 28, 3))
+    ax = plot.heatmap(cam, image, scale="positive", percentile=100)
+    assert len(ax.images) == 2  # the image and the map, no edges
+    np.testing.assert_allclose(ax.images[0].get_array(), image)  # in colour
+    assert ax.images[1].get_clim() == pytest.approx((0, ax.images[1].get_array().max()))
+    assert ax.images[1].get_cmap().name == "jet"
+    assert ax.images[1].get_array().shape == (28, 28)  # stretched onto the image
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
+        ({"attribution": np.ones((4, 4)), "scale": "log"}, r"scale: expected 'symmetric' or 'positive', got 'log'"),
         ({"attribution": np.ones(5)}, r"attribution: expected shape \(H, W\) or \(H, W, C\).*\(5,\)"),
         ({"attribution": np.ones((2, 4, 4, 3))}, r"attribution: .*\(2, 4, 4, 3\).*grid"),
         ({"attribution": np.ones((4, 4, 3)), "channels": "max"}, r"channels: expected one of .*'max'"),

@@ -165,7 +165,10 @@ def tapped(keras, path: LayerPath) -> Callable[[list], tuple]:
         When an outer model's output depends on its input also around a nested model on the way.
     """
     *outer, inner = path.models
-    taps = keras.Model(_structure(inner.inputs), [path.layer.output, *_flat(inner.outputs)])
+    layer_output = _flat(_call_node(inner, path.layer).outputs)
+    if len(layer_output) != 1:
+        raise InvalidInputError(f"layer {path.name!r} has {len(layer_output)} outputs; pass a layer with one")
+    taps = keras.Model(_structure(inner.inputs), [layer_output[0], *_flat(inner.outputs)])
     levels = []
     for model, nested in zip(outer, path.models[1:], strict=True):
         node = _call_node(model, nested)
@@ -191,13 +194,14 @@ def tapped(keras, path: LayerPath) -> Callable[[list], tuple]:
     return call
 
 
-def _call_node(model, nested):
-    """The node where ``model`` calls its layer ``nested`` (which must be called once)."""
-    nodes = [n for n in nested._inbound_nodes if _node_layer(n) is nested and _in_model(model, n)]
+def _call_node(model, layer):
+    """The node where ``model`` calls its layer ``layer`` (which must be called once there). A layer may have nodes
+    of other graphs too: of another model it is part of, or of an earlier build of a Sequential model."""
+    nodes = [n for n in layer._inbound_nodes if _node_layer(n) is layer and _in_model(model, n)]
     if len(nodes) != 1:
         raise InvalidInputError(
-            f"the nested model {nested.name!r} is called {len(nodes)} times in {model.name!r}; a layer inside it can "
-            "be explained only when it is called once"
+            f"layer {layer.name!r} is called {len(nodes)} times in {model.name!r}; its feature maps can be read only "
+            "when it is called once"
         )
     return nodes[0]
 
@@ -207,7 +211,8 @@ def _node_layer(node):
 
 
 def _in_model(model, node) -> bool:
-    by_depth = getattr(model, "_nodes_by_depth", None)
+    graph = getattr(model, "_functional", None) or model  # a Keras 3 Sequential keeps its graph in a Functional
+    by_depth = getattr(graph, "_nodes_by_depth", None)
     if by_depth is None:  # a model without a graph of nodes: trust the only call
         return True
     return any(node is n for nodes in by_depth.values() for n in nodes)
