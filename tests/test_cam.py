@@ -13,6 +13,7 @@ import tensorflow as tf  # noqa: E402
 import deepexplain  # noqa: E402
 from deepexplain import Explainer  # noqa: E402
 from deepexplain.errors import InvalidInputError, InvalidTypeError  # noqa: E402
+from deepexplain.adapters.layers import last_spatial_layer  # noqa: E402
 from deepexplain.tensorflow import DeepExplain  # noqa: E402
 from deepexplain.tensorflow.methods.cam import upsample  # noqa: E402
 
@@ -315,7 +316,7 @@ def test_default_layer_skips_1x1_maps_after_global_pooling():
 
 def test_default_layer_of_applications_mobilenet_v3_small():
     model = keras.applications.MobileNetV3Small(input_shape=(64, 64, 3), weights=None)
-    path = deepexplain.adapters.layers.last_spatial_layer(model)
+    path = last_spatial_layer(model)
     assert path.output_shape[1:3] == (2, 2)
     assert path.layer is next(layer for layer in reversed(model.layers) if layer.output.shape[1:3] == (2, 2))
 
@@ -474,3 +475,80 @@ def test_captum_layer_gradcam_on_a_torch_twin():
         stretched = captum_attr.LayerAttribution.interpolate(expected, (12, 12), interpolate_mode=theirs)
         ours = Explainer("gradcam", model, layer="maps", relu=False, upsample=mode).run(xs, target=np.array(target))
         np.testing.assert_allclose(ours, stretched.numpy()[:, 0], rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# tf_keras and real architectures
+
+
+def _small_cnn_of(library, weights):
+    layers = library.layers
+    inputs = library.Input((12, 12, 3))
+    h = layers.Conv2D(4, 3, activation="relu", name="c1")(inputs)
+    h = layers.MaxPooling2D(name="pool")(h)
+    h = layers.Conv2D(5, 3, activation="relu", name="maps")(h)
+    outputs = layers.Dense(3, name="logits")(layers.GlobalAveragePooling2D(name="gap")(h))
+    model = library.Model(inputs, outputs)
+    model.set_weights(weights)
+    return model
+
+
+def test_tf_keras_graph_and_eager_models_equal_keras_3():
+    tf_keras = pytest.importorskip("tf_keras")
+    rng = np.random.default_rng(14)
+    reference = small_cnn(rng)
+    weights = reference.get_weights()
+    xs = rng.normal(size=(3, 12, 12, 3)).astype(np.float32)
+    expected = {m: Explainer(m, reference, layer="maps").run(xs, target=2) for m in ("gradcam", "scorecam")}
+    with tf.Graph().as_default():  # first: tf_keras invalidates eager models once a layer is made in a graph
+        graph_model = _small_cnn_of(tf_keras, weights)
+        for method, values in expected.items():
+            got = Explainer(method, graph_model, progress=False).run(xs, target=2)  # the default layer: 'maps'
+            np.testing.assert_allclose(got, values, rtol=1e-4, atol=1e-6, err_msg=method)
+    inner = _small_cnn_of(tf_keras, weights)
+    nested = tf_keras.Sequential([tf_keras.Input((12, 12, 3)), inner])
+    for method, values in expected.items():
+        explainer = Explainer(method, nested)
+        assert explainer.adapter.layer_path.name == f"{inner.name}/maps"
+        np.testing.assert_allclose(explainer.run(xs, target=2), values, rtol=1e-4, atol=1e-6, err_msg=method)
+
+
+def test_applications_nested_resnet50_and_efficientnet():
+    """The default layer of Sequential([ResNet50, GAP, Dense]) is the backbone's last block, and the map equals the
+    GradientTape computation; EfficientNet's swish (a custom gradient) works too."""
+    rng = np.random.default_rng(15)
+    base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
+    head = [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4)]
+    model = keras.Sequential([keras.Input((64, 64, 3)), base, *head])
+    xs = rng.uniform(0, 1, size=(2, 64, 64, 3)).astype(np.float32)
+    explainer = Explainer("gradcam", model, upsample=None)
+    assert explainer.adapter.layer_path.name == f"{base.name}/conv5_block3_out"
+    expected = gradcam_by_tape(lambda x: base(x, training=False), lambda a: head[1](head[0](a)), xs, 3)
+    np.testing.assert_allclose(explainer.run(xs, target=3), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    efficient = keras.applications.EfficientNetB0(weights=None, input_shape=(64, 64, 3), classes=5,
+                                                  classifier_activation=None)  # fmt: skip
+    cams = Explainer("gradcam++", efficient).run(xs, target="max")
+    assert cams.shape == (2, 64, 64) and np.all(np.isfinite(cams))
+
+
+def test_segmentation_score_as_a_callable_target():
+    """A fully convolutional segmentation model: the score of class 1 over a region, as a callable target."""
+    rng = np.random.default_rng(16)
+    inputs = keras.Input((10, 10, 2))
+    features = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="features")(inputs)
+    outputs = keras.layers.Conv2D(3, 1, name="classes")(features)
+    model = keras.Model(inputs, outputs)
+    xs = rng.normal(size=(2, 10, 10, 2)).astype(np.float32)
+
+    def score(out):
+        return tf.reduce_sum(out[:, 2:6, 2:6, 1], axis=[1, 2])
+
+    got = Explainer("gradcam", model, upsample=None).run(xs, target=score)
+    features_model = keras.Model(inputs, features)
+    a = tf.constant(features_model(xs))
+    with tf.GradientTape() as tape:
+        tape.watch(a)
+        y = score(model.get_layer("classes")(a))
+    g = tape.gradient(y, a).numpy()
+    expected = np.maximum((g.mean(axis=(1, 2), keepdims=True) * a.numpy()).sum(-1), 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

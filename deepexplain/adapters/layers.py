@@ -173,8 +173,8 @@ def tapped(keras, path: LayerPath) -> Callable[[list], tuple]:
     for model, nested in zip(outer, path.models[1:], strict=True):
         node = _call_node(model, nested)
         try:
-            before = keras.Model(_structure(model.inputs), _flat(node.input_tensors))
-            after = keras.Model(_flat(node.outputs), _flat(model.outputs))
+            before = _part(keras, _flat(model.inputs), _flat(node.input_tensors))
+            after = _part(keras, _flat(node.outputs), _flat(model.outputs))
         except ValueError:
             raise InvalidInputError(
                 f"the output of {model.name!r} depends on its input also around the nested model {nested.name!r}, "
@@ -185,13 +185,22 @@ def tapped(keras, path: LayerPath) -> Callable[[list], tuple]:
     def call(inputs: list):
         values = list(inputs)
         for before, _ in levels:
-            values = _flat(before(_structure(values), training=False))
+            values = before(values)
         layer_output, *outputs = _flat(taps(_structure(values), training=False))
         for _, after in reversed(levels):
-            outputs = _flat(after(_structure(outputs), training=False))
+            outputs = after(outputs)
         return layer_output, outputs
 
     return call
+
+
+def _part(keras, inputs: list, outputs: list):
+    """``call(tensors) -> tensors``: the part of a model from ``inputs`` to ``outputs`` (the identity when they are
+    the same tensors, which tf_keras cannot build a model of)."""
+    if len(inputs) == len(outputs) and all(a is b for a, b in zip(inputs, outputs, strict=True)):
+        return list
+    part = keras.Model(_structure(inputs), outputs)
+    return lambda tensors: _flat(part(_structure(tensors), training=False))
 
 
 def _call_node(model, layer):
