@@ -10,10 +10,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import deepexplain  # noqa: E402
 from deepexplain import Explainer  # noqa: E402
-from deepexplain.errors import InvalidInputError, InvalidTypeError  # noqa: E402
 from deepexplain.adapters.layers import last_spatial_layer  # noqa: E402
+from deepexplain.errors import InvalidInputError, InvalidTypeError  # noqa: E402
 from deepexplain.tensorflow import DeepExplain  # noqa: E402
 from deepexplain.tensorflow.methods.cam import upsample  # noqa: E402
 
