@@ -298,6 +298,25 @@ def test_default_layer_inside_a_nested_backbone(kind):
     np.testing.assert_allclose(by_object, inner)
 
 
+def test_attributions_to_a_layer_inside_a_nested_model():
+    """``layer=`` of the other methods takes the same names: the gradient with respect to a nested layer's output."""
+    rng = np.random.default_rng(17)
+    base = backbone(rng)
+    model = keras.Sequential([keras.Input((12, 12, 3)), base, keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3)])  # fmt: skip
+    xs = rng.normal(size=(2, 12, 12, 3)).astype(np.float32)
+    got = Explainer("grad*input", model, layer="backbone/b1").run(xs, target=1)
+    first = keras.Model(base.inputs[0], base.get_layer("b1").output)
+    rest = keras.Model(base.get_layer("b1").output, base.outputs[0])
+    a = tf.constant(first(xs))
+    with tf.GradientTape() as tape:
+        tape.watch(a)
+        y = model.layers[-1](model.layers[-2](rest(a)))[:, 1]
+    np.testing.assert_allclose(got, (tape.gradient(y, a) * a).numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(InvalidInputError, match=r"'backbone/b3' is not a layer of the model \(did you mean"):
+        Explainer("saliency", model, layer="backbone/b3")
+
+
 def test_default_layer_skips_1x1_maps_after_global_pooling():
     """A MobileNetV3-like head: GAP (keepdims) -> 1×1 conv -> 1×1 logits conv -> flatten; the default is the last
     map with more than one position, not the last convolution."""

@@ -20,7 +20,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from deepexplain.adapters.layers import check_spatial, find_layer, last_spatial_layer, tapped
+from deepexplain.adapters.layers import check_spatial, find_layer, last_spatial_layer, split, tapped
 from deepexplain.errors import InvalidInputError, InvalidTypeError, closest
 from deepexplain.inputs import InputSpec
 from deepexplain.tensorflow.graph import as_list, learning_phase_feeds
@@ -172,17 +172,18 @@ class ModelAdapter:
         self.output_names = self._output_names()
         self.output_index = self._output_index(output)
         self.model_specs = _known_input_specs(self.model)
-        self._head = self._tail = self._tapped = None
-        self.layer_path = None
+        self.layer = self.layer_path = self._tapped = self._split = None
+        self.taps_layer = tap is not None
         if tap is not None:
             self.layer_path = self._tapped_layer(layer, tap)
+        elif layer is not None:
+            self.layer_path = self._layer_path(layer)
+        if self.layer_path is not None:
             self.layer = self.layer_path.layer
-            if tf.executing_eagerly():
+            if tf.executing_eagerly() and self.taps_layer:
                 self._tapped = tapped(self.keras, self.layer_path)
-            return
-        self.layer = self._resolve_layer(layer)
-        if self.layer is not None and tf.executing_eagerly():
-            self._head, self._tail = self._split_at_layer()
+            elif tf.executing_eagerly():
+                self._split = split(self.keras, self.layer_path)
 
     # ------------------------------------------------------------------------------------------------------------
 
@@ -195,25 +196,24 @@ class ModelAdapter:
             if jit_compile:
                 raise InvalidInputError("jit_compile=True needs eager execution (it compiles a tf.function)")
             return self._session_runner(explain_logits)
-        input_specs = self.model_specs
-        if self._tail is not None:
-            input_specs = [_keras_spec(t, self.layer.name) for t in as_list(self._tail.inputs)]
+        input_specs, head = self.model_specs, None
+        if self._split is not None:
+            input_specs = [_keras_spec(self._split[2], self.layer.name)]
+
+            def head(*inputs):
+                return self._split[0](list(inputs))
 
         def trace(inputs):
             layer_output = None
             if self._tapped is not None:
                 layer_output, outputs = self._tapped(list(inputs))
+            elif self._split is not None:
+                outputs = self._split[1](list(inputs))
             else:
-                outputs, _ = _flatten(self._call(self._tail or self.model, inputs))
+                outputs, _ = _flatten(self._call(self.model, inputs))
             output = self._select(outputs)
             logits = softmax_input(output) if explain_logits else None
             return Traced(list(inputs), output if logits is None else logits, layer_output)
-
-        head = None
-        if self._head is not None:
-
-            def head(*inputs):
-                return as_list(self._call(self._head, list(inputs)))
 
         return FunctionRunner(trace, input_specs, head, self.model_specs, jit_compile, self.output_names or ())
 
@@ -288,24 +288,22 @@ class ModelAdapter:
             raise InvalidInputError(f"output must index one of {count} outputs; got {output}")
         return int(output)
 
-    def _resolve_layer(self, layer):
-        if layer is None:
-            return None
-        if self.keras is None:
+    def _layer_path(self, layer):
+        """The layer ``layer=`` attributes to, resolved through nested models."""
+        if self.keras is None or not hasattr(self.model, "layers"):
             raise InvalidTypeError(f"layer= needs a Keras model; got {type(self.model).__name__}")
-        if isinstance(layer, str):
-            names = [candidate.name for candidate in self.model.layers]
-            if layer not in names:
-                raise InvalidInputError(f"layer {layer!r} is not a layer of the model{closest(layer, names)}")
-            layer = self.model.get_layer(layer)
-        try:
-            layer.output  # noqa: B018  (Keras raises for layers of subclassed models and shared layers)
-        except (AttributeError, ValueError) as error:
+        path = find_layer(self.model, layer)
+        if path.output_shape is None:
             raise InvalidInputError(
-                f"layer {getattr(layer, 'name', layer)!r} has no single symbolic output ({error}); layer= needs a "
-                "Sequential or functional model in which the layer is used once"
-            ) from None
-        return layer
+                f"layer {path.name!r} has no single symbolic output; layer= needs a Sequential or functional model in "
+                "which the layer is used once"
+            )
+        if not tf.executing_eagerly() and len(path.models) > 1:
+            raise InvalidInputError(
+                f"layer {path.name!r} is inside a nested model, which a TF1 graph (eager execution off) does not "
+                "expose; pass a layer of the model itself"
+            )
+        return path
 
     def _tapped_layer(self, layer, method: str):
         """The layer a CAM method reads: ``layer`` resolved through nested models, or the last with feature maps."""
@@ -322,18 +320,6 @@ class ModelAdapter:
                 "expose; pass a layer of the model itself"
             )
         return path
-
-    def _split_at_layer(self):
-        inputs = self.model.inputs
-        try:
-            tail = self.keras.Model(self.layer.output, self.model.outputs)
-        except ValueError:
-            raise InvalidInputError(
-                f"the output depends on the model input also around layer {self.layer.name!r} (a mask or a skip "
-                "connection), so attributions to that layer alone would ignore part of the model"
-            ) from None
-        head = self.keras.Model(inputs if len(inputs) > 1 else inputs[0], self.layer.output)
-        return head, tail
 
     def _session_runner(self, explain_logits: bool) -> SessionRunner:
         """A tf_keras model built in a TF1 graph: its own tensors and Keras' session."""
@@ -356,7 +342,7 @@ class ModelAdapter:
         output = self._select(outputs)
         logits = softmax_input(output) if explain_logits else None
         output = output if logits is None else logits
-        if self.layer_path is not None:
+        if self.taps_layer:
             return SessionRunner(session, output, list(model.inputs), layer=self.layer.output)
         if self.layer is None:
             return SessionRunner(session, output, list(model.inputs))

@@ -155,8 +155,7 @@ def tapped(keras, path: LayerPath) -> Callable[[list], tuple]:
     """``call(inputs) -> (layer output, model outputs)``: the model applied to ``inputs`` (a list of tensors) so
     that the layer's output is a tensor of the same computation as the outputs.
 
-    Each nested model on the way is entered: the outer model is split at the nested model's call (the part before
-    computes its inputs, the part after takes its outputs), and the innermost model returns the layer's output
+    Each nested model on the way is entered (see :func:`split`), and the innermost model returns the layer's output
     besides its own. The parts share the model's layers and weights.
 
     Raises
@@ -164,23 +163,8 @@ def tapped(keras, path: LayerPath) -> Callable[[list], tuple]:
     InvalidInputError
         When an outer model's output depends on its input also around a nested model on the way.
     """
-    *outer, inner = path.models
-    layer_output = _flat(_call_node(inner, path.layer).outputs)
-    if len(layer_output) != 1:
-        raise InvalidInputError(f"layer {path.name!r} has {len(layer_output)} outputs; pass a layer with one")
-    taps = keras.Model(_structure(inner.inputs), [layer_output[0], *_flat(inner.outputs)])
-    levels = []
-    for model, nested in zip(outer, path.models[1:], strict=True):
-        node = _call_node(model, nested)
-        try:
-            before = _part(keras, _flat(model.inputs), _flat(node.input_tensors))
-            after = _part(keras, _flat(node.outputs), _flat(model.outputs))
-        except ValueError:
-            raise InvalidInputError(
-                f"the output of {model.name!r} depends on its input also around the nested model {nested.name!r}, "
-                f"so layer {path.name!r} cannot be reached inside it; pass a layer of {model.name!r} itself"
-            ) from None
-        levels.append((before, after))
+    inner, levels = path.models[-1], _levels(keras, path)
+    taps = keras.Model(_structure(inner.inputs), [_output_of(path), *_flat(inner.outputs)])
 
     def call(inputs: list):
         values = list(inputs)
@@ -192,6 +176,70 @@ def tapped(keras, path: LayerPath) -> Callable[[list], tuple]:
         return layer_output, outputs
 
     return call
+
+
+def split(keras, path: LayerPath) -> tuple:
+    """``(head, tail, layer output)``: the model cut at the layer, ``head(inputs) -> [layer output]`` and
+    ``tail([layer output]) -> outputs`` (lists of tensors), and the layer's symbolic output (its spec).
+
+    Each model on the way to a nested layer is cut at the nested model's call: the part before computes its inputs,
+    the part after takes its outputs. The parts share the model's layers and weights.
+
+    Raises
+    ------
+    InvalidInputError
+        When the output depends on the model's input also around the layer (a mask, a skip connection): the
+        attributions to the layer alone would ignore part of the model.
+    """
+    inner, levels = path.models[-1], _levels(keras, path)
+    layer_output = _output_of(path)
+    try:
+        head = _part(keras, _flat(inner.inputs), [layer_output])
+        tail = _part(keras, [layer_output], _flat(inner.outputs))
+    except ValueError:
+        raise InvalidInputError(
+            f"the output depends on the model input also around layer {path.name!r} (a mask or a skip connection), "
+            "so attributions to that layer alone would ignore part of the model"
+        ) from None
+
+    def head_call(inputs: list) -> list:
+        for before, _ in levels:
+            inputs = before(inputs)
+        return head(inputs)
+
+    def tail_call(values: list) -> list:
+        outputs = tail(values)
+        for _, after in reversed(levels):
+            outputs = after(outputs)
+        return outputs
+
+    return head_call, tail_call, layer_output
+
+
+def _levels(keras, path: LayerPath) -> list:
+    """``(before, after)`` per model on the way to the layer's own model: the parts of that model before and after
+    the call of the next nested model."""
+    levels = []
+    for model, nested in zip(path.models[:-1], path.models[1:], strict=True):
+        node = _call_node(model, nested)
+        try:
+            before = _part(keras, _flat(model.inputs), _flat(node.input_tensors))
+            after = _part(keras, _flat(node.outputs), _flat(model.outputs))
+        except ValueError:
+            raise InvalidInputError(
+                f"the output of {model.name!r} depends on its input also around the nested model {nested.name!r}, "
+                f"so layer {path.name!r} cannot be reached inside it; pass a layer of {model.name!r} itself"
+            ) from None
+        levels.append((before, after))
+    return levels
+
+
+def _output_of(path: LayerPath):
+    """The layer's output tensor in its own model's graph."""
+    outputs = _flat(_call_node(path.models[-1], path.layer).outputs)
+    if len(outputs) != 1:
+        raise InvalidInputError(f"layer {path.name!r} has {len(outputs)} outputs; pass a layer with one")
+    return outputs[0]
 
 
 def _part(keras, inputs: list, outputs: list):
