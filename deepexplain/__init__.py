@@ -21,8 +21,19 @@ _LAZY = {
     "fit_patterns": ("deepexplain.patterns", "fit_patterns"),
     "Patterns": ("deepexplain.patterns", "Patterns"),
     "signal_quality": ("deepexplain.patterns", "signal_quality"),
+    "segments": ("deepexplain.segmentation", "segments"),
 }
-_SUBMODULES = ("plot", "perturbation", "tensorflow", "errors", "targets", "inputs", "batching", "patterns")
+_SUBMODULES = (
+    "plot",
+    "perturbation",
+    "tensorflow",
+    "errors",
+    "targets",
+    "inputs",
+    "batching",
+    "patterns",
+    "segmentation",
+)
 
 
 def __getattr__(name):
@@ -49,4 +60,5 @@ __all__ = [
     "fit_patterns",
     "Patterns",
     "signal_quality",
+    "segments",
 ]

@@ -34,6 +34,8 @@ by every input or a ``list`` with exactly one entry per input; ``sampling_dims``
 list of such lists (or ``None``) per input. A tuple or a numpy array is always a single shared value.
 """
 
+import functools
+import inspect
 import math
 import warnings
 
@@ -42,7 +44,7 @@ from tqdm.auto import tqdm
 
 from deepexplain.batching import DEFAULT_INPUT_BYTES_PER_RUN
 
-__all__ = ("occlusion", "shapley_sampling", "shapley_exact", "feature_ablation")
+__all__ = ("occlusion", "shapley_sampling", "shapley_exact", "feature_ablation", "kernel_shap", "lime")
 
 # The default batch holds about this many bytes of model input per forward call (the library's one row budget).
 _BATCH_BYTES = DEFAULT_INPUT_BYTES_PER_RUN
@@ -50,6 +52,44 @@ _BATCH_BYTES = DEFAULT_INPUT_BYTES_PER_RUN
 _BLOCK_BYTES = 2**20
 # Exact Shapley values evaluate 2**players rows per sample.
 _MAX_EXACT_PLAYERS = 16
+
+
+def _masks_per_sample(function):
+    """Let ``feature_mask`` give each sample its own players: a mask with one more dimension than a sample, shaped
+    ``(N, ...)`` and broadcastable to ``(N, *sample_shape)`` (as :func:`deepexplain.segments` returns), runs the
+    method sample by sample, each with its mask; the seed's generator goes on from one sample to the next."""
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = bound.arguments
+        xs = [arguments["xs"]] if isinstance(arguments["xs"], np.ndarray) else list(arguments["xs"])
+        masks = _per_input(arguments["feature_mask"], len(xs))
+        per_sample = [m is not None and np.ndim(m) == np.ndim(x) for m, x in zip(masks, xs, strict=True)]
+        if not any(per_sample):
+            return function(**arguments)
+        n = len(xs[0])
+        for i, (mask, own) in enumerate(zip(masks, per_sample, strict=True)):
+            if own and len(mask) not in (1, n):
+                raise ValueError(
+                    f"feature_mask of input {i} has one mask per sample: expected {n} masks (one per sample of xs), "
+                    f"got {len(mask)}"
+                )
+        forward, progress = arguments["forward"], arguments["progress"]
+        if "seed" in arguments:
+            arguments["seed"] = np.random.default_rng(arguments["seed"])
+        parts = []
+        for k in tqdm(range(n), desc=function.__name__, unit="sample", delay=2, disable=not progress):
+            sample_masks = [m[k if len(m) > 1 else 0] if own else m for m, own in zip(masks, per_sample, strict=True)]
+            one = {**arguments, "xs": [x[k : k + 1] for x in xs], "progress": False,
+                   "feature_mask": sample_masks if len(xs) > 1 else sample_masks[0],
+                   "forward": lambda rows, owners, k=k: forward(rows, owners + k)}  # fmt: skip
+            parts.append(function(**one))
+        return [np.concatenate([p[i] for p in parts]) for i in range(len(xs))]
+
+    return run
 
 
 # -----------------------------------------------------------------------------
@@ -132,6 +172,7 @@ def occlusion(forward, xs, window_shape=None, step=None, baseline=0.0, batch_siz
     return _sweep(forward, inputs, plan, batch_size, progress, "occlusion")
 
 
+@_masks_per_sample
 def shapley_sampling(
     forward,
     xs,
@@ -220,6 +261,7 @@ def shapley_sampling(
     return _sweep(forward, inputs, plan, batch_size, progress, "shapley_sampling")
 
 
+@_masks_per_sample
 def shapley_exact(forward, xs, feature_mask=None, baseline=0.0, batch_size=None, progress=True):
     """Exact Shapley values, enumerating all ``2**P`` coalitions of the ``P`` players of every sample.
 
@@ -273,6 +315,7 @@ def shapley_exact(forward, xs, feature_mask=None, baseline=0.0, batch_size=None,
     return _sweep(forward, inputs, plan, batch_size, progress, "shapley_exact")
 
 
+@_masks_per_sample
 def feature_ablation(forward, xs, feature_mask=None, baseline=0.0, batch_size=None, progress=True):
     """Feature ablation: the output drop when one player alone is replaced by the baseline.
 
@@ -318,6 +361,145 @@ def feature_ablation(forward, xs, feature_mask=None, baseline=0.0, batch_size=No
     inputs.set_baseline(baseline)
     plan = _AblationPlan(inputs, players)
     return _sweep(forward, inputs, plan, batch_size, progress, "feature_ablation")
+
+
+@_masks_per_sample
+def kernel_shap(forward, xs, feature_mask=None, samples=None, baseline=0.0, seed=None, batch_size=None,
+                progress=True):  # fmt: skip
+    """Shapley values by KernelSHAP: the weighted linear regression of the outputs of coalitions of players
+    (Lundberg & Lee 2017, Theorem 2 and Eqs. 8-9).
+
+    With ``v(z)`` the output on ``x`` whose players outside coalition ``z`` take the baseline, the values ``phi``
+    minimise ``sum_z pi(z) (v(z) - v(0) - z . phi)**2`` subject to ``sum(phi) = v(1) - v(0)`` (efficiency, enforced
+    exactly), with the Shapley kernel ``pi(z) = (P - 1) / (C(P, |z|) |z| (P - |z|))``. When ``samples`` covers all
+    ``2**P - 2`` proper coalitions they are all enumerated and the result is the exact Shapley value; otherwise
+    ``samples`` coalitions are drawn from the kernel (a size ``s`` with probability proportional to
+    ``(P - 1) / (s (P - s))``, then a uniform subset of that size) in complementary pairs, each weighing the same.
+    Costs ``samples + 2`` rows per sample.
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(rows, owners) -> outputs``, see :func:`occlusion`.
+    xs : list of numpy.ndarray
+        One array per model input, each ``(N, *sample_shape_i)``.
+    feature_mask : numpy.ndarray of int or list, optional
+        Groups features into players, see :func:`shapley_sampling` (equal ids are one player across inputs).
+        Default: every element is a player.
+    samples : int, optional
+        Coalitions per sample. Default ``2 * P + 2048`` (shap's ``nsamples='auto'``), all of them when fewer.
+    baseline : float or numpy.ndarray or list, optional
+        Value of an absent player: a scalar or an array shaped like one sample. Default 0.
+    seed : int or numpy.random.Generator, optional
+        Seed of the coalitions drawn (sample after sample, so they do not depend on ``batch_size``).
+    batch_size : int, optional
+        Most rows per ``forward`` call; default about 16 MB of inputs per call. Results do not depend on it.
+    progress : bool, optional
+        Show a progress bar when the job takes longer than about 2 s. Default True.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One array per input shaped like it, every element holding its player's value; per sample they sum to
+        ``f(x) - f(baseline)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`shapley_exact`, and for ``samples`` < 1; checked before the first forward call. Fewer coalitions
+        than ``2 * P`` warn: the regression is then barely determined.
+
+    References
+    ----------
+    .. [1] S. M. Lundberg and S.-I. Lee, "A Unified Approach to Interpreting Model Predictions", NeurIPS 2017.
+    .. [2] I. Covert and S.-I. Lee, "Improving KernelSHAP: Practical Shapley Value Estimation via Linear
+       Regression", AISTATS 2021 (paired sampling).
+    """
+    inputs = _Inputs(forward, xs, batch_size)
+    players = _players(inputs, None, feature_mask)
+    p = players.count
+    samples = _check_samples(samples, 2 * p + 2048)
+    if p > 1 and samples < 2 * p and samples < 2**p - 2:
+        warnings.warn(
+            f"kernel_shap: {samples} coalitions for {p} players barely determine the regression; give samples >= "
+            f"{2 * p} (2 per player) or group features into fewer players with feature_mask",
+            UserWarning,
+            stacklevel=2,
+        )
+    inputs.set_baseline(baseline)
+    plan = _KernelShapPlan(inputs, players, samples, np.random.default_rng(seed))
+    return _sweep(forward, inputs, plan, batch_size, progress, "kernel_shap")
+
+
+@_masks_per_sample
+def lime(forward, xs, feature_mask=None, samples=1000, kernel_width=0.25, alpha=1.0, baseline=0.0, seed=None,
+         batch_size=None, progress=True):  # fmt: skip
+    """LIME: the coefficients of a weighted ridge regression of the outputs on random coalitions of players
+    (Ribeiro et al. 2016, Eqs. 1-2), as the ``lime`` package explains images.
+
+    Row 0 of a sample is ``x`` itself; the others keep each player with probability 1/2 (the rest take the
+    baseline). A coalition ``z`` weighs ``sqrt(exp(-d(z)**2 / kernel_width**2))`` with ``d`` the cosine distance
+    between ``z`` and the all-present coalition (1 for the empty one), and the players' values are the
+    coefficients of ``Ridge(alpha)`` with an unpenalised intercept fitted with those weights (lime's
+    ``LimeBase``; ``alpha=0`` is weighted least squares). Costs ``samples`` rows per sample.
+
+    Parameters
+    ----------
+    forward, xs, feature_mask, baseline, batch_size, progress
+        As :func:`kernel_shap`.
+    samples : int, optional
+        Coalitions per sample, ``x`` included. Default 1000 (lime's ``num_samples``).
+    kernel_width : float, optional
+        Width of the exponential kernel on the cosine distance. Default 0.25 (lime's for images).
+    alpha : float, optional
+        Ridge penalty (>= 0). Default 1 (lime's ``Ridge(alpha=1)``).
+    seed : int or numpy.random.Generator, optional
+        Seed of the coalitions drawn (sample after sample, so they do not depend on ``batch_size``).
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One array per input shaped like it, every element holding its player's coefficient.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`shapley_exact`, for ``samples`` < 1, ``kernel_width`` <= 0 or ``alpha`` < 0; checked before the
+        first forward call. Fewer than ``P + 1`` coalitions warn: the regression is then underdetermined.
+
+    References
+    ----------
+    .. [1] M. T. Ribeiro, S. Singh and C. Guestrin, "'Why Should I Trust You?': Explaining the Predictions of Any
+       Classifier", KDD 2016.
+    """
+    inputs = _Inputs(forward, xs, batch_size)
+    samples = _check_samples(samples, 1000)
+    for name, value, low in (("kernel_width", kernel_width, 0.0), ("alpha", alpha, None)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+            raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        if not (value > low if low is not None else value >= 0) or not np.isfinite(value):
+            raise ValueError(f"{name} must be {'> 0' if low is not None else '>= 0'} and finite, got {value}")
+    players = _players(inputs, None, feature_mask)
+    if samples < players.count + 1:
+        warnings.warn(
+            f"lime: {samples} coalitions for {players.count} players leave the regression underdetermined; give "
+            f"samples >= {players.count + 1} or group features into fewer players with feature_mask",
+            UserWarning,
+            stacklevel=2,
+        )
+    inputs.set_baseline(baseline)
+    plan = _LimePlan(inputs, players, samples, float(kernel_width), float(alpha), np.random.default_rng(seed))
+    return _sweep(forward, inputs, plan, batch_size, progress, "lime")
+
+
+def _check_samples(samples, default):
+    if samples is None:
+        return default
+    if not _is_int(samples):
+        raise TypeError(f"samples must be an int, got {type(samples).__name__}")
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    return int(samples)
 
 
 # -----------------------------------------------------------------------------
@@ -770,6 +952,113 @@ class _ExactPlan(_PlayerPlan):
         for i, (without, weights) in enumerate(zip(self.without, self.weights, strict=True)):
             phi[:, i] = (outputs[:, without | (1 << i)] - outputs[:, without]) @ weights
         return phi
+
+
+class _CoalitionPlan(_PlayerPlan):
+    """Rows are coalitions drawn per sample (``present``: bool ``(rows, P)``), in sample order so that a seed gives
+    the same coalitions whatever the batching; ``fit(present, outputs)`` turns one sample's outputs into values."""
+
+    def __init__(self, inputs, players, rng):
+        super().__init__(inputs, players)
+        self.rng = rng
+        self.drawn = {}
+        self.next = 0
+
+    def present_of(self, n):
+        while self.next <= n:
+            self.drawn[self.next] = self.draw()
+            self.next += 1
+        return self.drawn[n]
+
+    def absent_players(self, owners, j):
+        absent = np.empty((len(j), self.players.count), dtype=bool)
+        cuts = np.flatnonzero(np.diff(owners)) + 1
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(j)], strict=True):
+            np.logical_not(self.present_of(owners[lo])[j[lo:hi]], out=absent[lo:hi])
+        return absent
+
+    def values(self, n0, outputs):
+        return np.stack([self.fit(self.drawn.pop(n0 + m), outputs[m]) for m in range(len(outputs))])
+
+
+class _KernelShapPlan(_CoalitionPlan):
+    """Row 0: all players present; row 1: none; then the coalitions (all proper ones, or ``samples`` drawn)."""
+
+    def __init__(self, inputs, players, samples, rng):
+        super().__init__(inputs, players, rng)
+        p = players.count
+        self.exact = p <= 1 or (p < 63 and samples >= 2**p - 2)
+        self.coalitions = min(samples, 2**p - 2) if self.exact else samples
+        self.rows_per_sample = 2 + self.coalitions
+        sizes = np.arange(1, p)
+        self.size_probability = (p - 1) / (sizes * (p - sizes)) if p > 1 else np.ones(0)
+        self.size_probability /= max(self.size_probability.sum(), 1)
+        if self.exact:  # every sample uses every proper coalition with its Shapley kernel weight
+            codes = np.arange(1, 2**p - 1)
+            self.all = ((codes[:, None] >> np.arange(p)) & 1).astype(bool)
+            size = self.all.sum(axis=1)
+            self.weights = (p - 1) / (np.array([math.comb(p, k) for k in size]) * size * (p - size))
+
+    def draw(self):
+        p = self.players.count
+        ends = np.ones((2, p), dtype=bool)
+        ends[1] = False
+        if self.exact:
+            return np.concatenate([ends, self.all])
+        # paired sampling: each drawn coalition with its complement (of the same kernel weight)
+        half = -(-self.coalitions // 2)
+        sizes = self.rng.choice(np.arange(1, p), size=half, p=self.size_probability)
+        ranks = self.rng.random((half, p)).argsort(axis=1).argsort(axis=1)  # a uniform order of the players
+        present = ranks < sizes[:, None]
+        pairs = np.stack([present, ~present], axis=1).reshape(2 * half, p)[: self.coalitions]
+        return np.concatenate([ends, pairs])
+
+    def fit(self, present, outputs):
+        p = self.players.count
+        full, empty = outputs[0], outputs[1]
+        total = full - empty
+        if p == 1:
+            return np.array([total])
+        z = present[2:].astype(np.float64)
+        weights = self.weights if self.exact else np.ones(len(z))
+        # the efficiency constraint eliminates the last player: phi_P = total - sum(phi_<P)
+        design = z[:, :-1] - z[:, -1:]
+        target = outputs[2:] - empty - z[:, -1] * total
+        weighted = design * weights[:, None]
+        phi = _least_squares(weighted.T @ design, weighted.T @ target)
+        return np.append(phi, total - phi.sum())
+
+
+class _LimePlan(_CoalitionPlan):
+    """Row 0: all players present; the others keep each player with probability 1/2."""
+
+    def __init__(self, inputs, players, samples, kernel_width, alpha, rng):
+        super().__init__(inputs, players, rng)
+        self.rows_per_sample = samples
+        self.kernel_width = kernel_width
+        self.alpha = alpha
+
+    def draw(self):
+        present = self.rng.integers(0, 2, size=(self.rows_per_sample, self.players.count)).astype(bool)
+        present[0] = True
+        return present
+
+    def fit(self, present, outputs):
+        z = present.astype(np.float64)
+        kept = z.sum(axis=1)
+        distance = np.where(kept > 0, 1 - np.sqrt(kept / z.shape[1]), 1.0)  # cosine distance to all-present
+        weights = np.sqrt(np.exp(-(distance**2) / self.kernel_width**2))
+        mean_z = weights @ z / weights.sum()
+        mean_y = weights @ outputs / weights.sum()
+        centred = (z - mean_z) * np.sqrt(weights)[:, None]
+        gram = centred.T @ centred + self.alpha * np.eye(z.shape[1])
+        return _least_squares(gram, centred.T @ ((outputs - mean_y) * np.sqrt(weights)))
+
+
+def _least_squares(gram, moment):
+    """The minimum-norm solution of the normal equations ``gram @ beta = moment`` (P × P: much cheaper than a
+    least-squares solve of the rows themselves; float64 keeps it accurate at these sizes)."""
+    return np.linalg.lstsq(gram, moment, rcond=None)[0]
 
 
 def _popcount(c, bits):

@@ -24,6 +24,8 @@ METHODS = MappingProxyType(
         "shapley_sampling": perturbation.ShapleySampling,
         "shapley_exact": perturbation.ShapleyExact,
         "feature_ablation": perturbation.FeatureAblation,
+        "kernel_shap": perturbation.KernelShap,
+        "lime": perturbation.Lime,
         "guided_backprop": gradient.GuidedBackprop,
         "deconvnet": gradient.Deconvnet,
         "lrp.z": relevance.LRPZ,

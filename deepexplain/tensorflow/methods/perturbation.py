@@ -75,3 +75,23 @@ class FeatureAblation(PerturbationMethod):
 
     def __init__(self, sample_shapes, feature_mask=None, baseline=0.0):
         super().__init__(sample_shapes, feature_mask=feature_mask, baseline=baseline)
+
+
+class KernelShap(PerturbationMethod):
+    """KernelSHAP (Lundberg & Lee 2017), see :func:`deepexplain.perturbation.kernel_shap`."""
+
+    engine_function = "kernel_shap"
+
+    def __init__(self, sample_shapes, feature_mask=None, samples=None, baseline=0.0, seed=None):
+        super().__init__(sample_shapes, feature_mask=feature_mask, samples=samples, baseline=baseline, seed=seed)
+
+
+class Lime(PerturbationMethod):
+    """LIME (Ribeiro et al. 2016), see :func:`deepexplain.perturbation.lime`."""
+
+    engine_function = "lime"
+
+    def __init__(self, sample_shapes, feature_mask=None, samples=1000, kernel_width=0.25, alpha=1.0, baseline=0.0,
+                 seed=None):  # fmt: skip
+        super().__init__(sample_shapes, feature_mask=feature_mask, samples=samples, kernel_width=kernel_width,
+                         alpha=alpha, baseline=baseline, seed=seed)  # fmt: skip

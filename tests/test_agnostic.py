@@ -1,0 +1,167 @@
+"""Model-agnostic methods: KernelSHAP (exact with all coalitions; shap's KernelExplainer), LIME (recovers a linear
+model), per-sample feature masks from segmentations, bad input."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import deepexplain  # noqa: E402
+from deepexplain import perturbation  # noqa: E402
+from deepexplain.errors import InvalidInputError  # noqa: E402
+
+RNG = np.random.default_rng(0)
+W = RNG.normal(size=6)
+
+
+def nonlinear(rows, owners):
+    x = rows[0].reshape(len(rows[0]), -1)
+    return np.tanh(x @ W) + 0.3 * x[:, 0] * x[:, 1] - 0.2 * x[:, 2] ** 2
+
+
+def linear(rows, owners):
+    return rows[0].reshape(len(rows[0]), -1) @ W
+
+
+XS = [RNG.normal(size=(4, 6))]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# KernelSHAP
+
+
+@pytest.mark.parametrize("mask", [None, np.array([0, 0, 1, 2, 2, 3])])
+def test_kernel_shap_with_all_coalitions_is_exact(mask):
+    exact = perturbation.shapley_exact(nonlinear, XS, feature_mask=mask, baseline=0.5)[0]
+    kernel = perturbation.kernel_shap(nonlinear, XS, feature_mask=mask, baseline=0.5)[0]
+    np.testing.assert_allclose(kernel, exact, atol=1e-10)
+
+
+def test_kernel_shap_sampled_is_efficient_close_seeded_and_batch_invariant():
+    exact = perturbation.shapley_exact(nonlinear, XS)[0]
+    sampled = perturbation.kernel_shap(nonlinear, XS, samples=40, seed=3)[0]
+    full = nonlinear(XS, None) - nonlinear([np.zeros_like(XS[0])], None)
+    np.testing.assert_allclose(sampled.sum(axis=1), full, atol=1e-10)  # efficiency holds exactly
+    assert np.abs(sampled - exact).max() < 0.05
+    again = perturbation.kernel_shap(nonlinear, XS, samples=40, seed=3, batch_size=7)[0]
+    np.testing.assert_array_equal(again, sampled)
+    other = perturbation.kernel_shap(nonlinear, XS, samples=40, seed=4)[0]
+    assert not np.array_equal(other, sampled)
+
+
+def test_kernel_shap_equals_shap_kernel_explainer():
+    shap = pytest.importorskip("shap")
+    background = np.full((1, 6), 0.25)
+    explainer = shap.KernelExplainer(lambda x: nonlinear([x], None), background)
+    theirs = explainer.shap_values(XS[0], nsamples=2**6, silent=True)
+    ours = perturbation.kernel_shap(nonlinear, XS, baseline=0.25)[0]
+    np.testing.assert_allclose(ours, np.asarray(theirs).reshape(ours.shape), atol=1e-6)
+
+
+def test_kernel_shap_groups_across_inputs_of_a_keras_model():
+    a, b = keras.Input((3,)), keras.Input((2,))
+    joined = keras.layers.Concatenate()([a, b])
+    model = keras.Model([a, b], keras.layers.Dense(1)(keras.layers.Dense(4, activation="tanh")(joined)))
+    xs = [RNG.normal(size=(3, 3)).astype(np.float32), RNG.normal(size=(3, 2)).astype(np.float32)]
+    masks = [np.array([0, 1, 2]), np.array([2, 3])]  # player 2 spans both inputs
+    ours = deepexplain.explain("kernel_shap", model, xs, target=0, feature_mask=masks)
+    exact = deepexplain.explain("shapley_exact", model, xs, target=0, feature_mask=masks)
+    for got, expected in zip(ours, exact, strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(ours[0][:, 2], ours[1][:, 0])  # one player, one value
+
+
+def test_kernel_shap_warns_when_samples_barely_determine_the_regression():
+    with pytest.warns(UserWarning, match=r"10 coalitions for 36 players .* give samples >= 72"):
+        perturbation.kernel_shap(lambda rows, owners: rows[0].sum(axis=1), [RNG.normal(size=(1, 36))], samples=10)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# LIME
+
+
+def test_lime_recovers_the_group_contributions_of_a_linear_model():
+    mask = np.array([0, 0, 1, 1, 2, 3])
+    xs = XS[0]
+    lime = perturbation.lime(linear, [xs], feature_mask=mask, alpha=0.0, samples=200, seed=0)[0]
+    contributions = xs * W
+    groups = np.stack([contributions[:, mask == g].sum(axis=1) for g in range(4)], axis=1)
+    np.testing.assert_allclose(lime, groups[:, mask], atol=1e-10)
+    ridge = perturbation.lime(linear, [xs], feature_mask=mask, samples=200, seed=0)[0]
+    assert 0 < np.abs(ridge).sum() < np.abs(lime).sum()  # the ridge penalty shrinks the coefficients
+
+
+def test_lime_matches_a_weighted_ridge_fit_by_hand():
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    x = XS[0][:1]
+    samples, width = 50, 0.25
+    ours = perturbation.lime(nonlinear, [x], samples=samples, kernel_width=width, seed=5)[0][0]
+    present = np.random.default_rng(5).integers(0, 2, size=(samples, 6)).astype(bool)
+    present[0] = True
+    outputs = nonlinear([np.where(present, x, 0.0)], None)
+    distance = 1 - np.sqrt(present.sum(1) / 6)
+    weights = np.sqrt(np.exp(-(distance**2) / width**2))
+    reference = sklearn.Ridge(alpha=1.0).fit(present.astype(float), outputs, sample_weight=weights)
+    np.testing.assert_allclose(ours, reference.coef_, atol=1e-10)
+
+
+def test_lime_seeds_reproduce_and_arguments_are_checked():
+    first = perturbation.lime(nonlinear, XS, samples=30, seed=1)[0]
+    np.testing.assert_array_equal(perturbation.lime(nonlinear, XS, samples=30, seed=1, batch_size=11)[0], first)
+    with pytest.raises(ValueError, match="kernel_width must be > 0"):
+        perturbation.lime(nonlinear, XS, kernel_width=0)
+    with pytest.raises(ValueError, match="alpha must be >= 0"):
+        perturbation.lime(nonlinear, XS, alpha=-1.0)
+    with pytest.warns(UserWarning, match=r"lime: 5 coalitions for 6 players .* samples >= 7"):
+        perturbation.lime(nonlinear, XS, samples=5, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Segments, per-sample masks
+
+
+def test_segments_equal_scikit_image_labels():
+    from skimage import data, segmentation, transform
+
+    image = transform.resize(data.astronaut(), (64, 64), anti_aliasing=True)
+    images = np.stack([image, image[::-1]])
+    labels = deepexplain.segments(images, "slic", n_segments=20, compactness=10, start_label=0)
+    assert labels.shape == (2, 64, 64, 1) and labels.dtype == np.int64
+    for got, picture in zip(labels, images, strict=True):
+        expected = segmentation.slic(picture, n_segments=20, compactness=10, start_label=0, channel_axis=-1)
+        np.testing.assert_array_equal(got[..., 0], np.unique(expected, return_inverse=True)[1].reshape(64, 64))
+    quick = deepexplain.segments(images[:1], "quickshift", kernel_size=3, max_dist=6)
+    expected = segmentation.quickshift(images[0], kernel_size=3, max_dist=6)
+    np.testing.assert_array_equal(quick[0, ..., 0], np.unique(expected, return_inverse=True)[1].reshape(64, 64))
+    grid = deepexplain.segments(images, "grid", cells=(2, 4))
+    assert np.unique(grid).tolist() == list(range(8)) and grid[0, 0, 63, 0] == 3 and grid[0, 63, 0, 0] == 4
+
+
+def test_per_sample_masks_give_each_sample_its_players():
+    xs = RNG.uniform(size=(3, 8, 8, 1))
+    weights = RNG.normal(size=64)
+
+    def forward(rows, owners):
+        return rows[0].reshape(len(rows[0]), -1) @ weights
+
+    masks = deepexplain.segments(xs, "felzenszwalb", scale=2)
+    together = perturbation.kernel_shap(forward, [xs], feature_mask=masks, samples=300, seed=0)[0]
+    for k in range(3):
+        alone = perturbation.shapley_sampling(forward, [xs[k : k + 1]], feature_mask=masks[k], samples=1)[0]
+        np.testing.assert_allclose(together[k : k + 1], alone, atol=1e-8)  # a linear model: exact either way
+    with pytest.raises(ValueError, match="expected 3 masks .* got 2"):
+        perturbation.kernel_shap(forward, [xs], feature_mask=masks[:2])
+
+
+def test_bad_masks_and_segmentations():
+    with pytest.raises(ValueError, match=r"feature_mask of input 0 must be broadcastable to one sample of shape "):
+        perturbation.kernel_shap(linear, XS, feature_mask=np.zeros(5, int))
+    with pytest.raises(InvalidInputError, match=r"kind must be one of .* \(did you mean 'slic'\?\)"):
+        deepexplain.segments(np.zeros((1, 8, 8, 3)), "slik")
+    with pytest.raises(InvalidInputError, match="xs must be images"):
+        deepexplain.segments(np.zeros((8, 8)), "grid")
+    with pytest.raises(InvalidInputError, match="cells"):
+        deepexplain.segments(np.zeros((1, 8, 8, 1)), "grid", cells=(9, 2))
