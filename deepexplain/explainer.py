@@ -29,6 +29,7 @@ from deepexplain.tensorflow.activations import find_activations, modulating_fact
 from deepexplain.tensorflow.graph import Path, called_layer, describe_ops
 from deepexplain.tensorflow.methods import check_method, declaration_of, make_method, method_name
 from deepexplain.tensorflow.methods.base import GradientMethod
+from deepexplain.tensorflow.methods.gradient import noisy_copies
 from deepexplain.tensorflow.overrides import has_custom_gradient, overridden_gradients
 from deepexplain.tensorflow.runners import FunctionRunner, SessionRunner
 
@@ -47,6 +48,7 @@ class Explainer:
     method : str or GradientMethod subclass
         A name of :data:`deepexplain.METHODS` ('saliency', 'grad*input', 'intgrad', 'deeplift', 'lrp.epsilon', ...),
         or a declaration class of one's own (:class:`deepexplain.tensorflow.methods.base.GradientMethod`).
+        Positional only, so that ``method=`` is free for the base method of ``noise_tunnel``.
     model : keras.Model, tf_keras.Model, tf.Module, callable or path
         A Keras 3 or tf_keras model (Sequential, functional or subclassed), any callable that maps a batch to
         outputs (a ``tf.function``), or the path of a saved model (``.keras``, ``.h5``, SavedModel directory). The
@@ -78,7 +80,7 @@ class Explainer:
     >>> a = explainer.run(xs, target='max')                                  # doctest: +SKIP
     """
 
-    def __init__(self, method, model=None, *, output=None, layer=None, jit_compile=False, progress=True,
+    def __init__(self, method, /, model=None, *, output=None, layer=None, jit_compile=False, progress=True,
                  **method_kwargs):  # fmt: skip
         check_method(method, method_kwargs)  # before anything else: no model is loaded or traced for a typo
         self.method_name = method_name(method)
@@ -102,7 +104,8 @@ class Explainer:
             if model is None:
                 raise InvalidTypeError("Explainer needs a model: Explainer(method, model, **method_kwargs)")
             tap = self.method_name if getattr(declaration, "uses_layer", False) else None
-            self.adapter = ModelAdapter(model, output=output, layer=layer, tap=tap)
+            wraps = getattr(declaration, "wraps_method", False)  # noise goes onto the model inputs: no cut here
+            self.adapter = ModelAdapter(model, output=output, layer=None if wraps else layer, tap=tap)
             self.runner = self.adapter.runner(explain_logits=explains_logits, jit_compile=jit_compile)
             self._default_target = "max"
         self.model = getattr(self.adapter, "model", None)
@@ -115,7 +118,12 @@ class Explainer:
         shapes = [s.shape for s in self._specs] if self._specs is not None else [None]
         self.method = make_method(declaration, shapes, self.method_kwargs)  # argument errors before any tracing
         self._method_shapes = shapes
-        if self._specs is not None:
+        self._inner = None
+        if getattr(self.method, "wraps_method", False):  # the base method, compiled once, on the same model
+            inner_model = self.runner if self.adapter is None else self.adapter.model
+            self._inner = Explainer(self.method.method, inner_model, output=output, layer=layer,
+                                    jit_compile=jit_compile, progress=False, **self.method.method_kwargs)  # fmt: skip
+        elif self._specs is not None:
             self._compile_default()
 
     # ------------------------------------------------------------------------------------------------------------
@@ -160,6 +168,9 @@ class Explainer:
             raise InvalidInputError(f"{self.method_name} learns from data first: call explainer.fit(data) before run")
         if getattr(method, "uses_layer", False):  # one map per sample, whatever the inputs
             return self._layer_maps(method, request, inputs, specs, rows, show_progress)
+        if self._inner is not None:
+            result = self._noise_tunnel(method, request, inputs, specs, rows, show_progress)
+            return result if self._multiple_inputs or len(result) > 1 else result[0]
         if isinstance(method, GradientMethod) and not method.needs_gradient:
             rng = np.random.default_rng(getattr(method, "seed", None)) if method.is_random else None
             result = method.without_gradient(inputs, rng)
@@ -664,6 +675,43 @@ class Explainer:
         return np.concatenate(parts)
 
     # ------------------------------------------------------------------------------------------------------------
+    # Noise over a base method
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _noise_tunnel(self, method, request, inputs, specs, rows, progress) -> list:
+        """The base method on ``method.samples`` noisy copies of each sample, the copies of a group of samples in
+        one run of the base explainer (at most ``rows`` rows per model call), combined per sample."""
+        for i, x in enumerate(inputs):
+            if not np.issubdtype(x.dtype, np.floating):
+                raise InvalidInputError(f"{self.method_name} adds noise to the inputs; input {i} holds {x.dtype}")
+        n, copies = len(inputs[0]), method.samples
+        ys = None
+        if request.score is None and request.kind != "all":  # every copy explains its clean sample's output
+            compiled = self._compile("outputs", None, specs)
+            ys = request.weights(n, compiled.output_shape, compiled.weights_dtype,
+                                 lambda: self._outputs(request, inputs, specs, rows))  # fmt: skip
+        rng = np.random.default_rng(method.seed)
+        group = max(1, rows // copies)
+        results = None
+        for start in tqdm(range(0, n, group), delay=2, disable=not progress, desc=self.method_name):
+            stop = min(n, start + group)
+            noisy = [noisy_copies(x[start:stop], copies, method.noise_level, rng) for x in inputs]
+            flat = [c.reshape((-1, *c.shape[2:])) for c in noisy]
+            if ys is None:
+                target = {"target": request.value if request.score is not None else "all"}
+            else:
+                part = ys[start:stop]
+                target = {"ys": np.broadcast_to(part[None], (copies, *part.shape)).reshape((-1, *part.shape[1:]))}
+            out = self._inner.run(flat if len(flat) > 1 else flat[0], batch_size=rows, progress=False, **target)
+            out = out if isinstance(out, list) else [out]
+            parts = [method.combine(o.reshape((copies, stop - start, *o.shape[1:]))) for o in out]
+            if results is None:
+                results = [np.empty((n, *p.shape[1:]), p.dtype) for p in parts]
+            for result, p in zip(results, parts, strict=True):
+                result[start:stop] = p
+        return results
+
+    # ------------------------------------------------------------------------------------------------------------
     # Forward evaluations
     # ------------------------------------------------------------------------------------------------------------
 
@@ -811,7 +859,7 @@ def _not_connected_message(target, inputs, needs_gradient: bool) -> str:
     return f"{reason}. {_EMBEDDING_HINT}"
 
 
-def explain(method, model, xs, target=None, ys=None, layer=None, batch_size=None, output=None, jit_compile=False,
+def explain(method, /, model, xs, target=None, ys=None, layer=None, batch_size=None, output=None, jit_compile=False,
             progress=True, **method_kwargs):  # fmt: skip
     """One-shot attribution: ``Explainer(method, model, ...).run(xs, target, ...)``.
 

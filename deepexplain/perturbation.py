@@ -379,23 +379,15 @@ def kernel_shap(forward, xs, feature_mask=None, samples=None, baseline=0.0, seed
 
     Parameters
     ----------
-    forward : callable
-        ``forward(rows, owners) -> outputs``, see :func:`occlusion`.
-    xs : list of numpy.ndarray
-        One array per model input, each ``(N, *sample_shape_i)``.
+    forward, xs, baseline, batch_size, progress
+        As :func:`shapley_exact`.
     feature_mask : numpy.ndarray of int or list, optional
-        Groups features into players, see :func:`shapley_sampling` (equal ids are one player across inputs).
-        Default: every element is a player.
+        Groups features into players, see :func:`shapley_sampling` (equal ids are one player across inputs; a mask
+        with a leading sample dimension gives each sample its own). Default: every element is a player.
     samples : int, optional
         Coalitions per sample. Default ``2 * P + 2048`` (shap's ``nsamples='auto'``), all of them when fewer.
-    baseline : float or numpy.ndarray or list, optional
-        Value of an absent player: a scalar or an array shaped like one sample. Default 0.
     seed : int or numpy.random.Generator, optional
         Seed of the coalitions drawn (sample after sample, so they do not depend on ``batch_size``).
-    batch_size : int, optional
-        Most rows per ``forward`` call; default about 16 MB of inputs per call. Results do not depend on it.
-    progress : bool, optional
-        Show a progress bar when the job takes longer than about 2 s. Default True.
 
     Returns
     -------

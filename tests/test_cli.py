@@ -256,7 +256,7 @@ def test_explain_says_when_the_model_does_not_load(files, tmp_path, capsys):
         (["missing.keras", "{image}"], "MODEL missing.keras: no such file"),
         (["{model}", "missing.png"], "INPUT missing.png: no such file"),
         (["{model}", "{model}"], "expected an image"),
-        (["{model}", "{image}", "--method", "lime"], "expected one of zero, saliency"),
+        (["{model}", "{image}", "--method", "limes"], "expected one of zero, saliency"),
         (["{model}", "{image}", "--target", "first"], "expected 'max' or a non-negative class index"),
         (["{model}", "{image}", "--baselines", "{image}"], "only deepshap and expected_gradients take baselines"),
         (["{model}", "{image}", "--method", "deepshap", "--baselines", "{image}"], "expected an existing .npy file"),

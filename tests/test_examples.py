@@ -162,7 +162,7 @@ def _check_png(path: Path) -> None:
     image = io.imread(path)
     assert image.ndim == 3 and image.shape[2] in (3, 4), f"{path.name}: not an RGB(A) image, shape {image.shape}"
     height, width = image.shape[:2]
-    assert 300 <= height <= 15000 and 300 <= width <= 6000, f"{path.name}: unexpected size {width}×{height}"
+    assert 300 <= height <= 20000 and 300 <= width <= 6000, f"{path.name}: unexpected size {width}×{height}"
     rgb = image[..., :3].astype(float)
     assert rgb.std() > 10, f"{path.name}: (nearly) blank image"
     # a heatmap, bar chart or matrix has colour: some pixels are far from grey

@@ -61,7 +61,7 @@ class DeepExplain:
         self._graph_context = None
         return False
 
-    def get_explainer(self, method, T, X, **kwargs) -> Explainer:
+    def get_explainer(self, method, /, T, X, **kwargs) -> Explainer:
         """Compile ``method`` once for target ``T`` and input(s) ``X``; run it with ``explainer.run(xs, ys)``.
 
         Parameters
@@ -96,7 +96,7 @@ class DeepExplain:
         progress = kwargs.pop("progress", True)
         return Explainer(method, self._runner(method, T, X, kwargs), progress=progress, **kwargs)
 
-    def explain(self, method, T, X, xs, ys=None, batch_size=None, neuron_selection=None, **kwargs):
+    def explain(self, method, /, T, X, xs, ys=None, batch_size=None, neuron_selection=None, **kwargs):
         """Attributions of ``T`` (weighted by ``ys``) with respect to ``X`` for the batch ``xs``.
 
         Equivalent to ``get_explainer(method, T, X, **kwargs).run(xs, ys, batch_size, neuron_selection=...)``;

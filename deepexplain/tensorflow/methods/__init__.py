@@ -6,7 +6,7 @@ import inspect
 from types import MappingProxyType
 
 from deepexplain.errors import InvalidInputError, UnknownMethodError, closest
-from deepexplain.tensorflow.methods import cam, gradient, patterns, perturbation, relevance
+from deepexplain.tensorflow.methods import cam, gradient, noise, patterns, perturbation, relevance
 from deepexplain.tensorflow.methods.base import GradientMethod
 
 METHODS = MappingProxyType(
@@ -18,6 +18,9 @@ METHODS = MappingProxyType(
         "elrp": gradient.EpsilonLRP,
         "deeplift": gradient.DeepLIFTRescale,
         "smoothgrad": gradient.SmoothGrad,
+        "vargrad": noise.VarGrad,
+        "squaregrad": noise.SquareGrad,
+        "noise_tunnel": noise.NoiseTunnel,
         "expected_gradients": gradient.ExpectedGradients,
         "deepshap": gradient.DeepSHAP,
         "occlusion": perturbation.Occlusion,

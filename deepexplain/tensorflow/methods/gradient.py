@@ -324,6 +324,15 @@ class DeepSHAP(DeepLIFTRescale):
         return self.references
 
 
+def noisy_copies(x: np.ndarray, samples: int, noise_level: float, rng) -> np.ndarray:
+    """``(samples, n, ...)`` copies of the samples ``x`` plus Gaussian noise of standard deviation ``noise_level *
+    (max - min)`` of each sample (Smilkov et al. 2017, Sec. 3; PAIR's ``stdev_spread``). The noise is drawn sample
+    by sample, so a seeded run does not depend on how samples are grouped into batches."""
+    noise = np.stack([rng.standard_normal((samples, *x.shape[1:])) for _ in range(len(x))], axis=1)
+    spread = (x.reshape(len(x), -1).max(axis=1) - x.reshape(len(x), -1).min(axis=1)) * noise_level
+    return (x[None] + noise * spread.reshape((1, -1) + (1,) * (x.ndim - 1))).astype(np.float32)
+
+
 class SmoothGrad(GradientMethod):
     """SmoothGrad (Smilkov et al. 2017): the gradient averaged over noisy copies of the input.
 
@@ -349,13 +358,7 @@ class SmoothGrad(GradientMethod):
         return self.samples
 
     def expand(self, xs, rng):
-        points = []
-        for x in xs:
-            # drawn sample by sample, so a seeded run does not depend on how samples are grouped into batches
-            noise = np.stack([rng.standard_normal((self.samples, *x.shape[1:])) for _ in range(len(x))], axis=1)
-            spread = (x.reshape(len(x), -1).max(axis=1) - x.reshape(len(x), -1).min(axis=1)) * self.noise_level
-            noisy = x[None] + noise * spread.reshape((1, -1) + (1,) * (x.ndim - 1))
-            points.append(noisy.astype(np.float32).reshape((-1,) + x.shape[1:]))
+        points = [noisy_copies(x, self.samples, self.noise_level, rng).reshape((-1,) + x.shape[1:]) for x in xs]
         factors = [x[None] if self.times_input else None for x in xs]
         return Expansion(points=points, weights=np.full(self.samples, 1.0 / self.samples), factors=factors)
 
