@@ -43,8 +43,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from deepexplain.batching import DEFAULT_INPUT_BYTES_PER_RUN
+from deepexplain.resampling import stretch
 
-__all__ = ("occlusion", "shapley_sampling", "shapley_exact", "feature_ablation", "kernel_shap", "lime")
+__all__ = ("occlusion", "shapley_sampling", "shapley_exact", "feature_ablation", "kernel_shap", "lime", "rise",
+           "rise_masks")  # fmt: skip
 
 # The default batch holds about this many bytes of model input per forward call (the library's one row budget).
 _BATCH_BYTES = DEFAULT_INPUT_BYTES_PER_RUN
@@ -482,6 +484,88 @@ def lime(forward, xs, feature_mask=None, samples=1000, kernel_width=0.25, alpha=
     inputs.set_baseline(baseline)
     plan = _LimePlan(inputs, players, samples, float(kernel_width), float(alpha), np.random.default_rng(seed))
     return _sweep(forward, inputs, plan, batch_size, progress, "lime")
+
+
+def rise(forward, xs, masks=4000, grid=7, p=0.5, baseline=0.0, seed=None, batch_size=None, progress=True):
+    """RISE: the outputs on randomly masked copies of each sample, averaged with the masks as weights (Petsiuk et
+    al. 2018, Eq. 6): ``S = sum_i f(x * M_i + b * (1 - M_i)) M_i / (masks * p)``.
+
+    The masks (:func:`rise_masks`) are the same for every sample: a ``grid`` × ``grid`` grid of cells kept with
+    probability ``p``, stretched bilinearly onto the image (a cell per ``ceil(H / grid)`` pixels, one cell more)
+    and shifted by a random offset within a cell. One mask covers all channels of a pixel. Costs ``masks`` rows per
+    sample.
+
+    Parameters
+    ----------
+    forward, baseline, batch_size, progress
+        As :func:`shapley_exact`; the baseline (default 0, the paper's) is what a masked-out pixel shows.
+    xs : list of numpy.ndarray
+        One input: images ``(N, H, W, C)`` or sequences ``(N, T, C)``.
+    masks : int
+        How many masks (default 4000, the paper's and xplique's).
+    grid : int
+        Cells per side of a mask (default 7).
+    p : float
+        Probability that a cell is kept, in (0, 1] (default 0.5).
+    seed : int or numpy.random.Generator, optional
+        Seed of the masks.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One map per sample, ``(N, H, W)`` (``(N, T)`` for sequences).
+
+    References
+    ----------
+    .. [1] V. Petsiuk, A. Das and K. Saenko, "RISE: Randomized Input Sampling for Explanation of Black-box
+       Models", BMVC 2018.
+    """
+    inputs = _Inputs(forward, xs, batch_size)
+    if len(inputs.xs) != 1 or len(inputs.shapes[0]) not in (2, 3):
+        raise ValueError(
+            "rise masks the positions of one input of images (N, H, W, C) or sequences (N, T, C); got inputs of "
+            f"shapes {[x.shape for x in inputs.xs]}"
+        )
+    masks = _check_samples(masks, 4000)
+    spatial = inputs.shapes[0][:-1]
+    all_masks = rise_masks(spatial, masks, grid, p, seed)  # (masks, *spatial), float32
+    inputs.set_baseline(baseline)
+    x, base = inputs.xs[0], np.broadcast_to(inputs.base[0], inputs.flat[0].shape[1:]).reshape(inputs.shapes[0])
+    total = inputs.n * masks
+    batch_size = batch_size or inputs.default_batch_size()
+    saliency = np.zeros((inputs.n, int(np.prod(spatial))))
+    with tqdm(total=-(-total // batch_size), desc="rise", unit="call", delay=2, disable=not progress) as bar:
+        for start in range(0, total, batch_size):
+            owners, ids = np.divmod(np.arange(start, min(start + batch_size, total)), masks)
+            m = all_masks[ids][..., None]
+            rows = (x[owners] * m + base * (1 - m)).astype(inputs.flat[0].dtype, copy=False)
+            scores = _call(forward, [rows], owners)
+            np.add.at(saliency, owners, scores[:, None] * all_masks[ids].reshape(len(ids), -1))
+            bar.update()
+    return [(saliency / (masks * p)).reshape((inputs.n, *spatial)).astype(inputs.result_dtypes[0])]
+
+
+def rise_masks(shape, masks=4000, grid=7, p=0.5, seed=None) -> np.ndarray:
+    """The masks of :func:`rise`: ``(masks, *shape)`` float32 in [0, 1] for a 2-D (H, W) or 1-D (T,) ``shape``.
+
+    Each is a ``grid`` cells per side binary grid (cells kept with probability ``p``), stretched bilinearly
+    (half-pixel, edges clamped) to ``(grid + 1) * cell`` with ``cell = ceil(size / grid)``, then cropped at a random
+    offset in ``[0, cell)`` per axis (Petsiuk et al. 2018, Sec. 3.2).
+    """
+    if not _is_int(grid) or grid < 1:
+        raise ValueError(f"grid must be a positive int, got {grid!r}")
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.number)) or not 0 < p <= 1:
+        raise ValueError(f"p must be a probability in (0, 1], got {p!r}")
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in shape)
+    cells = [math.ceil(n / grid) for n in shape]
+    grids = (rng.random((masks, *(grid,) * len(shape))) < p).astype(np.float64)
+    shifts = np.stack([rng.integers(0, c, size=masks) for c in cells], axis=1)
+    stretched = stretch(grids, [(grid + 1) * c for c in cells], "bilinear")
+    out = np.empty((masks, *shape), np.float32)
+    for i, shift in enumerate(shifts):
+        out[i] = stretched[(i, *(slice(o, o + n) for o, n in zip(shift, shape, strict=True)))]
+    return out
 
 
 def _check_samples(samples, default):

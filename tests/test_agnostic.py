@@ -165,3 +165,54 @@ def test_bad_masks_and_segmentations():
         deepexplain.segments(np.zeros((8, 8)), "grid")
     with pytest.raises(InvalidInputError, match="cells"):
         deepexplain.segments(np.zeros((1, 8, 8, 1)), "grid", cells=(9, 2))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# RISE
+
+
+def test_rise_of_a_linear_model_is_its_contributions_through_the_masks_second_moment():
+    """For f(x) = sum w * x and a zero baseline, RISE = (1/p) * contributions @ E[M M^T] over the masks drawn."""
+    xs = RNG.uniform(size=(2, 10, 10, 2))
+    w = RNG.normal(size=(10, 10, 2))
+
+    def forward(rows, owners):
+        return (rows[0] * w).reshape(len(rows[0]), -1).sum(axis=1)
+
+    result = perturbation.rise(forward, [xs], masks=300, p=0.4, seed=1)[0]
+    masks = perturbation.rise_masks((10, 10), 300, p=0.4, seed=1).reshape(300, -1).astype(np.float64)
+    expected = (xs * w).sum(-1).reshape(2, -1) @ (masks.T @ masks / 300) / 0.4
+    assert result.shape == (2, 10, 10)
+    np.testing.assert_allclose(result.reshape(2, -1), expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(perturbation.rise(forward, [xs], masks=300, p=0.4, seed=1, batch_size=77)[0],
+                                  result)  # fmt: skip
+
+
+def test_rise_masks_are_shifted_smooth_grids():
+    masks = perturbation.rise_masks((28, 28), 2000, grid=7, p=0.5, seed=0)
+    assert masks.shape == (2000, 28, 28) and masks.min() >= 0 and masks.max() <= 1
+    assert abs(masks.mean() - 0.5) < 0.01
+    assert np.abs(np.diff(masks, axis=1)).max() <= 0.25 + 1e-6  # bilinear over 4-pixel cells: steps of 1/4
+    assert len({m.tobytes() for m in masks[:50]}) == 50
+    sequence = perturbation.rise_masks((30,), 10, grid=5, seed=0)
+    assert sequence.shape == (10, 30)
+
+
+def test_rise_on_a_keras_model_finds_the_region_the_output_reads():
+    inputs = keras.Input((12, 12, 1))
+    region = keras.layers.Lambda(lambda x: x[:, 2:5, 7:10, :])(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1, kernel_initializer="ones")(keras.layers.Flatten()(region)))
+    xs = np.ones((1, 12, 12, 1), np.float32)
+    saliency = deepexplain.explain("rise", model, xs, target=0, masks=1000, grid=4, seed=0)
+    assert saliency.shape == (1, 12, 12)
+    row, column = np.unravel_index(saliency[0].argmax(), (12, 12))
+    assert 1 <= row <= 5 and 6 <= column <= 10
+
+
+def test_rise_bad_input():
+    with pytest.raises(ValueError, match="p must be a probability in"):
+        perturbation.rise(linear, [RNG.normal(size=(1, 4, 4, 1))], p=0.0)
+    with pytest.raises(ValueError, match="rise masks the positions of one input"):
+        perturbation.rise(linear, [RNG.normal(size=(1, 6))])
+    with pytest.raises(ValueError, match="grid must be a positive int"):
+        perturbation.rise(linear, [RNG.normal(size=(1, 4, 4, 1))], grid=0)

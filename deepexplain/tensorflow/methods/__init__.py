@@ -29,6 +29,7 @@ METHODS = MappingProxyType(
         "feature_ablation": perturbation.FeatureAblation,
         "kernel_shap": perturbation.KernelShap,
         "lime": perturbation.Lime,
+        "rise": perturbation.Rise,
         "guided_backprop": gradient.GuidedBackprop,
         "deconvnet": gradient.Deconvnet,
         "lrp.z": relevance.LRPZ,

@@ -43,33 +43,9 @@ from tqdm.auto import tqdm
 from deepexplain import batching
 from deepexplain.errors import InvalidInputError
 from deepexplain.inputs import check_positive_int
+from deepexplain.resampling import EINSUM, UPSAMPLING, interpolation, stretch
 from deepexplain.tensorflow.methods.base import GradientMethod
 from deepexplain.tensorflow.rules import guided as guided_rules
-
-UPSAMPLING = ("bilinear", "bilinear_align_corners", "nearest")
-
-
-def interpolation(size_in: int, size_out: int, mode: str) -> np.ndarray:
-    """The ``(size_out, size_in)`` matrix that stretches one axis by ``mode`` (one of :data:`UPSAMPLING`).
-
-    'bilinear' samples at half-pixel centres, clamped at the edges (``tf.image.resize``, torch
-    ``align_corners=False``); 'bilinear_align_corners' maps the end pixels onto each other (``scipy.ndimage.zoom``
-    with ``order=1``); 'nearest' takes source pixel ``floor(i * size_in / size_out)`` (torch's and Captum's).
-    """
-    rows = np.arange(size_out)
-    if mode == "nearest":
-        source = np.minimum(np.floor(rows * size_in / size_out), size_in - 1)
-    elif mode == "bilinear_align_corners":
-        source = rows * ((size_in - 1) / (size_out - 1)) if size_out > 1 else np.zeros(1)
-    else:
-        source = np.clip((rows + 0.5) * size_in / size_out - 0.5, 0, size_in - 1)
-    low = np.floor(source).astype(int)
-    high = np.minimum(low + 1, size_in - 1)
-    fraction = source - low
-    matrix = np.zeros((size_out, size_in))
-    np.add.at(matrix, (rows, low), 1 - fraction)
-    np.add.at(matrix, (rows, high), fraction)
-    return matrix
 
 
 def upsample(maps, size, mode: str):
@@ -77,9 +53,7 @@ def upsample(maps, size, mode: str):
     :func:`interpolation`): an array for an array, a tensor of the graph for a tensor (sizes the graph does not know
     are computed when it runs)."""
     if not isinstance(maps, tf.Tensor):
-        maps = np.asarray(maps)
-        matrices = [interpolation(n, int(m), mode) for n, m in zip(maps.shape[1:], size, strict=True)]
-        return np.einsum(_EINSUM[maps.ndim], maps, *matrices).astype(np.float32)
+        return stretch(maps, size, mode).astype(np.float32)
     matrices = []
     for axis, target in enumerate(tf.unstack(tf.cast(size, tf.int32)) if not _static(size) else list(size)):
         source = maps.shape[axis + 1]
@@ -89,10 +63,7 @@ def upsample(maps, size, mode: str):
             shapes = [tf.shape(maps)[axis + 1], target]
             computed = tf.numpy_function(lambda a, b: interpolation(int(a), int(b), mode), shapes, tf.float64)
             matrices.append(tf.cast(computed, maps.dtype))
-    return tf.einsum(_EINSUM[maps.shape.rank], maps, *matrices)
-
-
-_EINSUM = {2: "nt,Tt->nT", 3: "nhw,Hh,Ww->nHW"}
+    return tf.einsum(EINSUM[maps.shape.rank], maps, *matrices)
 
 
 def _static(size) -> bool:

@@ -95,3 +95,12 @@ class Lime(PerturbationMethod):
                  seed=None):  # fmt: skip
         super().__init__(sample_shapes, feature_mask=feature_mask, samples=samples, kernel_width=kernel_width,
                          alpha=alpha, baseline=baseline, seed=seed)  # fmt: skip
+
+
+class Rise(PerturbationMethod):
+    """RISE (Petsiuk et al. 2018), see :func:`deepexplain.perturbation.rise`: one map ``(N, H, W)`` per image."""
+
+    engine_function = "rise"
+
+    def __init__(self, sample_shapes, masks=4000, grid=7, p=0.5, baseline=0.0, seed=None):
+        super().__init__(sample_shapes, masks=masks, grid=grid, p=p, baseline=baseline, seed=seed)
