@@ -26,7 +26,7 @@ setup(
     extras_require={
         "test": ["pytest", "pytest-xdist", "ruff", "matplotlib", "scikit-learn", "psutil", "hypothesis"],
         # peer implementations for the optional cross-checks; install with -c constraints.txt (CPU torch)
-        "crosscheck": ["torch", "captum", "tf-keras-vis==0.8.7", "shap"],
+        "crosscheck": ["torch", "captum", "tf-keras-vis==0.8.7", "shap", "saliency==0.2.1"],
         "keras": ["tf-keras"],
         "plot": ["matplotlib"],
         "demo": ["matplotlib", "scikit-learn"],

@@ -28,7 +28,7 @@ from deepexplain.tensorflow import ops
 from deepexplain.tensorflow.activations import find_activations, modulating_factor, rules_for
 from deepexplain.tensorflow.graph import Path, called_layer, describe_ops
 from deepexplain.tensorflow.methods import check_method, declaration_of, make_method, method_name
-from deepexplain.tensorflow.methods.base import GradientMethod
+from deepexplain.tensorflow.methods.base import Expansion, GradientMethod
 from deepexplain.tensorflow.methods.gradient import noisy_copies
 from deepexplain.tensorflow.overrides import has_custom_gradient, overridden_gradients
 from deepexplain.tensorflow.runners import FunctionRunner, SessionRunner
@@ -572,9 +572,11 @@ class Explainer:
                 n_total, compiled.output_shape, compiled.weights_dtype,
                 lambda: self._outputs(request, xs, specs, rows_per_run),
             )  # fmt: skip
+        rng = np.random.default_rng(getattr(method, "seed", None)) if method.is_random else None
+        if method.iterative:
+            return self._attribute_iteratively(method, compiled, xs, ys, rows_per_run, rng, progress)
         steps = method.rows_per_sample
         group = max(1, (rows_per_run - method.reference_rows) // steps)
-        rng = np.random.default_rng(getattr(method, "seed", None)) if method.is_random else None
         results = [None] * len(xs)
         total_runs = -(-n_total * steps // max(1, rows_per_run - method.reference_rows))
         with tqdm(total=total_runs, delay=2, disable=not progress, desc=self.method_name, unit="run") as bar:
@@ -590,6 +592,26 @@ class Explainer:
                         dtype = np.result_type(xs[i].dtype, np.float32)
                         results[i] = np.empty((n_total, *part.shape[1:]), dtype=dtype)
                     results[i][start:stop] = part
+        return results
+
+    def _attribute_iteratively(self, method, compiled, xs, ys, rows_per_run, rng, progress):
+        """An iterative method on groups of at most ``rows_per_run`` samples: each of its gradient calls is one
+        batched call for the whole group."""
+        n_total = len(xs[0])
+        results = [np.empty(x.shape, np.result_type(x.dtype, np.float32)) for x in xs]
+        no_bar = tqdm(disable=True)
+        with tqdm(total=n_total, delay=2, disable=not progress, desc=self.method_name, unit="sample") as bar:
+            for start in range(0, n_total, rows_per_run):
+                stop = min(n_total, start + rows_per_run)
+
+                def gradients(points, start=start, stop=stop):
+                    expansion = Expansion(points=list(points), weights=np.ones(1), factors=[None] * len(points))
+                    return self._gradients_of_rows(compiled, expansion, ys, False, start, stop, rows_per_run, no_bar)
+
+                for result, part in zip(results, method.iterate(gradients, [x[start:stop] for x in xs], rng),
+                                        strict=True):  # fmt: skip
+                    result[start:stop] = part
+                bar.update(stop - start)
         return results
 
     def _gradients_of_rows(self, compiled, expansion, ys, in_graph_max, start, stop, rows_per_run, bar):

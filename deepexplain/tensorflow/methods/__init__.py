@@ -6,7 +6,7 @@ import inspect
 from types import MappingProxyType
 
 from deepexplain.errors import InvalidInputError, UnknownMethodError, closest
-from deepexplain.tensorflow.methods import cam, gradient, noise, patterns, perturbation, relevance
+from deepexplain.tensorflow.methods import cam, gradient, noise, paths, patterns, perturbation, relevance
 from deepexplain.tensorflow.methods.base import GradientMethod
 
 METHODS = MappingProxyType(
@@ -15,6 +15,8 @@ METHODS = MappingProxyType(
         "saliency": gradient.Saliency,
         "grad*input": gradient.GradientXInput,
         "intgrad": gradient.IntegratedGradients,
+        "blur_ig": paths.BlurIG,
+        "guided_ig": paths.GuidedIG,
         "elrp": gradient.EpsilonLRP,
         "deeplift": gradient.DeepLIFTRescale,
         "smoothgrad": gradient.SmoothGrad,

@@ -94,6 +94,9 @@ class GradientMethod:
     needs_fit : bool
         Whether the method learns statistics from data first (:meth:`fit_tensors`, :meth:`fit_batch`,
         :meth:`fit_end`, run by ``Explainer.fit(data)``); ``run`` refuses to explain before.
+    iterative : bool
+        Whether each row depends on the gradients of the rows before (an adaptive path such as Guided IG): the
+        Explainer then calls :meth:`iterate` with a gradient function instead of :meth:`expand`.
     products : str or None
         How the rules treat an elementwise product of two tensors that depend on the input: 'shapley' (both factors,
         DeepLIFT), 'factor' (a modulating factor, a gate or a normaliser, is a constant: LRP, eLRP) or None (no rule).
@@ -116,6 +119,7 @@ class GradientMethod:
     products: ClassVar[str | None] = None
     row_input_specs: ClassVar[tuple] = ()
     needs_fit: ClassVar[bool] = False
+    iterative: ClassVar[bool] = False
 
     def __init__(self, sample_shapes: Sequence[SampleShape]):
         self.sample_shapes = [None if s is None else tuple(s) for s in sample_shapes]
@@ -173,6 +177,12 @@ class GradientMethod:
     def expand(self, xs: list, rng: np.random.Generator) -> Expansion:
         """Rows for the samples ``xs`` (one array ``(n, ...)`` per input tensor)."""
         return Expansion(points=xs, weights=np.ones(1), factors=[None] * len(xs))
+
+    def iterate(self, gradients, xs: list, rng) -> list:
+        """Attributions of the samples ``xs`` of an ``iterative`` method, given ``gradients(points) -> list``: the
+        gradients (with the method's rules) of the explained outputs of these samples at ``points`` (one array per
+        input, shaped like ``xs``), one batched model call per use."""
+        raise NotImplementedError(f"{type(self).__name__} is not iterative")
 
     def without_gradient(self, xs: list, rng) -> list:
         """Attributions of a method that needs no gradient (``needs_gradient = False``); zeros by default."""
