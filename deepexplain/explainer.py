@@ -585,9 +585,11 @@ class Explainer:
                 expansion = method.expand([x[start:stop] for x in xs], rng)
                 gradients = self._gradients_of_rows(compiled, expansion, ys, bool(in_graph_max), start, stop,
                                                     rows_per_run, bar)  # fmt: skip
-                for i, (g, factor) in enumerate(zip(gradients, expansion.factors, strict=True)):
-                    g = g.reshape((steps, stop - start) + g.shape[1:])
-                    part = method.finalize(_weighted_sum(expansion.weights, g, factor))
+                parts = [
+                    method.finalize(_weighted_sum(expansion.weights, g.reshape((steps, stop - start, *g.shape[1:])), f))
+                    for g, f in zip(gradients, expansion.factors, strict=True)
+                ]
+                for i, part in enumerate(method.summarize(parts, [x[start:stop] for x in xs], start)):
                     if results[i] is None:
                         dtype = np.result_type(xs[i].dtype, np.float32)
                         results[i] = np.empty((n_total, *part.shape[1:]), dtype=dtype)

@@ -111,3 +111,65 @@ def test_bad_arguments():
         Explainer("blur_ig", model, max_sigma=-1)
     with pytest.raises(InvalidInputError, match="steps of guided_ig must be a positive integer"):
         Explainer("guided_ig", model, steps=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# XRAI
+
+
+def astronauts():
+    from skimage import data, transform
+
+    image = transform.resize(data.astronaut(), (32, 32), anti_aliasing=True).astype(np.float32)
+    return np.stack([image, image[::-1]])
+
+
+def image_cnn():
+    rng = np.random.default_rng(2)
+    inputs = keras.Input((32, 32, 3))
+    h = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    h = keras.layers.Conv2D(3, 3, activation="tanh")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(h)))
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32) for w in model.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("algorithm", ["full", "fast"])
+def test_xrai_equals_pair(algorithm):
+    model = image_cnn()
+    saliency, call = pair_call(model, 1)
+    xs = astronauts()
+    parameters = saliency.XRAIParameters(steps=12, algorithm=algorithm)
+    theirs = np.stack([saliency.XRAI().GetMask(x, call, batch_size=24, extra_parameters=parameters) for x in xs])
+    ours = Explainer("xrai", model, steps=12, algorithm=algorithm).run(xs, target=1, batch_size=30)
+    assert ours.shape == (2, 32, 32)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-9)
+
+
+def test_xrai_on_given_segments_is_region_densities_of_the_attribution():
+    import deepexplain
+
+    model = image_cnn()
+    xs = astronauts()
+    labels = deepexplain.segments(xs, "grid", cells=(2, 2))
+    maps = Explainer("xrai", model, steps=8, segments=labels, min_pixel_diff=1).run(xs, target=0)
+    flat = xs.reshape(2, -1)
+    attribution = 0
+    for b in (flat.min(1), flat.max(1)):  # PAIR's IG from black and white: linspace points, weights 1/steps
+        base = np.broadcast_to(b[:, None, None, None], xs.shape)
+        points = np.concatenate([base + a * (xs - base) for a in np.linspace(0, 1, 8)]).astype(np.float32)
+        x = tf.constant(points)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = model(x)[:, 0]
+        g = tape.gradient(y, x).numpy().reshape(8, 2, 32, 32, 3).mean(0)
+        attribution = attribution + g * (xs - base) / 2
+    attribution = attribution.max(-1)
+    for k in range(2):
+        for cell in range(4):
+            region = labels[k, ..., 0] == cell
+            np.testing.assert_allclose(maps[k][region], attribution[k][region].mean(), rtol=1e-4, atol=1e-9)
+    with pytest.raises(InvalidInputError, match="segments of xrai must be integer labels"):
+        Explainer("xrai", model, segments=np.zeros((2, 8, 8), int))
+    with pytest.raises(InvalidInputError, match="algorithm of xrai must be 'full' or 'fast'"):
+        Explainer("xrai", model, algorithm="greedy")

@@ -6,7 +6,7 @@ import inspect
 from types import MappingProxyType
 
 from deepexplain.errors import InvalidInputError, UnknownMethodError, closest
-from deepexplain.tensorflow.methods import cam, gradient, noise, paths, patterns, perturbation, relevance
+from deepexplain.tensorflow.methods import cam, gradient, noise, paths, patterns, perturbation, relevance, xrai
 from deepexplain.tensorflow.methods.base import GradientMethod
 
 METHODS = MappingProxyType(
@@ -17,6 +17,7 @@ METHODS = MappingProxyType(
         "intgrad": gradient.IntegratedGradients,
         "blur_ig": paths.BlurIG,
         "guided_ig": paths.GuidedIG,
+        "xrai": xrai.XRAI,
         "elrp": gradient.EpsilonLRP,
         "deeplift": gradient.DeepLIFTRescale,
         "smoothgrad": gradient.SmoothGrad,

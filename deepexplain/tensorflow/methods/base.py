@@ -192,6 +192,12 @@ class GradientMethod:
         """Last elementwise step on one input's attributions (e.g. ``abs`` for saliency)."""
         return attribution
 
+    def summarize(self, attributions: list, xs: list, start: int = 0) -> list:
+        """The results of a group of samples ``xs`` (samples ``start``, ``start + 1``, ... of the run) from their
+        attributions (after :meth:`finalize`), when they are not the attributions themselves (XRAI's regions); the
+        attributions by default."""
+        return attributions
+
     def completeness_references(self, xs: list) -> list:
         """Per input tensor ``(M, *sample_shape)``: the points whose mean output the attributions should explain
         away (``sum(a) == f(x) - mean_m f(reference_m)``)."""
