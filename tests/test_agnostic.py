@@ -216,3 +216,31 @@ def test_rise_bad_input():
         perturbation.rise(linear, [RNG.normal(size=(1, 6))])
     with pytest.raises(ValueError, match="grid must be a positive int"):
         perturbation.rise(linear, [RNG.normal(size=(1, 4, 4, 1))], grid=0)
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs"),
+    [
+        ("kernel_shap", {"feature_mask": np.arange(16).reshape(4, 4, 1) // 4, "samples": 20, "seed": 0}),
+        ("lime", {"feature_mask": np.arange(16).reshape(4, 4, 1) // 2, "samples": 40, "seed": 1}),
+        ("rise", {"masks": 50, "grid": 2, "seed": 2}),
+        ("xrai", {"steps": 4, "min_pixel_diff": 1, "segments": np.arange(16).reshape(1, 4, 4) // 8}),
+    ],
+)
+def test_tf1_context_equals_keras(method, kwargs):
+    import tensorflow as tf
+
+    from deepexplain.tensorflow import DeepExplain
+
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(size=(16, 2)).astype(np.float32)
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(2, use_bias=False)])
+    model.set_weights([kernel])
+    xs = rng.uniform(size=(3, 4, 4, 1)).astype(np.float32)
+    expected = deepexplain.explain(method, model, xs, target=1, **kwargs)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        X = tf.compat.v1.placeholder(tf.float32, (None, 4, 4, 1))
+        T = tf.matmul(tf.reshape(X, (-1, 16)), kernel)
+        with DeepExplain(session=session) as de:
+            got = de.explain(method, T, X, xs, ys=np.eye(2, dtype=np.float32)[[1, 1, 1]], **kwargs)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
