@@ -225,6 +225,34 @@ class Explainer:
             self._compiled = {k: v for k, v in self._compiled.items() if k[0] == "fit"}
         return self
 
+    def scores_of(self, xs, target=None, *, ys=None, batch_size=None):
+        """The explained score of perturbed copies of ``xs``, for the metrics (:mod:`deepexplain.metrics`).
+
+        Returns
+        -------
+        inputs : list of ndarray
+            ``xs`` as the arrays the model is fed.
+        forward : callable
+            ``forward(rows, owners) -> (k,)``: the score of each row of ``rows`` (a list of arrays, one per input)
+            for the target of sample ``owners[i]`` of ``xs`` ('max': that clean sample's largest output).
+        """
+        request, inputs, specs, _, rows = self._prepare(xs, target, ys, None, batch_size)
+        return inputs, self._forward(request, inputs, specs, rows)
+
+    def target_weights(self, xs, target=None, *, ys=None, batch_size=None):
+        """The target of each sample of ``xs`` as weights of the output units ``(N, *output.shape[1:])`` ('max'
+        resolved on ``xs`` itself), to explain modified copies of the samples for the same output; None for 'all'
+        and for a callable target, which need no resolving."""
+        request, inputs, specs, _, rows = self._prepare(xs, target, ys, None, batch_size)
+        return self._weights_of(request, inputs, specs, rows)
+
+    def _weights_of(self, request, inputs, specs, rows):
+        if request.score is not None or request.kind == "all":
+            return None
+        compiled = self._compile("outputs", None, specs)
+        return request.weights(len(inputs[0]), compiled.output_shape, compiled.weights_dtype,
+                               lambda: self._outputs(request, inputs, specs, rows))  # fmt: skip
+
     def completeness_error(self, xs, target=None, batch_size=None, *, ys=None, attributions=None):
         """Per sample, ``sum(attributions) - (f(x) - mean_m f(reference_m))`` with ``f`` the explained score.
 
@@ -709,11 +737,7 @@ class Explainer:
             if not np.issubdtype(x.dtype, np.floating):
                 raise InvalidInputError(f"{self.method_name} adds noise to the inputs; input {i} holds {x.dtype}")
         n, copies = len(inputs[0]), method.samples
-        ys = None
-        if request.score is None and request.kind != "all":  # every copy explains its clean sample's output
-            compiled = self._compile("outputs", None, specs)
-            ys = request.weights(n, compiled.output_shape, compiled.weights_dtype,
-                                 lambda: self._outputs(request, inputs, specs, rows))  # fmt: skip
+        ys = self._weights_of(request, inputs, specs, rows)  # every copy explains its clean sample's output
         rng = np.random.default_rng(method.seed)
         group = max(1, rows // copies)
         results = None

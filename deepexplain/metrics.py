@@ -1,0 +1,475 @@
+"""Measures of explanations: faithfulness, robustness, complexity and localisation, for attributions of any library.
+
+Every metric takes attributions as numpy arrays and evaluates the model on batches of perturbed inputs through
+one compiled forward pass (:class:`Scorer`; pass one to reuse it across calls, or pass the model). The explained
+score of a row is the model's output for the sample's target, as :meth:`deepexplain.Explainer.run` selects it
+('max' is each clean sample's largest output, an int, one int per sample, weights ``ys``, or a callable).
+
+Faithfulness
+    :func:`deletion`, :func:`insertion` (Petsiuk et al. 2018, as xplique computes them), :func:`pixel_flipping`
+    (Samek et al. 2017, AOPC), :func:`infidelity` (Yeh et al. 2019, as Captum).
+Robustness
+    :func:`sensitivity_max` (Yeh et al. 2019, as Captum).
+Complexity
+    :func:`sparseness` (Gini index, Chalasani et al. 2020), :func:`complexity` (entropy, Bhatt et al. 2020).
+Localisation (ground-truth masks)
+    :func:`pointing_game` (Zhang et al. 2018), :func:`relevance_mass_accuracy`, :func:`relevance_rank_accuracy`
+    (Arras et al. 2022).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from deepexplain.errors import InvalidInputError
+
+
+class Scorer:
+    """The explained score of rows of model inputs, compiled once for a model.
+
+    Parameters
+    ----------
+    model : keras.Model, callable or path
+        As :class:`deepexplain.Explainer` takes it.
+    output : int or str, optional
+        Which output of a model with several.
+    """
+
+    def __init__(self, model, output=None):
+        from deepexplain.explainer import Explainer
+
+        self.explainer = model if isinstance(model, Explainer) else Explainer("zero", model, output=output,
+                                                                                progress=False)  # fmt: skip
+
+    def forward(self, xs, target=None, ys=None, batch_size=None) -> tuple[np.ndarray, Callable]:
+        """``(xs as arrays, forward)`` with ``forward(rows, owners) -> scores``: each row scored for the target of
+        its sample ``owners[i]`` of ``xs``."""
+        inputs, forward = self.explainer.scores_of(xs, target, ys=ys, batch_size=batch_size)
+        return inputs[0], forward
+
+
+def _scorer(model) -> Scorer:
+    return model if isinstance(model, Scorer) else Scorer(model)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A perturbation curve per sample.
+
+    Attributes
+    ----------
+    fractions : ndarray, (steps + 1,)
+        Share of the features (pixels, regions) perturbed at each step.
+    scores : ndarray, (N, steps + 1)
+        The explained score at each step.
+    auc : ndarray, (N,)
+        Area under the curve by the trapezoid rule over the steps, with the steps evenly spaced on [0, 1]
+        (xplique's ``mean((s[:-1] + s[1:]) / 2)``).
+    aopc : ndarray, (N,)
+        Area over the perturbation curve, ``mean_k (scores[:, 0] - scores[:, k])`` over the steps k = 0..steps
+        (Samek et al. 2017, Eq. 12).
+    """
+
+    fractions: np.ndarray
+    scores: np.ndarray
+
+    @property
+    def auc(self) -> np.ndarray:
+        return ((self.scores[:, :-1] + self.scores[:, 1:]) / 2).mean(axis=1)
+
+    @property
+    def aopc(self) -> np.ndarray:
+        return (self.scores[:, :1] - self.scores).mean(axis=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Faithfulness
+
+
+def deletion(model, xs, attributions, target=None, *, ys=None, steps=10, baseline=0.0, max_percentage_perturbed=1.0,
+             batch_size=None, progress=True) -> Curve:  # fmt: skip
+    """The deletion curve (Petsiuk et al. 2018, Sec. 4.1): the score as the most important pixels (all their
+    channels) are set to the baseline, ``steps`` times ``max_percentage_perturbed / steps`` of them at a time.
+
+    Pixels are ranked by the attribution averaged over channels (xplique's ``Deletion``; ties by position). A good
+    explanation makes the score drop fast: a small :attr:`Curve.auc`.
+
+    Parameters
+    ----------
+    model : keras.Model, callable or Scorer
+        The model (a :class:`Scorer` to reuse its compiled forward pass).
+    xs : ndarray
+        Inputs ``(N, H, W, C)``, ``(N, T, C)`` or ``(N, features)``.
+    attributions : ndarray
+        ``(N, *xs.shape[1:])``, or without the channel axis ``(N, H, W)``.
+    target, ys
+        The explained output, as :meth:`deepexplain.Explainer.run` takes it (default 'max').
+    steps : int
+        Steps of the curve (it has ``steps + 1`` points).
+    baseline : float or ndarray
+        What a removed pixel shows: a number or an array shaped like one sample.
+    max_percentage_perturbed : float
+        Share of the pixels removed at the last step, in (0, 1].
+    batch_size : int, optional
+        Rows per model call (default: the library's row budget); results do not depend on it.
+    progress : bool
+        Show a progress bar on long runs.
+
+    Returns
+    -------
+    Curve
+    """
+    return _causal(model, xs, attributions, target, ys, steps, baseline, max_percentage_perturbed, batch_size,
+                   progress, insert=False)  # fmt: skip
+
+
+def insertion(model, xs, attributions, target=None, *, ys=None, steps=10, baseline=0.0, max_percentage_perturbed=1.0,
+              batch_size=None, progress=True) -> Curve:  # fmt: skip
+    """The insertion curve (Petsiuk et al. 2018, Sec. 4.1): from the baseline, the most important pixels are
+    revealed first; a good explanation makes the score rise fast (a large :attr:`Curve.auc`). Arguments as
+    :func:`deletion`."""
+    return _causal(model, xs, attributions, target, ys, steps, baseline, max_percentage_perturbed, batch_size,
+                   progress, insert=True)  # fmt: skip
+
+
+def pixel_flipping(model, xs, attributions, target=None, *, ys=None, steps=20, baseline=0.0, order="morf", region=1,
+                   seed=None, batch_size=None, progress=True) -> Curve:  # fmt: skip
+    """Pixel flipping / region perturbation (Samek et al. 2017, "Evaluating the visualization of what a deep neural
+    network has learned", IEEE TNNLS, Alg. 1): square regions of ``region`` × ``region`` pixels, ranked by their
+    summed attribution, are set to the baseline cumulatively, ``1/steps`` of them per step; :attr:`Curve.aopc` is
+    the paper's AOPC (higher is better for 'morf').
+
+    Parameters
+    ----------
+    model, xs, attributions, target, ys, baseline, batch_size, progress
+        As :func:`deletion`.
+    steps : int
+        Steps of the curve.
+    order : {'morf', 'lerf', 'random'}
+        Most relevant first, least relevant first, or a random order (``seed``): the control.
+    region : int
+        Side of the square regions (partial regions at the border), for images and sequences.
+
+    Returns
+    -------
+    Curve
+    """
+    if order not in ("morf", "lerf", "random"):
+        raise InvalidInputError(f"order must be 'morf', 'lerf' or 'random'; got {order!r}")
+    if isinstance(region, bool) or not isinstance(region, int | np.integer) or region < 1:
+        raise InvalidInputError(f"region must be a positive int; got {region!r}")
+    x, a, positions = _maps(xs, attributions)
+    spatial = x.shape[1 : 1 + len(positions)]
+    ids = _region_ids(spatial, int(region))  # region of every position
+    count = ids.max() + 1
+    relevance = np.stack([np.bincount(ids, weights=m.reshape(-1), minlength=count) for m in a.sum(axis=-1)])
+    if order == "random":
+        rng = np.random.default_rng(seed)
+        ranking = np.stack([rng.permutation(count) for _ in range(len(x))])
+    else:
+        ranking = np.argsort(-relevance if order == "morf" else relevance, axis=1, kind="stable")
+    counts = np.round(np.linspace(0, count, _check_steps(steps) + 1)).astype(int)
+    return _curve(model, x, target, ys, ranking, ids, counts, count, baseline, batch_size, progress, False)
+
+
+def infidelity(model, xs, attributions, target=None, *, ys=None, samples=10, noise_scale=1.0, seed=None,
+               normalize=False, perturbations=None, batch_size=None) -> np.ndarray:  # fmt: skip
+    """Infidelity (Yeh et al. 2019, "On the (In)fidelity and Sensitivity of Explanations", NeurIPS, Eq. 3), as
+    Captum computes it: ``E_I [(I . attribution - (f(x) - f(x - I)))**2]`` over ``samples`` perturbations
+    ``I ~ N(0, noise_scale**2)`` per feature.
+
+    Parameters
+    ----------
+    model, xs, attributions, target, ys, batch_size
+        As :func:`deletion`; ``attributions`` shaped like ``xs``.
+    samples : int
+        Perturbations per sample.
+    noise_scale : float
+        Standard deviation of the perturbations.
+    seed : int, optional
+        Seed of the perturbations.
+    normalize : bool
+        Scale the attributions by the least-squares factor ``beta`` first (Captum's ``normalize=True``).
+    perturbations : ndarray, optional
+        Your own ``I``, ``(S, N, *xs.shape[1:])``, instead of Gaussian noise (then ``samples`` is S).
+
+    Returns
+    -------
+    ndarray, (N,)
+    """
+    scorer = _scorer(model)
+    x, forward = scorer.forward(xs, target, ys, batch_size)
+    a = _attributions_like(attributions, x)
+    samples = _check_steps(samples if perturbations is None else len(perturbations), "samples")
+    noise = (np.random.default_rng(seed).normal(0.0, noise_scale, (samples, *x.shape)) if perturbations is None
+             else np.asarray(perturbations, np.float64))  # fmt: skip
+    if noise.shape != (samples, *x.shape):
+        raise InvalidInputError(f"perturbations must be shaped {(samples, *x.shape)}; got {noise.shape}")
+    n = len(x)
+    owners = np.tile(np.arange(n), samples)
+    perturbed = (x[None] - noise).astype(x.dtype).reshape((-1, *x.shape[1:]))
+    clean = forward([x], np.arange(n))
+    drops = clean[owners] - _in_chunks(forward, perturbed, owners, batch_size)
+    dots = np.einsum("snf,nf->sn", noise.reshape(samples, n, -1), a.reshape(n, -1).astype(np.float64))
+    drops = drops.reshape(samples, n)
+    if normalize:
+        beta = (dots * drops).mean(0) / np.where((dots**2).mean(0) > 0, (dots**2).mean(0), 1.0)
+        dots = dots * beta
+    return ((dots - drops) ** 2).mean(axis=0)
+
+
+def sensitivity_max(explainer, xs, target=None, *, ys=None, radius=0.02, samples=10, seed=None,
+                    perturbations=None) -> np.ndarray:  # fmt: skip
+    """Max-sensitivity (Yeh et al. 2019, Eq. 5), as Captum's ``sensitivity_max``: the largest
+    ``||explain(x + d) - explain(x)|| / ||explain(x)||`` (Frobenius norms) over ``samples`` perturbations ``d``
+    uniform in ``[-radius, radius]`` per feature.
+
+    Parameters
+    ----------
+    explainer : deepexplain.Explainer
+        The explanation measured (its method and arguments), run on the perturbed inputs.
+    xs, target, ys
+        As :meth:`deepexplain.Explainer.run`; the perturbed copies explain their clean sample's target.
+    radius : float
+        Half-width of the uniform perturbations.
+    samples : int
+        Perturbations per sample.
+    seed : int, optional
+        Seed of the perturbations.
+    perturbations : ndarray, optional
+        Your own ``d``, ``(S, N, *xs.shape[1:])`` (then ``samples`` is S).
+
+    Returns
+    -------
+    ndarray, (N,)
+    """
+    x = np.asarray(xs)
+    samples = _check_steps(samples if perturbations is None else len(perturbations), "samples")
+    noise = (np.random.default_rng(seed).uniform(-radius, radius, (samples, *x.shape)) if perturbations is None
+             else np.asarray(perturbations))  # fmt: skip
+    if noise.shape != (samples, *x.shape):
+        raise InvalidInputError(f"perturbations must be shaped {(samples, *x.shape)}; got {noise.shape}")
+    weights = explainer.target_weights(x, target, ys=ys)  # the copies explain their clean sample's target
+    fixed = {"ys": weights} if weights is not None else {"target": target}
+    clean = explainer.run(x, **fixed)
+    norm = np.linalg.norm(clean.reshape(len(x), -1), axis=1)
+    worst = np.zeros(len(x))
+    for d in noise:
+        moved = explainer.run((x + d).astype(x.dtype), **fixed)
+        change = np.linalg.norm((moved - clean).reshape(len(x), -1), axis=1)
+        worst = np.maximum(worst, np.divide(change, norm, out=np.full(len(x), np.inf), where=norm > 0))
+    return worst
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Complexity
+
+
+def sparseness(attributions) -> np.ndarray:
+    """The Gini index of ``|attributions|`` per sample (Chalasani et al. 2020, "Concise Explanations of Neural
+    Networks using Adversarial Training", ICML; xplique's ``Sparseness``): 0 for a uniform map, near 1 for a map of
+    one feature. Channels of (N, H, W, C) maps are averaged first.
+
+    Returns
+    -------
+    ndarray, (N,)
+    """
+    values = np.sort(_flat_magnitudes(attributions), axis=1)
+    n = values.shape[1]
+    total = values.sum(axis=1)
+    ranks = np.arange(1, n + 1)
+    gini = 2 * (values * ranks).sum(axis=1) / (n * np.where(total > 0, total, 1.0)) - (n + 1) / n
+    return np.where(total > 0, gini, 0.0)
+
+
+def complexity(attributions) -> np.ndarray:
+    """The entropy of ``|attributions|`` normalised to sum to 1, per sample (Bhatt et al. 2020, "Evaluating and
+    Aggregating Feature-based Model Explanations", IJCAI, Eq. 6; xplique's ``Complexity``, without its 1e-8):
+    lower is simpler. Channels of (N, H, W, C) maps are averaged first.
+
+    Returns
+    -------
+    ndarray, (N,)
+    """
+    values = _flat_magnitudes(attributions)
+    total = values.sum(axis=1, keepdims=True)
+    p = np.divide(values, total, out=np.zeros_like(values), where=total > 0)
+    return -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Localisation
+
+
+def pointing_game(attributions, masks) -> np.ndarray:
+    """Whether each map's largest value (summed over channels) lies in its ground-truth mask (Zhang et al. 2018,
+    "Top-down Neural Attention by Excitation Backprop", IJCV). Ties: the first maximum.
+
+    Parameters
+    ----------
+    attributions : ndarray
+        ``(N, H, W)`` or ``(N, H, W, C)`` (any spatial rank).
+    masks : ndarray of bool
+        Ground truth, ``(N, H, W)`` (or with a channel axis of 1).
+
+    Returns
+    -------
+    ndarray of bool, (N,)
+    """
+    maps, truth = _with_masks(attributions, masks)
+    return truth[np.arange(len(maps)), maps.argmax(axis=1)]
+
+
+def relevance_mass_accuracy(attributions, masks) -> np.ndarray:
+    """The share of the positive relevance inside the ground truth, ``sum_{p in GT} R+_p / sum_p R+_p`` (Arras et al.
+    2022, "CLEVR-XAI", Information Fusion 81, Eq. 1), per sample; 0 for a map without positive relevance."""
+    maps, truth = _with_masks(attributions, masks)
+    positive = np.maximum(maps, 0)
+    total = positive.sum(axis=1)
+    inside = (positive * truth).sum(axis=1)
+    return np.divide(inside, total, out=np.zeros(len(maps)), where=total > 0)
+
+
+def relevance_rank_accuracy(attributions, masks) -> np.ndarray:
+    """The share of the ``K = |GT|`` highest-relevance positions that lie in the ground truth (Arras et al. 2022,
+    Eq. 2), per sample; ties by position."""
+    maps, truth = _with_masks(attributions, masks)
+    sizes = truth.sum(axis=1)
+    order = np.argsort(-maps, axis=1, kind="stable")
+    hits = np.take_along_axis(truth, order, axis=1)
+    top = np.arange(maps.shape[1])[None] < sizes[:, None]
+    return np.divide((hits & top).sum(axis=1), sizes, out=np.zeros(len(maps)), where=sizes > 0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _check_steps(steps, name="steps") -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
+        raise InvalidInputError(f"{name} must be a positive int; got {steps!r}")
+    return int(steps)
+
+
+def _maps(xs, attributions):
+    """``(x, a, positions)``: inputs, attributions with a channel axis (N, *positions, C'), the positions' axes."""
+    x = np.asarray(xs)
+    a = np.asarray(attributions, np.float64)
+    if x.ndim < 2:
+        raise InvalidInputError(f"xs must be a batch (N, ...); got shape {x.shape}")
+    if a.shape == x.shape:
+        positions = x.shape[1:-1] if x.ndim > 2 else x.shape[1:]
+        a = a if x.ndim > 2 else a[..., None]
+    elif x.ndim > 2 and a.shape == x.shape[:-1]:
+        positions, a = x.shape[1:-1], a[..., None]
+    else:
+        raise InvalidInputError(
+            f"attributions must be shaped like xs {x.shape} (or without its channel axis, {x.shape[:-1]}); got "
+            f"{a.shape}"
+        )
+    if not np.isfinite(a).all():
+        raise InvalidInputError("attributions hold NaN or Inf")
+    return x, a, positions
+
+
+def _attributions_like(attributions, x):
+    a = np.asarray(attributions)
+    if a.shape != x.shape:
+        raise InvalidInputError(f"attributions must be shaped like xs {x.shape}; got {a.shape}")
+    return a
+
+
+def _causal(model, xs, attributions, target, ys, steps, baseline, max_percentage, batch_size, progress, insert):
+    if isinstance(max_percentage, bool) or not np.isscalar(max_percentage) or not 0 < max_percentage <= 1:
+        raise InvalidInputError(f"max_percentage_perturbed must be in (0, 1]; got {max_percentage!r}")
+    x, a, positions = _maps(xs, attributions)
+    count = int(np.prod(positions))
+    ranking = np.argsort(-a.mean(axis=-1).reshape(len(x), -1), axis=1, kind="stable")
+    limit = int(np.floor(count * max_percentage))
+    counts = np.linspace(0, limit, _check_steps(steps) + 1).astype(np.int32)
+    return _curve(model, x, target, ys, ranking, None, counts, count, baseline, batch_size, progress, insert)
+
+
+def _curve(model, x, target, ys, ranking, ids, counts, count, baseline, batch_size, progress, insert) -> Curve:
+    """Scores of every sample with its first ``counts[k]`` units (of ``ranking``) switched, for every step ``k``:
+    to the baseline (deletion), or from the baseline to ``x`` (insertion). ``ids``: unit of every position (None:
+    the positions are the units)."""
+    scorer = _scorer(model)
+    x, forward = scorer.forward(x, target, ys, batch_size)
+    n, positions = len(x), count if ids is None else len(ids)
+    base = np.broadcast_to(np.asarray(baseline, x.dtype), x.shape[1:]) if np.ndim(baseline) else baseline
+    if np.ndim(baseline) and np.shape(baseline) != x.shape[1:]:
+        raise InvalidInputError(f"baseline must be a number or shaped like one sample {x.shape[1:]}")
+    rank_of = np.empty_like(ranking)
+    np.put_along_axis(rank_of, ranking, np.arange(count)[None], axis=1)  # each unit's place in the order
+    steps = len(counts)
+    owners = np.repeat(np.arange(n), steps)
+    cut = np.tile(counts, n)
+    per_row = x[0].size // positions  # channels of a position
+    rows_per_call = batch_size or max(1, (16 * 2**20) // max(1, x[0].nbytes))
+    scores = np.empty(n * steps)
+    for lo in tqdm(range(0, n * steps, rows_per_call), delay=2, disable=not progress, desc="curve"):
+        hi = min(n * steps, lo + rows_per_call)
+        ranks = rank_of[owners[lo:hi]]
+        switched = (ranks if ids is None else ranks[:, ids]) < cut[lo:hi, None]  # (rows, positions)
+        switched = (np.repeat(switched, per_row, axis=1) if per_row > 1 else switched).reshape((hi - lo, *x.shape[1:]))
+        if insert:
+            switched = ~switched
+        rows = np.where(switched, base, x[owners[lo:hi]]).astype(x.dtype, copy=False)
+        scores[lo:hi] = forward([rows], owners[lo:hi])
+    return Curve(fractions=counts / count, scores=scores.reshape(n, steps))
+
+
+def _region_ids(spatial, region: int) -> np.ndarray:
+    """The square region of every position of a grid (row-major region numbers)."""
+    grids = np.meshgrid(*[np.arange(n) // region for n in spatial], indexing="ij")
+    per_axis = [-(-n // region) for n in spatial]
+    return np.ravel_multi_index([g.reshape(-1) for g in grids], per_axis)
+
+
+def _in_chunks(forward, rows, owners, batch_size):
+    size = batch_size or max(1, (16 * 2**20) // max(1, rows[0].nbytes))
+    return np.concatenate([forward([rows[lo : lo + size]], owners[lo : lo + size]) for lo in range(0, len(rows), size)])
+
+
+def _flat_magnitudes(attributions) -> np.ndarray:
+    a = np.abs(np.asarray(attributions, np.float64))
+    if a.ndim == 4:
+        a = a.mean(axis=-1)
+    if a.ndim < 2:
+        raise InvalidInputError(f"attributions must be a batch (N, ...); got shape {a.shape}")
+    return a.reshape(len(a), -1)
+
+
+def _with_masks(attributions, masks):
+    maps = np.asarray(attributions, np.float64)
+    truth = np.asarray(masks)
+    if truth.ndim == maps.ndim and truth.shape[-1] == 1 and maps.shape[-1] != 1:
+        truth = truth[..., 0]
+    if maps.ndim == truth.ndim + 1:
+        maps = maps.sum(axis=-1)  # channels
+    if maps.shape != truth.shape:
+        raise InvalidInputError(f"masks {truth.shape} do not match the attribution maps {maps.shape}")
+    if truth.dtype != bool and not np.isin(truth, (0, 1)).all():
+        raise InvalidInputError("masks must hold booleans (or 0 and 1)")
+    return maps.reshape(len(maps), -1), truth.astype(bool).reshape(len(truth), -1)
+
+
+__all__ = [
+    "Curve",
+    "Scorer",
+    "complexity",
+    "deletion",
+    "infidelity",
+    "insertion",
+    "pixel_flipping",
+    "pointing_game",
+    "relevance_mass_accuracy",
+    "relevance_rank_accuracy",
+    "sensitivity_max",
+    "sparseness",
+]
