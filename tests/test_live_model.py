@@ -244,6 +244,9 @@ def test_subclassed_model_relaxes_its_signature_instead_of_tracing_every_length(
 def test_jit_compile_gives_the_same_numbers(method, kwargs):
     rng = np.random.default_rng(7)
     model = small_cnn()
+    # seeded weights: with Keras' unseeded initialisation an eps-LRP denominator near 0 now and then amplifies the
+    # rounding differences of XLA's fused kernels beyond the tolerance
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
     xs = rng.normal(size=(4, 8, 8, 1)).astype(np.float32)  # signed inputs: alpha-beta takes its run-time branch
     plain = deepexplain.explain(method, model, xs, target="max", **kwargs)
     compiled = deepexplain.Explainer(method, model, jit_compile=True, **kwargs).run(xs, target="max")
