@@ -7,7 +7,8 @@ score of a row is the model's output for the sample's target, as :meth:`deepexpl
 
 Faithfulness
     :func:`deletion`, :func:`insertion` (Petsiuk et al. 2018, as xplique computes them), :func:`pixel_flipping`
-    (Samek et al. 2017, AOPC), :func:`infidelity` (Yeh et al. 2019, as Captum).
+    (Samek et al. 2017, AOPC), :func:`mufidelity` (Bhatt et al. 2020, as xplique), :func:`infidelity` (Yeh et al.
+    2019, as Captum).
 Robustness
     :func:`sensitivity_max` (Yeh et al. 2019, as Captum).
 Complexity
@@ -222,6 +223,83 @@ def infidelity(model, xs, attributions, target=None, *, ys=None, samples=10, noi
     return ((dots - drops) ** 2).mean(axis=0)
 
 
+def mufidelity(model, xs, attributions, target=None, *, ys=None, grid=9, subset_percent=0.2, baseline=0.0,
+               samples=128, seed=None, masks=None, batch_size=None) -> np.ndarray:  # fmt: skip
+    """MuFidelity (Bhatt et al. 2020, "Evaluating and Aggregating Feature-based Model Explanations", IJCAI, Eq. 2),
+    as xplique computes it: the Spearman correlation, over ``samples`` random subsets, between the score drop when
+    the subset is set to the baseline and the attribution summed over it.
+
+    A subset removes each cell of a ``grid`` × ``grid`` grid with probability ``subset_percent`` (nearest-neighbour
+    upsampling with half-pixel centres, as ``tf.image.resize``), all channels of a pixel together; features of a
+    vector input are removed one by one (no grid). For sequences (N, T, C) the cells lie along time, all channels
+    of a step together (xplique's cells also split the channels).
+
+    Parameters
+    ----------
+    model, xs, target, ys, baseline, batch_size
+        As :func:`deletion`.
+    attributions : ndarray
+        Shaped like ``xs`` (or without its channel axis).
+    grid : int
+        Cells per side (images; cells along time for sequences).
+    subset_percent : float
+        Probability that a cell is removed, in (0, 1).
+    samples : int
+        Random subsets per sample (xplique's ``nb_samples`` defaults to 200).
+    seed : int, optional
+        Seed of the subsets (drawn sample by sample).
+    masks : ndarray, optional
+        Your own keep-masks ``(N, samples, *positions)`` of 0 and 1 (1: kept), instead of random ones.
+
+    Returns
+    -------
+    ndarray, (N,)
+        Correlations (0 where one side is constant).
+    """
+    from scipy.stats import spearmanr
+
+    if isinstance(subset_percent, bool) or not np.isscalar(subset_percent) or not 0 < subset_percent < 1:
+        raise InvalidInputError(f"subset_percent must be in (0, 1); got {subset_percent!r}")
+    x, a, positions = _maps(xs, attributions)
+    grid = _check_steps(grid, "grid")
+    scorer = _scorer(model)
+    x, forward = scorer.forward(x, target, ys, batch_size)
+    n = len(x)
+    if masks is None:
+        rng = np.random.default_rng(seed)
+        samples = _check_steps(samples, "samples")
+        cells = grid if x.ndim > 2 else None  # a vector's features are removed one by one
+        masks = np.stack([_subset_masks(rng, samples, positions, cells, subset_percent) for _ in range(n)])
+    masks = np.asarray(masks, np.float64)
+    if masks.shape[0] != n or masks.shape[2:] != tuple(positions):
+        raise InvalidInputError(f"masks must be shaped (N, samples, *{tuple(positions)}); got {masks.shape}")
+    samples = masks.shape[1]
+    keep = masks.reshape(n * samples, *positions, *([1] if x.ndim > 2 else []))
+    owners = np.repeat(np.arange(n), samples)
+    base = np.asarray(baseline, x.dtype)
+    rows = (x[owners] * keep + base * (1 - keep)).astype(x.dtype)
+    drops = forward([x], np.arange(n))[owners] - _in_chunks(forward, rows, owners, batch_size)
+    removed = np.einsum("nsp,np->ns", 1 - masks.reshape(n, samples, -1), a.sum(axis=-1).reshape(n, -1))
+    drops = drops.reshape(n, samples)
+    scores = []
+    for d, r in zip(drops, removed, strict=True):
+        rho = spearmanr(d, r)[0] if np.ptp(d) > 0 and np.ptp(r) > 0 else 0.0
+        scores.append(0.0 if np.isnan(rho) else rho)
+    return np.asarray(scores)
+
+
+def _subset_masks(rng, samples, positions, grid, subset_percent) -> np.ndarray:
+    """``(samples, *positions)`` keep-masks: cells kept with probability ``1 - subset_percent``, stretched by
+    nearest neighbour with half-pixel centres (``tf.image.resize``'s 'nearest')."""
+    if grid is None:
+        return (rng.random((samples, *positions)) > subset_percent).astype(np.float64)
+    cells = rng.random((samples, *(grid,) * len(positions))) > subset_percent
+    for axis, size in enumerate(positions):
+        index = np.minimum(np.floor((np.arange(size) + 0.5) * grid / size).astype(int), grid - 1)
+        cells = np.take(cells, index, axis=axis + 1)
+    return cells.astype(np.float64)
+
+
 def sensitivity_max(explainer, xs, target=None, *, ys=None, radius=0.02, samples=10, seed=None,
                     perturbations=None) -> np.ndarray:  # fmt: skip
     """Max-sensitivity (Yeh et al. 2019, Eq. 5), as Captum's ``sensitivity_max``: the largest
@@ -346,6 +424,101 @@ def relevance_rank_accuracy(attributions, masks) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Several methods at once
+
+#: metric name -> (function of (scorer, xs, attributions, target, ys, masks, seed) -> per-sample values, better)
+_METRICS = {
+    "deletion": (lambda s, x, a, t, y, m, r: deletion(s, x, a, t, ys=y, progress=False).auc, "lower"),
+    "insertion": (lambda s, x, a, t, y, m, r: insertion(s, x, a, t, ys=y, progress=False).auc, "higher"),
+    "pixel_flipping": (lambda s, x, a, t, y, m, r: pixel_flipping(s, x, a, t, ys=y, progress=False).aopc, "higher"),
+    "mufidelity": (lambda s, x, a, t, y, m, r: mufidelity(s, x, a, t, ys=y, seed=r), "higher"),
+    "sparseness": (lambda s, x, a, t, y, m, r: sparseness(a), "higher"),
+    "complexity": (lambda s, x, a, t, y, m, r: complexity(a), "lower"),
+    "pointing_game": (lambda s, x, a, t, y, m, r: pointing_game(a, m).astype(float), "higher"),
+    "relevance_mass_accuracy": (lambda s, x, a, t, y, m, r: relevance_mass_accuracy(a, m), "higher"),
+    "relevance_rank_accuracy": (lambda s, x, a, t, y, m, r: relevance_rank_accuracy(a, m), "higher"),
+}
+_LOCALISATION = ("pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Per-sample metric values of several methods.
+
+    Attributes
+    ----------
+    values : dict
+        ``(method, metric) -> (N,)`` values.
+    methods, metrics : tuple of str
+        In the order evaluated.
+    """
+
+    values: dict
+    methods: tuple
+    metrics: tuple
+
+    def mean(self, method: str, metric: str) -> float:
+        return float(np.mean(self.values[method, metric]))
+
+    def __str__(self) -> str:
+        width = max(len("method"), *(len(m) for m in self.methods))
+        headers = [f"{m} ({_METRICS[m][1]} is better)" for m in self.metrics]
+        sizes = [max(17, len(h)) for h in headers]
+        lines = ["  ".join([f"{'method':<{width}}", *(f"{h:>{n}}" for h, n in zip(headers, sizes, strict=True))])]
+        for method in self.methods:
+            cells = [f"{np.mean(v):.3f} ± {np.std(v):.3f}" for v in (self.values[method, m] for m in self.metrics)]
+            lines.append("  ".join([f"{method:<{width}}", *(f"{c:>{n}}" for c, n in zip(cells, sizes, strict=True))]))
+        return "\n".join(lines) + "\n"
+
+
+def evaluate(methods, model, xs, target=None, *, ys=None, metrics=("deletion", "insertion", "mufidelity",
+             "sparseness"), masks=None, seed=0, progress=True) -> Evaluation:  # fmt: skip
+    """Every metric of ``metrics`` for every method of ``methods`` on the samples ``xs``, one forward pass compiled
+    for all.
+
+    Parameters
+    ----------
+    methods : mapping or sequence
+        Method name -> attributions (an array, e.g. from another library) or keyword arguments of
+        :class:`deepexplain.Explainer`; or a list of method names (their defaults).
+    model, xs, target, ys
+        As :func:`deletion`.
+    metrics : sequence of str
+        Names among 'deletion', 'insertion', 'pixel_flipping', 'mufidelity', 'sparseness', 'complexity' and, with
+        ``masks``, 'pointing_game', 'relevance_mass_accuracy', 'relevance_rank_accuracy'.
+    masks : ndarray of bool, optional
+        Ground-truth regions ``(N, H, W)`` for the localisation metrics.
+    seed : int
+        Seed of the random metrics.
+    progress : bool
+        A progress bar over the methods.
+
+    Returns
+    -------
+    Evaluation
+        ``print(evaluation)`` gives the table (mean ± standard deviation over the samples).
+    """
+    from deepexplain.explainer import Explainer
+
+    unknown = [m for m in metrics if m not in _METRICS]
+    if unknown:
+        raise InvalidInputError(f"unknown metrics {unknown}; choose among {list(_METRICS)}")
+    if masks is None and any(m in _LOCALISATION for m in metrics):
+        raise InvalidInputError(f"the localisation metrics {list(_LOCALISATION)} need masks=")
+    chosen = dict(methods) if isinstance(methods, dict) else {name: {} for name in methods}
+    scorer = Scorer(model)
+    values = {}
+    for name, given in tqdm(chosen.items(), desc="evaluate", delay=2, disable=not progress):
+        if isinstance(given, dict):
+            attributions = Explainer(name, model, progress=False, **given).run(xs, target=target, ys=ys)
+        else:
+            attributions = np.asarray(given)
+        for metric in metrics:
+            values[name, metric] = np.asarray(_METRICS[metric][0](scorer, xs, attributions, target, ys, masks, seed))
+    return Evaluation(values, tuple(chosen), tuple(metrics))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Helpers
 
 
@@ -461,11 +634,14 @@ def _with_masks(attributions, masks):
 
 __all__ = [
     "Curve",
+    "Evaluation",
+    "evaluate",
     "Scorer",
     "complexity",
     "deletion",
     "infidelity",
     "insertion",
+    "mufidelity",
     "pixel_flipping",
     "pointing_game",
     "relevance_mass_accuracy",

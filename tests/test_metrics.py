@@ -152,3 +152,56 @@ def test_bad_input():
         metrics.pixel_flipping(model, XS, XS, order="best")
     with pytest.raises(InvalidInputError, match="attributions hold NaN"):
         metrics.deletion(model, XS, np.full(XS.shape, np.nan))
+
+
+def test_mufidelity_equals_xplique_on_the_same_subsets():
+    xplique_metrics = pytest.importorskip("xplique.metrics")
+    import tensorflow as tf
+
+    model = small_cnn()
+    xs = RNG.uniform(size=(3, 10, 10, 3)).astype(np.float32)
+    attributions = RNG.normal(size=xs.shape)
+    ys = np.eye(3, dtype=np.float32)[[0, 1, 2]]
+    ours = metrics.mufidelity(model, xs, attributions, ys=ys, grid=5, samples=40, seed=3, baseline=0.1)
+    # the same subsets for xplique: our seeded masks, drawn sample after sample
+    rng = np.random.default_rng(3)
+    masks = [metrics._subset_masks(rng, 40, (10, 10), 5, 0.2) for _ in range(3)]
+    metric = xplique_metrics.MuFidelity(model, xs, ys, batch_size=40, grid_size=5, nb_samples=40, baseline_mode=0.1)
+    drawn = iter(masks)
+
+    def perturb(inputs, count):  # xplique asks one sample's subsets at a time (batch_size = nb_samples)
+        keep = next(drawn)[:, :, :, None].astype(np.float32)
+        degraded = np.asarray(inputs)[:, None] * keep + np.float32(0.1) * (1 - keep)
+        return tf.constant(degraded.reshape(-1, 10, 10, 3)), tf.constant(keep[None])
+
+    metric._perturb_samples = perturb
+    assert ours.mean() == pytest.approx(metric.evaluate(attributions.astype(np.float32)), abs=1e-6)
+    with pytest.raises(InvalidInputError, match="subset_percent must be in"):
+        metrics.mufidelity(model, xs, attributions, subset_percent=1.0)
+
+
+def test_mufidelity_of_exact_attributions_of_a_linear_model_is_one():
+    model = linear_model()
+    contributions = XS * W  # the drop of removing a subset is exactly its summed contribution
+    np.testing.assert_allclose(metrics.mufidelity(model, XS, contributions, target=0, grid=2, samples=30, seed=0), 1)
+
+
+def test_evaluate_tables_methods_and_arrays_from_elsewhere():
+    model = small_cnn()
+    xs = RNG.uniform(size=(3, 10, 10, 3)).astype(np.float32)
+    masks = np.zeros((3, 10, 10), bool)
+    masks[:, 2:6, 3:7] = True
+    noise = RNG.normal(size=xs.shape)
+    evaluation = metrics.evaluate({"saliency": {}, "intgrad": {"steps": 8}, "noise": noise}, model, xs, target=1,
+                                  metrics=("deletion", "sparseness", "pointing_game"), masks=masks)  # fmt: skip
+    assert evaluation.methods == ("saliency", "intgrad", "noise")
+    saliency = deepexplain.explain("saliency", model, xs, target=1)
+    expected = metrics.deletion(model, xs, saliency, target=1).auc
+    np.testing.assert_allclose(evaluation.values["saliency", "deletion"], expected)
+    np.testing.assert_allclose(evaluation.values["noise", "sparseness"], metrics.sparseness(noise))
+    table = str(evaluation)
+    assert "deletion (lower is better)" in table and table.count("\n") == 4 and "±" in table
+    with pytest.raises(InvalidInputError, match="need masks="):
+        metrics.evaluate(["saliency"], model, xs, metrics=("pointing_game",))
+    with pytest.raises(InvalidInputError, match="unknown metrics"):
+        metrics.evaluate(["saliency"], model, xs, metrics=("roar",))
