@@ -579,3 +579,52 @@ def bars(
     if save is not None:
         _save(ax.figure, save)
     return ax
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Perturbation curves
+
+
+def curves(curves_by_method, ax: Axes | None = None, title: str | None = None, save: PathType | None = None) -> Axes:
+    """Perturbation curves of several methods (:mod:`deepexplain.metrics`): the mean score over the samples against
+    the share of features perturbed, with a band of ± one standard deviation; the legend gives each method's mean
+    area under the curve.
+
+    Parameters
+    ----------
+    curves_by_method : mapping of str to deepexplain.metrics.Curve
+        E.g. ``{'saliency': metrics.deletion(...), 'intgrad': metrics.deletion(...)}``.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw (default: a new Figure, not registered with pyplot).
+    title : str, optional
+    save : str or path-like, optional
+        Write the Figure there as a PNG (150 dpi).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        One line per method, in order.
+
+    Raises
+    ------
+    ValueError
+        For an empty mapping or something that is not a curve.
+    """
+    if not isinstance(curves_by_method, Mapping) or not curves_by_method:
+        raise ValueError("curves_by_method: expected a non-empty mapping of method name -> Curve")
+    if ax is None:
+        ax = _new_figure(6, 4, layout="constrained").add_subplot()
+    for name, curve in curves_by_method.items():
+        if not hasattr(curve, "fractions") or not hasattr(curve, "scores"):
+            raise ValueError(f"curves_by_method[{name!r}]: expected a Curve, got {type(curve).__name__}")
+        mean, spread = curve.scores.mean(axis=0), curve.scores.std(axis=0)
+        (line,) = ax.plot(curve.fractions, mean, label=f"{name} (AUC {np.mean(curve.auc):.3g})")
+        ax.fill_between(curve.fractions, mean - spread, mean + spread, color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("share of the features perturbed")
+    ax.set_ylabel("explained score")
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    if save is not None:
+        _save(ax.figure, save)
+    return ax

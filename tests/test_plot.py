@@ -361,3 +361,16 @@ def test_module_imports_nothing_from_tensorflow():
     imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
     imported += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
     assert not [name for name in imported if name.split(".")[0] in ("tensorflow", "keras", "tf_keras")]
+
+
+def test_curves_draw_one_line_per_method_with_its_auc():
+    from deepexplain.metrics import Curve
+
+    fractions = np.linspace(0, 1, 5)
+    curves = {"a": Curve(fractions, np.array([[1.0, 0.5, 0.2, 0.1, 0.0]] * 3)),
+              "b": Curve(fractions, np.array([[1.0, 0.9, 0.8, 0.5, 0.0], [1.0, 0.7, 0.6, 0.3, 0.0]]))}  # fmt: skip
+    ax = plot.curves(curves, title="deletion")
+    assert [line.get_label() for line in ax.lines] == ["a (AUC 0.325)", "b (AUC 0.6)"]
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), [1.0, 0.8, 0.7, 0.4, 0.0])
+    with pytest.raises(ValueError, match="expected a Curve"):
+        plot.curves({"a": np.zeros(3)})
