@@ -13,6 +13,8 @@ Robustness
     :func:`sensitivity_max` (Yeh et al. 2019, as Captum).
 Complexity
     :func:`sparseness` (Gini index, Chalasani et al. 2020), :func:`complexity` (entropy, Bhatt et al. 2020).
+Sanity
+    :func:`randomization_check` (Adebayo et al. 2018; the random-logit test of Sixt et al. 2020).
 Localisation (ground-truth masks)
     :func:`pointing_game` (Zhang et al. 2018), :func:`relevance_mass_accuracy`, :func:`relevance_rank_accuracy`
     (Arras et al. 2022).
@@ -424,6 +426,130 @@ def relevance_rank_accuracy(attributions, masks) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Sanity checks
+
+
+@dataclass(frozen=True)
+class Randomization:
+    """How much an explanation changes when the model's weights are randomised (Adebayo et al. 2018).
+
+    Attributes
+    ----------
+    layers : tuple of str
+        The layers randomised, from the output down (in 'cascading' order each step adds one more).
+    spearman : ndarray, (layers, N)
+        Spearman rank correlation of each sample's attributions before and after.
+    ssim : ndarray or None, (layers, N)
+        Structural similarity of the maps (summed over channels, min-max scaled) for image inputs, else None.
+    random_logit : ndarray, (N,)
+        Spearman correlation of the attributions of the target with those of a random other class of the same
+        model (Sixt et al. 2020's random-logit test; NaN for a model with one output).
+    """
+
+    layers: tuple
+    spearman: np.ndarray
+    ssim: np.ndarray | None
+    random_logit: np.ndarray
+
+
+def randomization_check(method, model, xs, target=None, *, order="cascading", seed=0, **method_kwargs):
+    """The model-parameter randomisation test (Adebayo et al. 2018, "Sanity Checks for Saliency Maps", NeurIPS,
+    Sec. 3): the explanation of copies of ``model`` whose layers' weights are replaced by random ones, compared
+    with the explanation of the model itself. An explanation that does not change does not depend on what the
+    model learned.
+
+    Parameters
+    ----------
+    method : str
+        A method of :data:`deepexplain.METHODS`, with ``method_kwargs``.
+    model : keras.Model
+        A Sequential or functional Keras model; it is cloned (its own weights are never changed).
+    xs, target
+        As :meth:`deepexplain.Explainer.run`; the copies explain the classes the model itself picks for 'max'.
+    order : {'cascading', 'independent'}
+        Randomise the layers from the output down, keeping the ones above random ('cascading'), or one at a time.
+    seed : int
+        Seed of the random weights: normal with each weight tensor's own mean and standard deviation (a constant
+        tensor, such as a zero bias, is left as it is).
+
+    Returns
+    -------
+    Randomization
+    """
+    from scipy.stats import spearmanr
+
+    from deepexplain.adapters.keras import keras_module
+    from deepexplain.explainer import Explainer
+
+    if order not in ("cascading", "independent"):
+        raise InvalidInputError(f"order must be 'cascading' or 'independent'; got {order!r}")
+    library = keras_module(model)
+    if library is None or not hasattr(model, "layers"):
+        raise InvalidInputError(f"randomization_check clones a Keras model; got {type(model).__name__}")
+    x = np.asarray(xs)
+    explainer = Explainer(method, model, progress=False, **method_kwargs)
+    weights = explainer.target_weights(x, target)
+    fixed = {"ys": weights} if weights is not None else {"target": target}
+    original = explainer.run(x, **fixed)
+    layered = [layer for layer in model.layers if layer.get_weights()][::-1]
+    rng = np.random.default_rng(seed)
+    copy = _clone(library, model)
+    rows_spearman, rows_ssim = [], []
+    for k, layer in enumerate(layered):
+        if order == "independent" and k:
+            copy.set_weights(model.get_weights())
+        target_layer = copy.get_layer(layer.name)
+        target_layer.set_weights([_randomised(w, rng) for w in target_layer.get_weights()])
+        changed = Explainer(method, copy, progress=False, **method_kwargs).run(x, **fixed)
+        rows_spearman.append(_rank_correlations(original, changed, spearmanr))
+        rows_ssim.append(_ssims(original, changed) if x.ndim == 4 else None)
+    other = _random_logit(explainer, x, weights, rng, original, spearmanr)
+    ssim = None if x.ndim != 4 else np.asarray(rows_ssim)
+    return Randomization(tuple(layer.name for layer in layered), np.asarray(rows_spearman), ssim, other)
+
+
+def _clone(library, model):
+    copy = library.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _randomised(weights: np.ndarray, rng) -> np.ndarray:
+    spread = weights.std()
+    if spread == 0:
+        return weights
+    return rng.normal(weights.mean(), spread, weights.shape).astype(weights.dtype)
+
+
+def _rank_correlations(a, b, spearmanr) -> np.ndarray:
+    out = []
+    for u, v in zip(np.asarray(a).reshape(len(a), -1), np.asarray(b).reshape(len(b), -1), strict=True):
+        rho = spearmanr(u, v)[0] if np.ptp(u) > 0 and np.ptp(v) > 0 else float(np.array_equal(u, v))
+        out.append(0.0 if np.isnan(rho) else rho)
+    return np.asarray(out)
+
+
+def _ssims(a, b) -> np.ndarray:
+    from skimage.metrics import structural_similarity
+
+    def scaled(m):
+        m = m.sum(axis=-1) if m.ndim == 3 else m
+        span = np.ptp(m)
+        return (m - m.min()) / span if span > 0 else np.zeros_like(m)
+
+    return np.asarray([structural_similarity(scaled(u), scaled(v), data_range=1.0) for u, v in zip(a, b, strict=True)])
+
+
+def _random_logit(explainer, x, weights, rng, original, spearmanr) -> np.ndarray:
+    if weights is None or weights[0].size < 2:
+        return np.full(len(x), np.nan)
+    chosen = weights.reshape(len(x), -1).argmax(axis=1)
+    others = (chosen + rng.integers(1, weights[0].size, size=len(x))) % weights[0].size
+    other_weights = np.eye(weights[0].size, dtype=weights.dtype)[others].reshape(weights.shape)
+    return _rank_correlations(original, explainer.run(x, ys=other_weights), spearmanr)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Several methods at once
 
 #: metric name -> (function of (scorer, xs, attributions, target, ys, masks, seed) -> per-sample values, better)
@@ -634,6 +760,8 @@ def _with_masks(attributions, masks):
 
 __all__ = [
     "Curve",
+    "Randomization",
+    "randomization_check",
     "Evaluation",
     "evaluate",
     "Scorer",

@@ -205,3 +205,29 @@ def test_evaluate_tables_methods_and_arrays_from_elsewhere():
         metrics.evaluate(["saliency"], model, xs, metrics=("pointing_game",))
     with pytest.raises(InvalidInputError, match="unknown metrics"):
         metrics.evaluate(["saliency"], model, xs, metrics=("roar",))
+
+
+def test_randomization_check():
+    from scipy.stats import spearmanr
+    from skimage.metrics import structural_similarity
+
+    model = small_cnn()
+    before = [w.copy() for w in model.get_weights()]
+    xs = RNG.uniform(size=(3, 10, 10, 3)).astype(np.float32)
+    result = metrics.randomization_check("saliency", model, xs, target=1, seed=0)
+    assert result.layers == tuple(layer.name for layer in model.layers if layer.get_weights())[::-1]
+    assert result.spearman.shape == result.ssim.shape == (2, 3) and result.random_logit.shape == (3,)
+    assert np.all(result.spearman[-1] < 0.9)  # every layer random: the map changed
+    for w, b in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(w, b)  # the model itself is untouched
+    control = metrics.randomization_check("input", model, xs, target=1, order="independent")
+    np.testing.assert_allclose(control.spearman, 1.0)  # the input baseline ignores the weights
+    np.testing.assert_allclose(control.ssim, 1.0)
+    # the similarities are scipy's and scikit-image's on the maps
+    a, b = RNG.normal(size=(2, 10, 10)), RNG.normal(size=(2, 10, 10))
+    np.testing.assert_allclose(metrics._rank_correlations(a, b, spearmanr),
+                               [spearmanr(a[i].ravel(), b[i].ravel())[0] for i in range(2)])  # fmt: skip
+    scaled = [(m - m.min()) / np.ptp(m) for m in (a[0], b[0])]
+    assert metrics._ssims(a[:1], b[:1])[0] == pytest.approx(structural_similarity(*scaled, data_range=1.0))
+    with pytest.raises(InvalidInputError, match="order must be 'cascading' or 'independent'"):
+        metrics.randomization_check("saliency", model, xs, order="bottom_up")
