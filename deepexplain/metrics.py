@@ -588,13 +588,14 @@ class Evaluation:
 
     def __str__(self) -> str:
         width = max(len("method"), *(len(m) for m in self.methods))
-        headers = [f"{m} ({_METRICS[m][1]} is better)" for m in self.metrics]
+        headers = [f"{m} {'↑' if _METRICS[m][1] == 'higher' else '↓'}" for m in self.metrics]
         sizes = [max(17, len(h)) for h in headers]
         lines = ["  ".join([f"{'method':<{width}}", *(f"{h:>{n}}" for h, n in zip(headers, sizes, strict=True))])]
         for method in self.methods:
             cells = [f"{np.mean(v):.3f} ± {np.std(v):.3f}" for v in (self.values[method, m] for m in self.metrics)]
             lines.append("  ".join([f"{method:<{width}}", *(f"{c:>{n}}" for c, n in zip(cells, sizes, strict=True))]))
-        return "\n".join(lines) + "\n"
+        legend = "(↑: higher is better, ↓: lower is better; mean ± standard deviation over the samples)"
+        return "\n".join([*lines, legend])
 
 
 def evaluate(methods, model, xs, target=None, *, ys=None, metrics=("deletion", "insertion", "mufidelity",

@@ -200,7 +200,7 @@ def test_evaluate_tables_methods_and_arrays_from_elsewhere():
     np.testing.assert_allclose(evaluation.values["saliency", "deletion"], expected)
     np.testing.assert_allclose(evaluation.values["noise", "sparseness"], metrics.sparseness(noise))
     table = str(evaluation)
-    assert "deletion (lower is better)" in table and table.count("\n") == 4 and "±" in table
+    assert "deletion ↓" in table and "sparseness ↑" in table and table.count("\n") == 4 and "±" in table
     with pytest.raises(InvalidInputError, match="need masks="):
         metrics.evaluate(["saliency"], model, xs, metrics=("pointing_game",))
     with pytest.raises(InvalidInputError, match="unknown metrics"):
