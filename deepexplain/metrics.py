@@ -10,7 +10,7 @@ Faithfulness
     (Samek et al. 2017, AOPC), :func:`mufidelity` (Bhatt et al. 2020, as xplique), :func:`infidelity` (Yeh et al.
     2019, as Captum).
 Robustness
-    :func:`sensitivity_max` (Yeh et al. 2019, as Captum).
+    :func:`sensitivity_max` (Yeh et al. 2019, as Captum), :func:`local_lipschitz` (Alvarez-Melis & Jaakkola 2018).
 Complexity
     :func:`sparseness` (Gini index, Chalasani et al. 2020), :func:`complexity` (entropy, Bhatt et al. 2020).
 Sanity
@@ -207,11 +207,9 @@ def infidelity(model, xs, attributions, target=None, *, ys=None, samples=10, noi
     scorer = _scorer(model)
     x, forward = scorer.forward(xs, target, ys, batch_size)
     a = _attributions_like(attributions, x)
-    samples = _check_steps(samples if perturbations is None else len(perturbations), "samples")
-    noise = (np.random.default_rng(seed).normal(0.0, noise_scale, (samples, *x.shape)) if perturbations is None
-             else np.asarray(perturbations, np.float64))  # fmt: skip
-    if noise.shape != (samples, *x.shape):
-        raise InvalidInputError(f"perturbations must be shaped {(samples, *x.shape)}; got {noise.shape}")
+    draw = lambda rng, size: rng.normal(0.0, noise_scale, size)  # noqa: E731
+    noise = _perturbations(perturbations, samples, x.shape, draw, seed).astype(np.float64)
+    samples = len(noise)
     n = len(x)
     owners = np.tile(np.arange(n), samples)
     perturbed = (x[None] - noise).astype(x.dtype).reshape((-1, *x.shape[1:]))
@@ -328,20 +326,50 @@ def sensitivity_max(explainer, xs, target=None, *, ys=None, radius=0.02, samples
     ndarray, (N,)
     """
     x = np.asarray(xs)
-    samples = _check_steps(samples if perturbations is None else len(perturbations), "samples")
-    noise = (np.random.default_rng(seed).uniform(-radius, radius, (samples, *x.shape)) if perturbations is None
-             else np.asarray(perturbations))  # fmt: skip
-    if noise.shape != (samples, *x.shape):
-        raise InvalidInputError(f"perturbations must be shaped {(samples, *x.shape)}; got {noise.shape}")
-    weights = explainer.target_weights(x, target, ys=ys)  # the copies explain their clean sample's target
+    noise = _perturbations(
+        perturbations, samples, x.shape, lambda rng, shape: rng.uniform(-radius, radius, shape), seed
+    )
+    return _worst_change(explainer, x, target, ys, noise, lambda clean, d: np.linalg.norm(clean, axis=1))
+
+
+def local_lipschitz(explainer, xs, target=None, *, ys=None, noise_scale=0.1, samples=10, seed=None,
+                    perturbations=None) -> np.ndarray:  # fmt: skip
+    """The local Lipschitz estimate (Alvarez-Melis & Jaakkola 2018, "On the Robustness of Interpretability
+    Methods", ICML workshop, Eq. 3; Quantus' ``LocalLipschitzEstimate``): the largest
+    ``||explain(x + d) - explain(x)|| / ||d||`` over ``samples`` Gaussian perturbations ``d`` of standard deviation
+    ``noise_scale`` per feature. Arguments as :func:`sensitivity_max`.
+
+    Returns
+    -------
+    ndarray, (N,)
+    """
+    x = np.asarray(xs)
+    noise = _perturbations(perturbations, samples, x.shape, lambda rng, shape: rng.normal(0, noise_scale, shape), seed)
+    return _worst_change(explainer, x, target, ys, noise, lambda clean, d: np.linalg.norm(d, axis=1))
+
+
+def _perturbations(given, samples, shape, draw, seed) -> np.ndarray:
+    """``(S, *shape)`` perturbations: the ``given`` ones, or ``samples`` drawn by ``draw(rng, shape)``."""
+    samples = _check_steps(samples if given is None else len(given), "samples")
+    noise = draw(np.random.default_rng(seed), (samples, *shape)) if given is None else np.asarray(given)
+    if noise.shape != (samples, *shape):
+        raise InvalidInputError(f"perturbations must be shaped {(samples, *shape)}; got {noise.shape}")
+    return noise
+
+
+def _worst_change(explainer, x, target, ys, noise, scale) -> np.ndarray:
+    """Per sample, the largest ``||explain(x + d) - explain(x)|| / scale(explain(x), d)`` over the perturbations;
+    the perturbed copies explain their clean sample's target."""
+    weights = explainer.target_weights(x, target, ys=ys)
     fixed = {"ys": weights} if weights is not None else {"target": target}
     clean = explainer.run(x, **fixed)
-    norm = np.linalg.norm(clean.reshape(len(x), -1), axis=1)
+    flat = clean.reshape(len(x), -1)
     worst = np.zeros(len(x))
     for d in noise:
         moved = explainer.run((x + d).astype(x.dtype), **fixed)
-        change = np.linalg.norm((moved - clean).reshape(len(x), -1), axis=1)
-        worst = np.maximum(worst, np.divide(change, norm, out=np.full(len(x), np.inf), where=norm > 0))
+        change = np.linalg.norm(moved.reshape(len(x), -1) - flat, axis=1)
+        denominator = scale(flat, d.reshape(len(x), -1))
+        worst = np.maximum(worst, np.divide(change, denominator, out=np.full(len(x), np.inf), where=denominator > 0))
     return worst
 
 
@@ -770,6 +798,7 @@ __all__ = [
     "deletion",
     "infidelity",
     "insertion",
+    "local_lipschitz",
     "mufidelity",
     "pixel_flipping",
     "pointing_game",

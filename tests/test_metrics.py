@@ -231,3 +231,16 @@ def test_randomization_check():
     assert metrics._ssims(a[:1], b[:1])[0] == pytest.approx(structural_similarity(*scaled, data_range=1.0))
     with pytest.raises(InvalidInputError, match="order must be 'cascading' or 'independent'"):
         metrics.randomization_check("saliency", model, xs, order="bottom_up")
+
+
+def test_local_lipschitz_of_grad_times_input_on_a_linear_model_by_hand():
+    model = linear_model()
+    explainer = deepexplain.Explainer("grad*input", model)
+    noise = np.random.default_rng(4).normal(0, 0.1, size=(4, *XS.shape)).astype(np.float32)
+    got = metrics.local_lipschitz(explainer, XS, target=0, perturbations=noise)
+    expected = np.max([np.linalg.norm((d * W).reshape(3, -1), axis=1) / np.linalg.norm(d.reshape(3, -1), axis=1)
+                       for d in noise], axis=0)  # fmt: skip
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    assert np.all(got <= np.abs(W).max() + 1e-6)  # |w * d| <= max|w| |d|
+    with pytest.raises(InvalidInputError, match="perturbations must be shaped"):
+        metrics.local_lipschitz(explainer, XS, target=0, perturbations=noise[:, :2])
