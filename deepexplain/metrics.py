@@ -7,8 +7,8 @@ score of a row is the model's output for the sample's target, as :meth:`deepexpl
 
 Faithfulness
     :func:`deletion`, :func:`insertion` (Petsiuk et al. 2018, as xplique computes them), :func:`pixel_flipping`
-    (Samek et al. 2017, AOPC), :func:`mufidelity` (Bhatt et al. 2020, as xplique), :func:`infidelity` (Yeh et al.
-    2019, as Captum).
+    (Samek et al. 2017, AOPC), :func:`road` (Rong et al. 2022), :func:`mufidelity` (Bhatt et al. 2020, as
+    xplique), :func:`infidelity` (Yeh et al. 2019, as Captum).
 Robustness
     :func:`sensitivity_max` (Yeh et al. 2019, as Captum), :func:`local_lipschitz` (Alvarez-Melis & Jaakkola 2018).
 Complexity
@@ -177,6 +177,104 @@ def pixel_flipping(model, xs, attributions, target=None, *, ys=None, steps=20, b
         ranking = np.argsort(-relevance if order == "morf" else relevance, axis=1, kind="stable")
     counts = np.round(np.linspace(0, count, _check_steps(steps) + 1)).astype(int)
     return _curve(model, x, target, ys, ranking, ids, counts, count, baseline, batch_size, progress, False)
+
+
+def road(model, xs, attributions, target=None, *, ys=None, steps=9, max_percentage_perturbed=0.9, order="morf",
+         noise=0.01, seed=None, batch_size=None, progress=True) -> Curve:  # fmt: skip
+    """ROAD, Remove And Debias (Rong et al. 2022, "A Consistent and Efficient Evaluation Strategy for Attribution
+    Methods", ICML, Sec. 4): as :func:`deletion`, but the removed pixels are not set to a baseline: they are filled
+    by noisy linear imputation, each the weighted mean of its 8 neighbours (1/6 for the 4 next, 1/12 for the
+    diagonal ones; one sparse linear system per image and step, the pixels kept as they are) plus Gaussian noise of
+    standard deviation ``noise``, so that the shape of the removed region tells the model nothing.
+
+    Parameters
+    ----------
+    model, xs, attributions, target, ys, batch_size, progress
+        As :func:`deletion`; images ``(N, H, W, C)``.
+    steps, max_percentage_perturbed
+        The curve goes from 0 to ``max_percentage_perturbed`` of the pixels removed (default 0.9, the paper's 10%
+        to 90%) in ``steps`` steps.
+    order : {'morf', 'lerf'}
+        Most relevant pixels first, or least relevant first.
+    noise : float
+        Standard deviation of the noise added to the imputed values (the paper's 0.01).
+    seed : int, optional
+        Seed of the noise.
+
+    Returns
+    -------
+    Curve
+    """
+    if order not in ("morf", "lerf"):
+        raise InvalidInputError(f"order must be 'morf' or 'lerf'; got {order!r}")
+    if (
+        isinstance(max_percentage_perturbed, bool)
+        or not np.isscalar(max_percentage_perturbed)
+        or not (0 < max_percentage_perturbed <= 1)
+    ):
+        raise InvalidInputError(f"max_percentage_perturbed must be in (0, 1]; got {max_percentage_perturbed!r}")
+    x, a, positions = _maps(xs, attributions)
+    if x.ndim != 4:
+        raise InvalidInputError(f"road imputes pixels of images (N, H, W, C); got shape {x.shape}")
+    scorer = _scorer(model)
+    x, forward = scorer.forward(x, target, ys, batch_size)
+    relevance = a.mean(axis=-1).reshape(len(x), -1)
+    ranking = np.argsort(-relevance if order == "morf" else relevance, axis=1, kind="stable")
+    count = relevance.shape[1]
+    counts = np.linspace(0, int(np.floor(count * max_percentage_perturbed)), _check_steps(steps) + 1).astype(int)
+    rng = np.random.default_rng(seed)
+    rows, owners = [], []
+    for n in tqdm(range(len(x)), delay=2, disable=not progress, desc="road"):
+        for k in counts:
+            removed = np.zeros(count, bool)
+            removed[ranking[n, :k]] = True
+            rows.append(impute(x[n], removed.reshape(positions), noise, rng))
+            owners.append(n)
+    scores = _in_chunks(forward, np.stack(rows).astype(x.dtype), np.asarray(owners), batch_size)
+    return Curve(fractions=counts / count, scores=scores.reshape(len(x), len(counts)))
+
+
+_NEIGHBOURS = [((-1, 0), 1 / 6), ((1, 0), 1 / 6), ((0, -1), 1 / 6), ((0, 1), 1 / 6),
+               ((-1, -1), 1 / 12), ((-1, 1), 1 / 12), ((1, -1), 1 / 12), ((1, 1), 1 / 12)]  # fmt: skip
+
+
+def impute(image, removed, noise=0.01, rng=None) -> np.ndarray:
+    """ROAD's noisy linear imputation of the ``removed`` pixels (H, W bool) of ``image`` (H, W, C): each removed
+    pixel the weighted mean of its neighbours inside the image (:data:`_NEIGHBOURS`), solved for all removed pixels
+    at once, plus N(0, ``noise``) noise."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import spsolve
+
+    height, width = removed.shape
+    unknown = np.flatnonzero(removed)
+    out = np.array(image, np.float64)
+    if not len(unknown):
+        return out
+    index = np.full(height * width, -1)
+    index[unknown] = np.arange(len(unknown))
+    rows, cols = np.divmod(unknown, width)
+    flat = out.reshape(height * width, -1)
+    entries_i, entries_j, values = [np.arange(len(unknown))], [np.arange(len(unknown))], [np.zeros(len(unknown))]
+    right = np.zeros((len(unknown), flat.shape[1]))
+    for (dy, dx), weight in _NEIGHBOURS:
+        y, x = rows + dy, cols + dx
+        inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
+        values[0][inside] += weight  # the diagonal: the weights of the neighbours that exist
+        neighbour = np.where(inside, y * width + x, 0)
+        is_unknown = inside & (index[neighbour] >= 0)
+        entries_i.append(np.flatnonzero(is_unknown))
+        entries_j.append(index[neighbour[is_unknown]])
+        values.append(np.full(is_unknown.sum(), -weight))
+        known = inside & ~is_unknown
+        right[known] += weight * flat[neighbour[known]]
+    system = coo_matrix((np.concatenate(values), (np.concatenate(entries_i), np.concatenate(entries_j))),
+                        shape=(len(unknown), len(unknown))).tocsc()  # fmt: skip
+    solved = spsolve(system, right)
+    solved = solved.reshape(len(unknown), -1)
+    if noise:
+        solved = solved + (rng or np.random.default_rng()).normal(0.0, noise, solved.shape)
+    flat[unknown] = solved
+    return out
 
 
 def infidelity(model, xs, attributions, target=None, *, ys=None, samples=10, noise_scale=1.0, seed=None,
@@ -585,6 +683,7 @@ _METRICS = {
     "deletion": (lambda s, x, a, t, y, m, r: deletion(s, x, a, t, ys=y, progress=False).auc, "lower"),
     "insertion": (lambda s, x, a, t, y, m, r: insertion(s, x, a, t, ys=y, progress=False).auc, "higher"),
     "pixel_flipping": (lambda s, x, a, t, y, m, r: pixel_flipping(s, x, a, t, ys=y, progress=False).aopc, "higher"),
+    "road": (lambda s, x, a, t, y, m, r: road(s, x, a, t, ys=y, seed=r, progress=False).auc, "lower"),
     "mufidelity": (lambda s, x, a, t, y, m, r: mufidelity(s, x, a, t, ys=y, seed=r), "higher"),
     "sparseness": (lambda s, x, a, t, y, m, r: sparseness(a), "higher"),
     "complexity": (lambda s, x, a, t, y, m, r: complexity(a), "lower"),
@@ -639,8 +738,8 @@ def evaluate(methods, model, xs, target=None, *, ys=None, metrics=("deletion", "
     model, xs, target, ys
         As :func:`deletion`.
     metrics : sequence of str
-        Names among 'deletion', 'insertion', 'pixel_flipping', 'mufidelity', 'sparseness', 'complexity' and, with
-        ``masks``, 'pointing_game', 'relevance_mass_accuracy', 'relevance_rank_accuracy'.
+        Names among 'deletion', 'insertion', 'pixel_flipping', 'road', 'mufidelity', 'sparseness', 'complexity'
+        and, with ``masks``, 'pointing_game', 'relevance_mass_accuracy', 'relevance_rank_accuracy'.
     masks : ndarray of bool, optional
         Ground-truth regions ``(N, H, W)`` for the localisation metrics.
     seed : int
@@ -799,11 +898,13 @@ __all__ = [
     "infidelity",
     "insertion",
     "local_lipschitz",
+    "impute",
     "mufidelity",
     "pixel_flipping",
     "pointing_game",
     "relevance_mass_accuracy",
     "relevance_rank_accuracy",
+    "road",
     "sensitivity_max",
     "sparseness",
 ]

@@ -244,3 +244,25 @@ def test_local_lipschitz_of_grad_times_input_on_a_linear_model_by_hand():
     assert np.all(got <= np.abs(W).max() + 1e-6)  # |w * d| <= max|w| |d|
     with pytest.raises(InvalidInputError, match="perturbations must be shaped"):
         metrics.local_lipschitz(explainer, XS, target=0, perturbations=noise[:, :2])
+
+
+def test_road_imputation_recovers_a_linear_image_and_the_curve_runs():
+    rows, cols = np.indices((9, 9))
+    image = np.stack([0.1 * rows + 0.2 * cols, 1.0 - 0.05 * rows], -1)
+    removed = np.zeros((9, 9), bool)
+    removed[2:7, 3:6] = True  # an interior hole: the symmetric neighbour means reproduce a linear function
+    removed[4, 7] = True
+    filled = metrics.impute(image * np.where(removed[..., None], 7.0, 1.0), removed, noise=0.0)
+    np.testing.assert_allclose(filled, image, atol=1e-10)
+    noisy = metrics.impute(image, removed, noise=0.01, rng=np.random.default_rng(0))
+    assert 0.003 < np.std((noisy - image)[removed]) < 0.03 and np.array_equal(noisy[~removed], image[~removed])
+    model = small_cnn()
+    xs = RNG.uniform(size=(2, 10, 10, 3)).astype(np.float32)
+    attributions = RNG.normal(size=xs.shape)
+    curve = metrics.road(model, xs, attributions, target=0, steps=3, seed=0)
+    np.testing.assert_allclose(curve.fractions, [0, 0.3, 0.6, 0.9])
+    np.testing.assert_allclose(curve.scores[:, 0], model(xs).numpy()[:, 0], rtol=1e-5)
+    again = metrics.road(model, xs, attributions, target=0, steps=3, seed=0, batch_size=3)
+    np.testing.assert_allclose(again.scores, curve.scores, rtol=1e-6)
+    with pytest.raises(InvalidInputError, match="road imputes pixels of images"):
+        metrics.road(model, xs[:, 0], attributions[:, 0], target=0)
