@@ -266,3 +266,29 @@ def test_road_imputation_recovers_a_linear_image_and_the_curve_runs():
     np.testing.assert_allclose(again.scores, curve.scores, rtol=1e-6)
     with pytest.raises(InvalidInputError, match="road imputes pixels of images"):
         metrics.road(model, xs[:, 0], attributions[:, 0], target=0)
+
+
+def test_sensitivity_max_equals_captum_on_the_same_perturbations():
+    torch = pytest.importorskip("torch")
+    captum_attr = pytest.importorskip("captum.attr")
+    captum_metrics = pytest.importorskip("captum.metrics")
+    rng = np.random.default_rng(6)
+    kernel = rng.normal(size=(5, 4)).astype(np.float32)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, use_bias=False, activation="tanh"),
+                              keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")])  # fmt: skip
+    model.layers[0].set_weights([kernel])
+    xs = rng.normal(size=(3, 5)).astype(np.float32)
+    noise = rng.uniform(-0.2, 0.2, size=(7, 3, 5)).astype(np.float32)
+    ours = metrics.sensitivity_max(deepexplain.Explainer("grad*input", model), xs, target=0, perturbations=noise)
+    twin = torch.nn.Sequential(torch.nn.Linear(5, 4, bias=False), torch.nn.Tanh(), torch.nn.Linear(4, 1, bias=False))
+    with torch.no_grad():
+        twin[0].weight.copy_(torch.from_numpy(kernel.T))
+        twin[2].weight.fill_(1.0)
+    expanded = torch.from_numpy(noise.transpose(1, 0, 2).reshape(-1, 5))  # Captum repeats each sample S times
+
+    def perturb(inputs, radius):
+        return inputs + expanded
+
+    theirs = captum_metrics.sensitivity_max(captum_attr.InputXGradient(twin).attribute, torch.from_numpy(xs),
+                                            perturb_func=perturb, n_perturb_samples=7, target=0)  # fmt: skip
+    np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-4)
