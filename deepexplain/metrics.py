@@ -736,7 +736,8 @@ def evaluate(methods, model, xs, target=None, *, ys=None, metrics=("deletion", "
         Method name -> attributions (an array, e.g. from another library) or keyword arguments of
         :class:`deepexplain.Explainer`; or a list of method names (their defaults).
     model, xs, target, ys
-        As :func:`deletion`.
+        As :func:`deletion` (a :class:`Scorer`, e.g. of a TF1 graph's explainer, when every method comes as
+        attributions).
     metrics : sequence of str
         Names among 'deletion', 'insertion', 'pixel_flipping', 'road', 'mufidelity', 'sparseness', 'complexity'
         and, with ``masks``, 'pointing_game', 'relevance_mass_accuracy', 'relevance_rank_accuracy'.
@@ -760,10 +761,12 @@ def evaluate(methods, model, xs, target=None, *, ys=None, metrics=("deletion", "
     if masks is None and any(m in _LOCALISATION for m in metrics):
         raise InvalidInputError(f"the localisation metrics {list(_LOCALISATION)} need masks=")
     chosen = dict(methods) if isinstance(methods, dict) else {name: {} for name in methods}
-    scorer = Scorer(model)
+    scorer = _scorer(model)
     values = {}
     for name, given in tqdm(chosen.items(), desc="evaluate", delay=2, disable=not progress):
         if isinstance(given, dict):
+            if isinstance(model, Scorer | Explainer):
+                raise InvalidInputError(f"{name}: give the model, or attributions instead of the method's arguments")
             attributions = Explainer(name, model, progress=False, **given).run(xs, target=target, ys=ys)
         else:
             attributions = np.asarray(given)

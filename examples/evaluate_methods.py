@@ -10,7 +10,10 @@ masks of the localisation metrics. Then:
 3. :func:`deepexplain.metrics.evaluate` tables deletion and insertion (Petsiuk et al. 2018), MuFidelity (Bhatt
    et al. 2020), sparseness, the pointing game and relevance mass/rank accuracy (Arras et al. 2022), with the
    ``random`` and ``input`` baselines as controls that no method should resemble;
-4. :func:`deepexplain.plot.curves` draws the deletion curves.
+4. :func:`deepexplain.plot.curves` draws the deletion curves;
+5. then every method of the library (the demo's arguments) on the digits CNN of ``deepexplain demo``, a TF1 graph,
+   through a :class:`deepexplain.metrics.Scorer` of its session: no ground truth there, so the faithfulness and
+   complexity metrics only.
 
 Run::
 
@@ -137,6 +140,31 @@ def main(argv=None):
         curves[name] = metrics.deletion(scorer, x_test, attributions, target=predicted, steps=12)
     plot.curves(curves, title="deletion: the predicted logit as the top pixels go", save=out / "evaluate_deletion.png")
     print(f"wrote {out / 'evaluate_deletion.png'}")
+    rank_every_method_on_digits(args.smoke)
+
+
+def rank_every_method_on_digits(smoke: bool) -> None:
+    """Every method of the library (the demo's arguments) on the demo's digits CNN (a TF1 graph and session)."""
+    from deepexplain.demo import digits_cnn, explain_all, load_digits_data, method_arguments, pick_samples
+    from deepexplain.tensorflow import DeepExplain
+
+    data = load_digits_data()
+    model = digits_cnn(data)
+    try:
+        xs = data.x_test[pick_samples(data.y_test, 4 if smoke else 20)]
+        ys = np.eye(10, dtype=np.float32)[model.predict(xs).argmax(axis=1)]
+        baselines = data.x_train[:32]
+        arguments = method_arguments(baselines, quick=smoke, patterns=model.fit_patterns(data.x_train),
+                                     layer=model.features)  # fmt: skip
+        attributions, _ = explain_all(model, xs, ys, arguments)
+        with DeepExplain(session=model.session) as de:
+            scorer = metrics.Scorer(de.get_explainer("zero", model.logits, model.X, progress=False))
+            chosen = ("deletion", "insertion", "sparseness", "complexity")
+            evaluation = metrics.evaluate(attributions, scorer, xs, ys=ys, metrics=chosen, progress=False)
+    finally:
+        model.close()
+    print(f"every method ({len(attributions)}) on {len(xs)} test digits of the digits CNN:")
+    print(evaluation)
 
 
 if __name__ == "__main__":
