@@ -528,7 +528,7 @@ def rise(forward, xs, masks=4000, grid=7, p=0.5, baseline=0.0, seed=None, batch_
         )
     masks = _check_samples(masks, 4000)
     spatial = inputs.shapes[0][:-1]
-    all_masks = rise_masks(spatial, masks, grid, p, seed)  # (masks, *spatial), float32
+    all_masks = _RiseMasks(spatial, masks, grid, p, seed)  # made chunk by chunk: 4000 full masks would not fit
     inputs.set_baseline(baseline)
     x, base = inputs.xs[0], np.broadcast_to(inputs.base[0], inputs.flat[0].shape[1:]).reshape(inputs.shapes[0])
     total = inputs.n * masks
@@ -537,10 +537,11 @@ def rise(forward, xs, masks=4000, grid=7, p=0.5, baseline=0.0, seed=None, batch_
     with tqdm(total=-(-total // batch_size), desc="rise", unit="call", delay=2, disable=not progress) as bar:
         for start in range(0, total, batch_size):
             owners, ids = np.divmod(np.arange(start, min(start + batch_size, total)), masks)
-            m = all_masks[ids][..., None]
+            chunk = all_masks[ids]
+            m = chunk[..., None]
             rows = (x[owners] * m + base * (1 - m)).astype(inputs.flat[0].dtype, copy=False)
             scores = _call(forward, [rows], owners)
-            np.add.at(saliency, owners, scores[:, None] * all_masks[ids].reshape(len(ids), -1))
+            np.add.at(saliency, owners, scores[:, None] * chunk.reshape(len(ids), -1))
             bar.update()
     return [(saliency / (masks * p)).reshape((inputs.n, *spatial)).astype(inputs.result_dtypes[0])]
 
@@ -552,20 +553,30 @@ def rise_masks(shape, masks=4000, grid=7, p=0.5, seed=None) -> np.ndarray:
     (half-pixel, edges clamped) to ``(grid + 1) * cell`` with ``cell = ceil(size / grid)``, then cropped at a random
     offset in ``[0, cell)`` per axis (Petsiuk et al. 2018, Sec. 3.2).
     """
-    if not _is_int(grid) or grid < 1:
-        raise ValueError(f"grid must be a positive int, got {grid!r}")
-    if isinstance(p, bool) or not isinstance(p, (int, float, np.number)) or not 0 < p <= 1:
-        raise ValueError(f"p must be a probability in (0, 1], got {p!r}")
-    rng = np.random.default_rng(seed)
-    shape = tuple(int(n) for n in shape)
-    cells = [math.ceil(n / grid) for n in shape]
-    grids = (rng.random((masks, *(grid,) * len(shape))) < p).astype(np.float64)
-    shifts = np.stack([rng.integers(0, c, size=masks) for c in cells], axis=1)
-    stretched = stretch(grids, [(grid + 1) * c for c in cells], "bilinear")
-    out = np.empty((masks, *shape), np.float32)
-    for i, shift in enumerate(shifts):
-        out[i] = stretched[(i, *(slice(o, o + n) for o, n in zip(shift, shape, strict=True)))]
-    return out
+    return _RiseMasks(shape, masks, grid, p, seed)[np.arange(masks)]
+
+
+class _RiseMasks:
+    """RISE's masks, drawn once as small grids and shifts (the seed fixes them all) and stretched on demand."""
+
+    def __init__(self, shape, masks, grid, p, seed):
+        if not _is_int(grid) or grid < 1:
+            raise ValueError(f"grid must be a positive int, got {grid!r}")
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.number)) or not 0 < p <= 1:
+            raise ValueError(f"p must be a probability in (0, 1], got {p!r}")
+        rng = np.random.default_rng(seed)
+        self.shape = tuple(int(n) for n in shape)
+        self.cells = [math.ceil(n / grid) for n in self.shape]
+        self.grids = rng.random((masks, *(grid,) * len(self.shape))) < p
+        self.shifts = np.stack([rng.integers(0, c, size=masks) for c in self.cells], axis=1)
+        self.size = [(grid + 1) * c for c in self.cells]
+
+    def __getitem__(self, ids) -> np.ndarray:
+        stretched = stretch(self.grids[ids].astype(np.float64), self.size, "bilinear")
+        out = np.empty((len(ids), *self.shape), np.float32)
+        for k, shift in enumerate(self.shifts[ids]):
+            out[k] = stretched[(k, *(slice(o, o + n) for o, n in zip(shift, self.shape, strict=True)))]
+        return out
 
 
 def _check_samples(samples, default):

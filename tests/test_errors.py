@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from conftest import mlp, simpler_model, tf1
 
-from deepexplain.errors import InvalidInputError, NotConnectedError
+from deepexplain.errors import InvalidInputError, InvalidTypeError, NotConnectedError
 from deepexplain.tensorflow import DeepExplain
 
 
@@ -243,3 +243,31 @@ def test_integrated_gradients_of_a_linear_model_sum_in_float64(session):
     T = X * 3.0
     with DeepExplain(session=session) as de:
         np.testing.assert_array_equal(de.explain("intgrad", T, X, np.ones((1, 1)), steps=300), [[3.0]])
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "message"),
+    [
+        ("occlusion", {"window_shape": 5}, r"occlusion: window_shape \(5,\) of input 0 is larger than one sample"),
+        ("occlusion", {"window_shape": (1, 1)}, r"occlusion: window_shape of input 0 must be an int or have one"),
+        ("occlusion", {"step": 0}, r"occlusion: step of input 0 must be positive"),
+        ("shapley_sampling", {"samples": 0}, r"shapley_sampling: samples must be at least 1"),
+        ("shapley_sampling", {"sampling_dims": [3]}, r"sampling_dims of input 0 must lie in 1..1"),
+        ("feature_ablation", {"feature_mask": np.zeros(3, int)}, r"feature_mask of input 0 must be broadcastable"),
+        ("kernel_shap", {"feature_mask": np.zeros(2)}, r"feature_mask of input 0 must hold integer player ids"),
+        ("lime", {"kernel_width": 0}, r"lime: kernel_width must be > 0"),
+        ("rise", {}, r"rise: rise masks the positions of one input of images"),
+    ],
+)
+def test_perturbation_arguments_are_checked_at_construction(session, method, kwargs, message):
+    """get_explainer refuses arguments that can never run, before adding anything to the graph (issue 11, group 3);
+    the errors are deepexplain's, subclasses of ValueError/TypeError and RuntimeError."""
+    X, T = simpler_model()
+    count = len(session.graph.get_operations())
+    with DeepExplain(session=session) as de:
+        with pytest.raises((InvalidInputError, InvalidTypeError), match=message) as info:
+            de.get_explainer(method, T, X, **kwargs)
+        assert isinstance(info.value, RuntimeError)
+        assert len(session.graph.get_operations()) == count
+        ok = de.explain("occlusion", T, X, np.array([[3.0, 1.0]], np.float32), ys=np.ones((1, 1), np.float32))
+    np.testing.assert_allclose(ok, [[1.0, -1.0]], atol=1e-6)  # relu(relu(x1 - 1) - relu(x2)) at (3, 1)

@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import importlib
+import warnings
+
+import numpy as np
+
+from deepexplain.errors import InvalidInputError, InvalidTypeError
+
+
+class _Checked(Exception):
+    """Raised by the stand-in model of a dry run: every argument passed the engine's checks."""
+
+
+def _stand_in(rows, owners):
+    raise _Checked
 
 
 class PerturbationMethod:
     """A method that needs forward passes only; ``attribute`` calls one function of the perturbation engine.
 
-    ``engine_function`` names that function in :mod:`deepexplain.perturbation` (imported on first use).
+    ``engine_function`` names that function in :mod:`deepexplain.perturbation` (imported on first use). The
+    arguments are checked at construction, when the inputs' shapes are known: the engine runs on one all-zeros
+    sample with a stand-in model that stops it at its first call, after all its checks (window larger than the
+    input, ``step=0``, ``samples=0``, a ``feature_mask`` of the wrong shape, ...). The engine's errors come as
+    :mod:`deepexplain.errors` types naming the method.
     """
 
     needs_gradient = False
@@ -18,10 +35,37 @@ class PerturbationMethod:
     def __init__(self, sample_shapes, **kwargs):
         self.sample_shapes = [None if s is None else tuple(s) for s in sample_shapes]
         self.kwargs = kwargs
+        if self.sample_shapes and all(s is not None and None not in s for s in self.sample_shapes):
+            xs = [np.zeros((1, *s), np.float32) for s in self.sample_shapes]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the run itself warns
+                try:
+                    self._engine(_stand_in, xs, None, False)
+                except _Checked:
+                    pass
 
     def attribute(self, forward, xs, batch_size, progress):
+        return self._engine(forward, xs, batch_size, progress)
+
+    def _engine(self, forward, xs, batch_size, progress):
         function = getattr(importlib.import_module("deepexplain.perturbation"), self.engine_function)
-        return function(forward, xs, batch_size=batch_size, progress=progress, **self.kwargs)
+        try:
+            return function(forward, xs, batch_size=batch_size, progress=progress, **self.kwargs)
+        except (TypeError, ValueError) as error:
+            if isinstance(error, InvalidInputError | InvalidTypeError) or not _is_engine_error(error):
+                raise  # ours already, or the model's own error
+            kind = InvalidTypeError if isinstance(error, TypeError) else InvalidInputError
+            raise kind(f"{self.engine_function}: {error}") from None
+
+
+def _is_engine_error(error) -> bool:
+    """Whether the perturbation engine itself raised ``error`` (an argument check), not the model it called."""
+    frames = []
+    tb = error.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    return bool(frames) and frames[-1].endswith("perturbation.py") and "methods" not in frames[-1]
 
 
 class Occlusion(PerturbationMethod):
