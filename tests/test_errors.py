@@ -271,3 +271,34 @@ def test_perturbation_arguments_are_checked_at_construction(session, method, kwa
         assert len(session.graph.get_operations()) == count
         ok = de.explain("occlusion", T, X, np.array([[3.0, 1.0]], np.float32), ys=np.ones((1, 1), np.float32))
     np.testing.assert_allclose(ok, [[1.0, -1.0]], atol=1e-6)  # relu(relu(x1 - 1) - relu(x2)) at (3, 1)
+
+
+def test_the_context_can_be_entered_again_inside_itself(model):
+    session, X, T = model
+    de = DeepExplain(session=session)
+    with de:
+        with de:
+            inner = de.explain("saliency", T, X, np.array([[3.0, 1.0]], np.float32))
+        assert de.context_on  # the outer block is still open
+        outer = de.explain("saliency", T, X, np.array([[3.0, 1.0]], np.float32))
+    assert not de.context_on
+    np.testing.assert_allclose(inner, outer)
+    with pytest.raises(RuntimeError, match="only within a DeepExplain context"):
+        de.explain("saliency", T, X, np.ones((1, 2), np.float32))
+
+
+def test_a_closed_session_is_refused_before_any_op_is_added():
+    graph = tf.Graph()
+    with graph.as_default():
+        session = tf1.Session(graph=graph)
+        X, T = simpler_model()
+        with DeepExplain(session=session) as de:
+            explainer = de.get_explainer("saliency", T, X)
+        session.close()
+        count = len(graph.get_operations())
+        with DeepExplain(session=session) as de:
+            with pytest.raises(InvalidInputError, match="session of this DeepExplain context is closed"):
+                de.get_explainer("intgrad", T, X)
+        assert len(graph.get_operations()) == count
+        with pytest.raises(InvalidInputError, match="the session this explainer runs in is closed"):
+            explainer.run(np.ones((1, 2), np.float32))

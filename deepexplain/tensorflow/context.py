@@ -46,19 +46,21 @@ class DeepExplain:
             raise RuntimeError("DeepExplain: could not retrieve a session. Use DeepExplain(session=your_session).")
         self.session = session
         self.graph = graph if graph is not None else session.graph
-        self.context_on = False
-        self._graph_context = None
+        self._graph_contexts: list = []  # one per `with`, so that the context can be entered again inside itself
+
+    @property
+    def context_on(self) -> bool:
+        """Whether a ``with`` block of this context is open."""
+        return bool(self._graph_contexts)
 
     def __enter__(self):
-        self._graph_context = self.graph.as_default()
-        self._graph_context.__enter__()
-        self.context_on = True
+        context = self.graph.as_default()
+        context.__enter__()
+        self._graph_contexts.append(context)
         return self
 
     def __exit__(self, exc_type, exc_value, traceback):
-        self.context_on = False
-        self._graph_context.__exit__(exc_type, exc_value, traceback)
-        self._graph_context = None
+        self._graph_contexts.pop().__exit__(exc_type, exc_value, traceback)
         return False
 
     def get_explainer(self, method, /, T, X, **kwargs) -> Explainer:
@@ -134,6 +136,8 @@ class DeepExplain:
         """The runner of ``T`` and ``X`` in this context's session, after every argument was checked."""
         if not self.context_on:
             raise RuntimeError("Explain can be called only within a DeepExplain context.")
+        if getattr(self.session, "_closed", False):
+            raise InvalidInputError("the session of this DeepExplain context is closed; open the context on a live one")
         layer = kwargs.pop("layer", None) if getattr(declaration_of(method), "uses_layer", False) else None
         check_method(method, kwargs)
         self._check_tensors(T, X)

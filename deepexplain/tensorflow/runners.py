@@ -119,12 +119,20 @@ class SessionRunner:
         values = self._extra_values
 
         def run(arrays, extra_arrays):
+            self._check_open()
             return list(function(*arrays, *extra_arrays, *values))
 
         return run
 
+    def _check_open(self) -> None:
+        if getattr(self.session, "_closed", False):
+            from deepexplain.errors import InvalidInputError
+
+            raise InvalidInputError("the session this explainer runs in is closed")
+
     def explained_inputs(self, arrays: list, rows: int) -> list:
         """The arrays fed to ``X``: the model inputs themselves, or the layer output they give."""
+        self._check_open()
         if self.model_inputs is None:
             return arrays
         return _in_chunks(
