@@ -94,6 +94,14 @@ class SessionRunner:
 
             raise InvalidInputError(f"The input tensors have different fixed batch sizes: {sorted(sizes)}")
         self.fixed_rows = sizes.pop() if sizes else None
+        if self.fixed_rows is None and target.shape.rank and target.shape.as_list()[0] is not None:
+            from deepexplain.errors import InvalidInputError
+
+            raise InvalidInputError(
+                f"T ({target.name}) has shape {target.shape}: its first dimension is fixed while X's batch is free, so "
+                "T's rows are not the samples' (a sum or a broadcast over the batch?); the first dimension of T must "
+                "be the batch of X"
+            )
         self.output_names = [target.name]
         self.multiple_inputs = len(self.inputs) > 1 if multiple_inputs is None else bool(multiple_inputs)
         self.multiple_model_inputs = self.multiple_inputs if model_inputs is None else len(model_inputs) > 1
