@@ -351,10 +351,13 @@ def method_arguments(baselines: np.ndarray, quick: bool = False, seed: int = 0, 
         **{name: {"patterns": patterns} for name in METHODS if name.startswith("pattern.")},
         **{name: {"layer": layer} for name in METHODS if getattr(METHODS[name], "uses_layer", False)},
     }
-    missing = [patterns is None and name.startswith("pattern.") or
-               layer is None and getattr(METHODS[name], "uses_layer", False) for name in METHODS]  # fmt: skip
-    return {name: arguments.get(name, {}) for name, left_out in zip(METHODS, missing, strict=True)
-            if name not in ALIASES and not left_out}  # fmt: skip
+
+    def left_out(name):
+        return (patterns is None and name.startswith("pattern.")) or (
+            layer is None and getattr(METHODS[name], "uses_layer", False)
+        )
+
+    return {name: arguments.get(name, {}) for name in METHODS if name not in ALIASES and not left_out(name)}
 
 
 @dataclass(frozen=True)

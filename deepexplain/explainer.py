@@ -246,10 +246,13 @@ class Explainer:
         request, inputs, specs, _, rows = self._prepare(xs, target, ys, None, batch_size)
         return self._weights_of(request, inputs, specs, rows)
 
-    def _weights_of(self, request, inputs, specs, rows):
+    def _weights_of(self, request, inputs, specs, rows, compiled=None):
+        """The weights of the output units fed with each sample's rows, ``(N, *output.shape[1:])`` ('max' resolved
+        on ``inputs`` themselves, in calls of at most ``rows`` rows); None for 'all' and for a callable target.
+        ``compiled`` gives the output's shape and dtype (default: the outputs' compilation)."""
         if request.score is not None or request.kind == "all":
             return None
-        compiled = self._compile("outputs", None, specs)
+        compiled = compiled or self._compile("outputs", None, specs)
         return request.weights(len(inputs[0]), compiled.output_shape, compiled.weights_dtype,
                                lambda: self._outputs(request, inputs, specs, rows))  # fmt: skip
 
@@ -496,13 +499,10 @@ class Explainer:
 
     def _build_row_values(self, score, compiled: _Compiled):
         def build(traced, extras):
-            output = traced.output
-            if getattr(self.method, "softmax", False):  # Score-CAM weighs channels by probabilities
-                self._check_softmax(output, compiled)
-                output = _softmax_of(output, self.method_name)
+            softmax = getattr(self.method, "softmax", False)  # Score-CAM weighs channels by probabilities
+            output = _softmax_of(traced.output, self.method_name) if softmax else traced.output
             target = self._target_tensor(output, score, compiled)
-            if not getattr(self.method, "softmax", False):
-                self._check_softmax(target, compiled)
+            self._check_softmax(traced.output if softmax else target, compiled)
             if not Path(traced.inputs, target, differentiable=False):
                 raise NotConnectedError(_not_connected_message(target, traced.inputs, False))
             if not target.shape.rank:
@@ -594,12 +594,7 @@ class Explainer:
     def _attribute_gradients(self, method, compiled, request, xs, specs, rows_per_run, progress):
         n_total = len(xs[0])
         in_graph_max = request.kind == "max" and method.evaluates_at_samples and compiled.output_shape
-        ys = None
-        if not in_graph_max:
-            ys = request.weights(
-                n_total, compiled.output_shape, compiled.weights_dtype,
-                lambda: self._outputs(request, xs, specs, rows_per_run),
-            )  # fmt: skip
+        ys = None if in_graph_max else self._weights_of(request, xs, specs, rows_per_run, compiled)
         rng = np.random.default_rng(getattr(method, "seed", None)) if method.is_random else None
         if method.iterative:
             return self._attribute_iteratively(method, compiled, xs, ys, rows_per_run, rng, progress)
@@ -714,11 +709,7 @@ class Explainer:
         compiled = self._compile("maps", request.score, specs)
         request.check(n, compiled.output_shape, self._output_label)
         in_graph_max = request.kind == "max" and bool(compiled.output_shape)
-        ys = None
-        if not in_graph_max:
-            ys = request.weights(
-                n, compiled.output_shape, compiled.weights_dtype, lambda: self._outputs(request, inputs, specs, rows)
-            )
+        ys = None if in_graph_max else self._weights_of(request, inputs, specs, rows, compiled)
         parts = []
         for lo, hi in tqdm(list(batching.chunks(n, rows)), delay=2, disable=not progress, desc=self.method_name):
             weights = self._ones(compiled) if ys is None else ys[lo:hi]
@@ -774,10 +765,7 @@ class Explainer:
         """``forward(rows, owners) -> (k,)``: the explained score of each row, for the perturbation engine."""
         compiled = self._compile("row_values", request.score, specs)
         request.check(len(xs[0]), compiled.output_shape, self._output_label)
-        ys = request.weights(
-            len(xs[0]), compiled.output_shape, compiled.weights_dtype,
-            lambda: self._outputs(request, xs, specs, rows_per_run),
-        )  # fmt: skip
+        ys = self._weights_of(request, xs, specs, rows_per_run, compiled)
         ones = self._ones(compiled)
 
         def forward(rows, owners):

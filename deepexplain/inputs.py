@@ -187,6 +187,28 @@ def check_positive_int(value, name: str, method: str) -> int:
     return int(value)
 
 
+def check_flag(value, name: str, method: str) -> bool:
+    """``value`` as a bool (True or False, numpy's too)."""
+    if not isinstance(value, bool | np.bool_):
+        raise InvalidInputError(f"{name} of {method} must be True or False; got {value!r}")
+    return bool(value)
+
+
+def check_number(value, name: str, method: str, low: float, high: float | None = None) -> float:
+    """``value`` as a float in ``[low, high]`` (``high`` None: no upper bound)."""
+    numeric = isinstance(value, int | float | np.number) and not isinstance(value, bool | np.bool_)
+    if not numeric or not value >= low or (high is not None and not value <= high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise InvalidInputError(f"{name} of {method} must be a number {bound}; got {value!r}")
+    return float(value)
+
+
+def check_choice(value, name: str, method: str, choices) -> None:
+    """Refuse a ``value`` that is not one of ``choices``."""
+    if value not in choices:
+        raise InvalidInputError(f"{name} of {method} must be one of {list(choices)}; got {value!r}")
+
+
 def baseline_or_zeros(baseline: np.ndarray | None, x: np.ndarray) -> np.ndarray:
     """The baseline broadcast to one sample of ``x`` (zeros when None)."""
     sample_shape = x.shape[1:]

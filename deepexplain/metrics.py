@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from deepexplain import batching
 from deepexplain.errors import InvalidInputError
 
 
@@ -223,14 +224,16 @@ def road(model, xs, attributions, target=None, *, ys=None, steps=9, max_percenta
     count = relevance.shape[1]
     counts = np.linspace(0, int(np.floor(count * max_percentage_perturbed)), _check_steps(steps) + 1).astype(int)
     rng = np.random.default_rng(seed)
-    rows, owners = [], []
-    for n in tqdm(range(len(x)), delay=2, disable=not progress, desc="road"):
-        for k in counts:
+    owners, cuts = np.repeat(np.arange(len(x)), len(counts)), np.tile(counts, len(x))
+    size = batching.rows_per_run(batch_size, x[0].nbytes)
+    scores = np.empty(len(owners))
+    for lo in tqdm(range(0, len(owners), size), delay=2, disable=not progress, desc="road"):
+        rows = []  # imputed a call's worth at a time: all steps of all samples would not fit
+        for n, k in zip(owners[lo : lo + size], cuts[lo : lo + size], strict=True):
             removed = np.zeros(count, bool)
             removed[ranking[n, :k]] = True
-            rows.append(impute(x[n], removed.reshape(positions), noise, rng))
-            owners.append(n)
-    scores = _in_chunks(forward, np.stack(rows).astype(x.dtype), np.asarray(owners), batch_size)
+            rows.append(impute(x[n], removed.reshape(positions), noise, rng).astype(x.dtype))
+        scores[lo : lo + size] = forward([np.stack(rows)], owners[lo : lo + size])
     return Curve(fractions=counts / count, scores=scores.reshape(len(x), len(counts)))
 
 
@@ -840,7 +843,7 @@ def _curve(model, x, target, ys, ranking, ids, counts, count, baseline, batch_si
     owners = np.repeat(np.arange(n), steps)
     cut = np.tile(counts, n)
     per_row = x[0].size // positions  # channels of a position
-    rows_per_call = batch_size or max(1, (16 * 2**20) // max(1, x[0].nbytes))
+    rows_per_call = batching.rows_per_run(batch_size, x[0].nbytes)
     scores = np.empty(n * steps)
     for lo in tqdm(range(0, n * steps, rows_per_call), delay=2, disable=not progress, desc="curve"):
         hi = min(n * steps, lo + rows_per_call)
@@ -862,7 +865,7 @@ def _region_ids(spatial, region: int) -> np.ndarray:
 
 
 def _in_chunks(forward, rows, owners, batch_size):
-    size = batch_size or max(1, (16 * 2**20) // max(1, rows[0].nbytes))
+    size = batching.rows_per_run(batch_size, rows[0].nbytes)
     return np.concatenate([forward([rows[lo : lo + size]], owners[lo : lo + size]) for lo in range(0, len(rows), size)])
 
 

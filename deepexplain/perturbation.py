@@ -43,6 +43,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from deepexplain.batching import DEFAULT_INPUT_BYTES_PER_RUN
+from deepexplain.errors import InvalidInputError, InvalidTypeError
 from deepexplain.resampling import stretch
 
 __all__ = ("occlusion", "shapley_sampling", "shapley_exact", "feature_ablation", "kernel_shap", "lime", "rise",
@@ -75,7 +76,7 @@ def _masks_per_sample(function):
         n = len(xs[0])
         for i, (mask, own) in enumerate(zip(masks, per_sample, strict=True)):
             if own and len(mask) not in (1, n):
-                raise ValueError(
+                raise InvalidInputError(
                     f"feature_mask of input {i} has one mask per sample: expected {n} masks (one per sample of xs), "
                     f"got {len(mask)}"
                 )
@@ -168,7 +169,9 @@ def occlusion(forward, xs, window_shape=None, step=None, baseline=0.0, batch_siz
     ]
     for i, (window, shape) in enumerate(zip(windows, inputs.shapes, strict=True)):
         if any(w > n for w, n in zip(window, shape, strict=True)):
-            raise ValueError(f"window_shape {window} of input {i} is larger than one sample of it, shape {shape}")
+            raise InvalidInputError(
+                f"window_shape {window} of input {i} is larger than one sample of it, shape {shape}"
+            )
     inputs.set_baseline(baseline)
     plan = _OcclusionPlan(inputs, windows, steps)
     return _sweep(forward, inputs, plan, batch_size, progress, "occlusion")
@@ -249,12 +252,9 @@ def shapley_sampling(
        JMLR 23(43), 2022 (antithetic permutations).
     """
     inputs = _Inputs(forward, xs, batch_size)
-    if not _is_int(samples):
-        raise TypeError(f"samples must be an int, got {type(samples).__name__}")
-    if samples < 1:
-        raise ValueError(f"samples must be at least 1, got {samples}")
+    samples = _check_samples(samples, 5)
     if antithetic and samples % 2:
-        raise ValueError(
+        raise InvalidInputError(
             f"antithetic=True pairs each permutation with its reverse: samples must be even, got {samples}"
         )
     players = _players(inputs, sampling_dims, feature_mask)
@@ -308,7 +308,7 @@ def shapley_exact(forward, xs, feature_mask=None, baseline=0.0, batch_size=None,
     inputs = _Inputs(forward, xs, batch_size)
     players = _players(inputs, None, feature_mask)
     if players.count > _MAX_EXACT_PLAYERS:
-        raise ValueError(
+        raise InvalidInputError(
             f"shapley_exact evaluates 2**P rows per sample and accepts at most {_MAX_EXACT_PLAYERS} players, got "
             f"{players.count}; group features into fewer players with feature_mask, or use shapley_sampling"
         )
@@ -470,9 +470,9 @@ def lime(forward, xs, feature_mask=None, samples=1000, kernel_width=0.25, alpha=
     samples = _check_samples(samples, 1000)
     for name, value, low in (("kernel_width", kernel_width, 0.0), ("alpha", alpha, None)):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-            raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+            raise InvalidTypeError(f"{name} must be a number, got {type(value).__name__}")
         if not (value > low if low is not None else value >= 0) or not np.isfinite(value):
-            raise ValueError(f"{name} must be {'> 0' if low is not None else '>= 0'} and finite, got {value}")
+            raise InvalidInputError(f"{name} must be {'> 0' if low is not None else '>= 0'} and finite, got {value}")
     players = _players(inputs, None, feature_mask)
     if samples < players.count + 1:
         warnings.warn(
@@ -522,7 +522,7 @@ def rise(forward, xs, masks=4000, grid=7, p=0.5, baseline=0.0, seed=None, batch_
     """
     inputs = _Inputs(forward, xs, batch_size)
     if len(inputs.xs) != 1 or len(inputs.shapes[0]) not in (2, 3):
-        raise ValueError(
+        raise InvalidInputError(
             "rise masks the positions of one input of images (N, H, W, C) or sequences (N, T, C); got inputs of "
             f"shapes {[x.shape for x in inputs.xs]}"
         )
@@ -561,9 +561,9 @@ class _RiseMasks:
 
     def __init__(self, shape, masks, grid, p, seed):
         if not _is_int(grid) or grid < 1:
-            raise ValueError(f"grid must be a positive int, got {grid!r}")
+            raise InvalidInputError(f"grid must be a positive int, got {grid!r}")
         if isinstance(p, bool) or not isinstance(p, (int, float, np.number)) or not 0 < p <= 1:
-            raise ValueError(f"p must be a probability in (0, 1], got {p!r}")
+            raise InvalidInputError(f"p must be a probability in (0, 1], got {p!r}")
         rng = np.random.default_rng(seed)
         self.shape = tuple(int(n) for n in shape)
         self.cells = [math.ceil(n / grid) for n in self.shape]
@@ -583,9 +583,9 @@ def _check_samples(samples, default):
     if samples is None:
         return default
     if not _is_int(samples):
-        raise TypeError(f"samples must be an int, got {type(samples).__name__}")
+        raise InvalidTypeError(f"samples must be an int, got {type(samples).__name__}")
     if samples < 1:
-        raise ValueError(f"samples must be at least 1, got {samples}")
+        raise InvalidInputError(f"samples must be at least 1, got {samples}")
     return int(samples)
 
 
@@ -614,7 +614,7 @@ def _call(forward, rows, owners):
     out = np.asarray(forward(rows, owners), dtype=np.float64)
     k = len(owners)
     if out.ndim == 0 or out.shape[0] != k or out.size != k:
-        raise ValueError(f"forward must return one scalar output per row, shape ({k},), got shape {out.shape}")
+        raise InvalidInputError(f"forward must return one scalar output per row, shape ({k},), got shape {out.shape}")
     return out.reshape(k)
 
 
@@ -656,29 +656,33 @@ class _Inputs:
 
     def __init__(self, forward, xs, batch_size):
         if not callable(forward):
-            raise TypeError(f"forward must be callable as forward(rows, owners), got {type(forward).__name__}")
+            raise InvalidTypeError(f"forward must be callable as forward(rows, owners), got {type(forward).__name__}")
         if batch_size is not None:
             if not _is_int(batch_size):
-                raise TypeError(f"batch_size must be None or an int, got {type(batch_size).__name__}")
+                raise InvalidTypeError(f"batch_size must be None or an int, got {type(batch_size).__name__}")
             if batch_size < 1:
-                raise ValueError(f"batch_size must be at least 1 (or None for about 16 MB per call), got {batch_size}")
+                raise InvalidInputError(
+                    f"batch_size must be at least 1 (or None for about 16 MB per call), got {batch_size}"
+                )
         if isinstance(xs, np.ndarray):
             xs = [xs]
         if not isinstance(xs, (list, tuple)) or not xs:
-            raise TypeError(f"xs must be a non-empty list with one array per model input, got {type(xs).__name__}")
+            raise InvalidTypeError(
+                f"xs must be a non-empty list with one array per model input, got {type(xs).__name__}"
+            )
         arrays = []
         for i, x in enumerate(xs):
             x = np.asarray(x)
             if x.dtype.kind not in "biuf":
-                raise TypeError(f"xs[{i}] must hold numbers, got dtype {x.dtype}")
+                raise InvalidTypeError(f"xs[{i}] must hold numbers, got dtype {x.dtype}")
             if x.ndim < 2 or math.prod(x.shape[1:]) == 0:
-                raise ValueError(
+                raise InvalidInputError(
                     f"xs[{i}] must be shaped (samples, *features) with at least one feature, got shape {x.shape}"
                 )
             arrays.append(x)
         counts = [len(x) for x in arrays]
         if len(set(counts)) > 1:
-            raise ValueError(f"all inputs in xs must have the same number of samples, got {counts}")
+            raise InvalidInputError(f"all inputs in xs must have the same number of samples, got {counts}")
         self.n = counts[0]
         self.xs = arrays
         self.shapes = [x.shape[1:] for x in arrays]
@@ -693,9 +697,9 @@ class _Inputs:
         for i, (b, x) in enumerate(zip(_per_input(baseline, len(self.xs)), self.xs, strict=True)):
             b = np.asarray(0.0 if b is None else b)
             if b.dtype.kind not in "biuf":
-                raise TypeError(f"baseline of input {i} must hold numbers, got dtype {b.dtype}")
+                raise InvalidTypeError(f"baseline of input {i} must hold numbers, got dtype {b.dtype}")
             if b.ndim and b.shape != x.shape[1:]:
-                raise ValueError(
+                raise InvalidInputError(
                     f"baseline of input {i} must be a scalar or an array shaped like one sample {x.shape[1:]}, "
                     f"got shape {b.shape}"
                 )
@@ -827,14 +831,14 @@ def _window_spec(spec, shape, name, i):
     elif isinstance(spec, (tuple, list, np.ndarray)) and all(_is_int(v) for v in spec):
         spec = tuple(int(v) for v in spec)
     else:
-        raise TypeError(f"{name} of input {i} must be an int or a tuple of ints, got {spec!r}")
+        raise InvalidTypeError(f"{name} of input {i} must be an int or a tuple of ints, got {spec!r}")
     if len(spec) != len(shape):
-        raise ValueError(
+        raise InvalidInputError(
             f"{name} of input {i} must be an int or have one entry per non-batch dimension ({len(shape)} for a "
             f"sample of shape {shape}), got {spec}"
         )
     if min(spec) < 1:
-        raise ValueError(f"{name} of input {i} must be positive, got {spec}")
+        raise InvalidInputError(f"{name} of input {i} must be positive, got {spec}")
     return spec
 
 
@@ -857,7 +861,7 @@ class _Players:
 
 def _players(inputs, sampling_dims, feature_mask):
     if sampling_dims is not None and feature_mask is not None:
-        raise ValueError("give sampling_dims or feature_mask, not both: each defines the players on its own")
+        raise InvalidInputError("give sampling_dims or feature_mask, not both: each defines the players on its own")
     n_inputs = len(inputs.shapes)
     if sampling_dims is not None:
         dims = _sampling_dims(sampling_dims, inputs)
@@ -879,7 +883,7 @@ def _players(inputs, sampling_dims, feature_mask):
         if (isinstance(feature_mask, list) and len(feature_mask) == n_inputs) or n_inputs == 1:
             masks = _per_input(feature_mask, n_inputs)
         else:
-            raise TypeError(f"feature_mask must be a list with one mask (or None) per input ({n_inputs} inputs)")
+            raise InvalidTypeError(f"feature_mask must be a list with one mask (or None) per input ({n_inputs} inputs)")
     ids = []
     for i, (mask, shape) in enumerate(zip(masks, inputs.shapes, strict=True)):
         if mask is None:
@@ -887,11 +891,11 @@ def _players(inputs, sampling_dims, feature_mask):
             continue
         mask = np.asarray(mask)
         if mask.dtype.kind not in "iu":
-            raise TypeError(f"feature_mask of input {i} must hold integer player ids, got dtype {mask.dtype}")
+            raise InvalidTypeError(f"feature_mask of input {i} must hold integer player ids, got dtype {mask.dtype}")
         try:
             ids.append(np.broadcast_to(mask, shape).reshape(-1))
         except ValueError:
-            raise ValueError(
+            raise InvalidInputError(
                 f"feature_mask of input {i} must be broadcastable to one sample of shape {shape}, got shape "
                 f"{mask.shape}"
             ) from None
@@ -915,7 +919,9 @@ def _sampling_dims(spec, inputs):
     n_inputs = len(inputs.shapes)
     if isinstance(spec, (list, tuple)) and spec and all(s is None or isinstance(s, (list, tuple)) for s in spec):
         if len(spec) != n_inputs:
-            raise ValueError(f"sampling_dims per input must have {n_inputs} entries (one per input), got {len(spec)}")
+            raise InvalidInputError(
+                f"sampling_dims per input must have {n_inputs} entries (one per input), got {len(spec)}"
+            )
         specs = list(spec)
     else:
         specs = [spec] * n_inputs
@@ -925,18 +931,18 @@ def _sampling_dims(spec, inputs):
             dims.append(None)
             continue
         if not isinstance(d, (list, tuple, np.ndarray)) or not all(_is_int(k) for k in d):
-            raise TypeError(f"sampling_dims must be a list of ints (non-batch dimensions), got {d!r}")
+            raise InvalidTypeError(f"sampling_dims must be a list of ints (non-batch dimensions), got {d!r}")
         d = [int(k) for k in d]
         if not d:
-            raise ValueError("sampling_dims must name at least one dimension, got []")
+            raise InvalidInputError("sampling_dims must name at least one dimension, got []")
         if 0 in d:
-            raise ValueError(f"sampling_dims cannot contain the batch dimension 0, got {d}")
+            raise InvalidInputError(f"sampling_dims cannot contain the batch dimension 0, got {d}")
         if any(k < 1 or k > len(shape) for k in d):
-            raise ValueError(
+            raise InvalidInputError(
                 f"sampling_dims of input {i} must lie in 1..{len(shape)} (input shape (N, *{shape})), got {d}"
             )
         if len(set(d)) != len(d):
-            raise ValueError(f"sampling_dims must not repeat a dimension, got {d}")
+            raise InvalidInputError(f"sampling_dims must not repeat a dimension, got {d}")
         dims.append(d)
     return dims
 
@@ -1078,8 +1084,8 @@ class _KernelShapPlan(_CoalitionPlan):
         self.coalitions = min(samples, 2**p - 2) if self.exact else samples
         self.rows_per_sample = 2 + self.coalitions
         sizes = np.arange(1, p)
-        self.size_probability = (p - 1) / (sizes * (p - sizes)) if p > 1 else np.ones(0)
-        self.size_probability /= max(self.size_probability.sum(), 1)
+        kernel = (p - 1) / (sizes * (p - sizes))  # the Shapley kernel's mass of each coalition size
+        self.size_probability = kernel / kernel.sum() if p > 1 else kernel
         if self.exact:  # every sample uses every proper coalition with its Shapley kernel weight
             codes = np.arange(1, 2**p - 1)
             self.all = ((codes[:, None] >> np.arange(p)) & 1).astype(bool)

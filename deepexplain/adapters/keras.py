@@ -174,10 +174,8 @@ class ModelAdapter:
         self.model_specs = _known_input_specs(self.model)
         self.layer = self.layer_path = self._tapped = self._split = None
         self.taps_layer = tap is not None
-        if tap is not None:
-            self.layer_path = self._tapped_layer(layer, tap)
-        elif layer is not None:
-            self.layer_path = self._layer_path(layer)
+        if tap is not None or layer is not None:
+            self.layer_path = self._layer_path(layer, tap)
         if self.layer_path is not None:
             self.layer = self.layer_path.layer
             if tf.executing_eagerly() and self.taps_layer:
@@ -288,32 +286,27 @@ class ModelAdapter:
             raise InvalidInputError(f"output must index one of {count} outputs; got {output}")
         return int(output)
 
-    def _layer_path(self, layer):
-        """The layer ``layer=`` attributes to, resolved through nested models."""
+    def _layer_path(self, layer, tap: str | None = None):
+        """The layer ``layer=`` names, resolved through nested models: the one attributions are taken at, or (with
+        ``tap``, the name of a CAM method) the one whose feature maps the method reads, by default the last layer
+        with feature maps."""
         if self.keras is None or not hasattr(self.model, "layers"):
-            raise InvalidTypeError(f"layer= needs a Keras model; got {type(self.model).__name__}")
-        path = find_layer(self.model, layer)
-        if path.output_shape is None:
-            raise InvalidInputError(
-                f"layer {path.name!r} has no single symbolic output; layer= needs a Sequential or functional model in "
-                "which the layer is used once"
-            )
-        if not tf.executing_eagerly() and len(path.models) > 1:
-            raise InvalidInputError(
-                f"layer {path.name!r} is inside a nested model, which a TF1 graph (eager execution off) does not "
-                "expose; pass a layer of the model itself"
-            )
-        return path
-
-    def _tapped_layer(self, layer, method: str):
-        """The layer a CAM method reads: ``layer`` resolved through nested models, or the last with feature maps."""
-        if self.keras is None or not hasattr(self.model, "layers"):
+            if tap is None:
+                raise InvalidTypeError(f"layer= needs a Keras model; got {type(self.model).__name__}")
             raise InvalidTypeError(
-                f"{method} reads a layer's feature maps, so it needs a Keras model; got {type(self.model).__name__} "
+                f"{tap} reads a layer's feature maps, so it needs a Keras model; got {type(self.model).__name__} "
                 "(in the DeepExplain context, pass layer=<the feature-map tensor>)"
             )
-        path = last_spatial_layer(self.model) if layer is None else find_layer(self.model, layer)
-        check_spatial(path, method)
+        if tap is not None:
+            path = last_spatial_layer(self.model) if layer is None else find_layer(self.model, layer)
+            check_spatial(path, tap)
+        else:
+            path = find_layer(self.model, layer)
+            if path.output_shape is None:
+                raise InvalidInputError(
+                    f"layer {path.name!r} has no single symbolic output; layer= needs a Sequential or functional model "
+                    "in which the layer is used once"
+                )
         if not tf.executing_eagerly() and len(path.models) > 1:
             raise InvalidInputError(
                 f"layer {path.name!r} is inside a nested model, which a TF1 graph (eager execution off) does not "

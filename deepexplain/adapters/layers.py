@@ -164,16 +164,11 @@ def tapped(keras, path: LayerPath) -> Callable[[list], tuple]:
         When an outer model's output depends on its input also around a nested model on the way.
     """
     inner, levels = path.models[-1], _levels(keras, path)
-    taps = keras.Model(_structure(inner.inputs), [_output_of(path), *_flat(inner.outputs)])
+    taps = _part(keras, _flat(inner.inputs), [_output_of(path), *_flat(inner.outputs)])
 
     def call(inputs: list):
-        values = list(inputs)
-        for before, _ in levels:
-            values = before(values)
-        layer_output, *outputs = _flat(taps(_structure(values), training=False))
-        for _, after in reversed(levels):
-            outputs = after(outputs)
-        return layer_output, outputs
+        layer_output, *outputs = taps(_into(levels, list(inputs)))
+        return layer_output, _out_of(levels, outputs)
 
     return call
 
@@ -203,17 +198,26 @@ def split(keras, path: LayerPath) -> tuple:
         ) from None
 
     def head_call(inputs: list) -> list:
-        for before, _ in levels:
-            inputs = before(inputs)
-        return head(inputs)
+        return head(_into(levels, inputs))
 
     def tail_call(values: list) -> list:
-        outputs = tail(values)
-        for _, after in reversed(levels):
-            outputs = after(outputs)
-        return outputs
+        return _out_of(levels, tail(values))
 
     return head_call, tail_call, layer_output
+
+
+def _into(levels, inputs: list) -> list:
+    """The inputs of the innermost model, from the outer model's."""
+    for before, _ in levels:
+        inputs = before(inputs)
+    return inputs
+
+
+def _out_of(levels, outputs: list) -> list:
+    """The outer model's outputs, from the innermost model's."""
+    for _, after in reversed(levels):
+        outputs = after(outputs)
+    return outputs
 
 
 def _levels(keras, path: LayerPath) -> list:

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from deepexplain import batching
 from deepexplain.errors import InvalidInputError
-from deepexplain.inputs import check_positive_int
+from deepexplain.inputs import check_choice, check_flag, check_positive_int
 from deepexplain.resampling import EINSUM, UPSAMPLING, interpolation, stretch
 from deepexplain.tensorflow.methods.base import GradientMethod
 from deepexplain.tensorflow.rules import guided as guided_rules
@@ -83,17 +83,6 @@ def minmax(maps):
     return tf.math.divide_no_nan(maps - low, span)
 
 
-def _check_choice(value, name: str, method: str, choices) -> None:
-    if value not in choices:
-        raise InvalidInputError(f"{name} of {method} must be one of {list(choices)}; got {value!r}")
-
-
-def _check_flag(value, name: str, method: str) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise InvalidInputError(f"{name} of {method} must be True or False; got {value!r}")
-    return bool(value)
-
-
 class LayerMapMethod(GradientMethod):
     """A method that maps a layer's feature maps (``layer=``) to one heatmap per sample.
 
@@ -108,11 +97,11 @@ class LayerMapMethod(GradientMethod):
 
     def __init__(self, sample_shapes, relu=True, upsample="bilinear", normalize=False):
         super().__init__(sample_shapes)
-        self.relu = _check_flag(relu, "relu", self.name)
+        self.relu = check_flag(relu, "relu", self.name)
         if upsample is not None:
-            _check_choice(upsample, "upsample", self.name, UPSAMPLING)
+            check_choice(upsample, "upsample", self.name, UPSAMPLING)
         self.upsample = upsample
-        self.normalize = _check_flag(normalize, "normalize", self.name)
+        self.normalize = check_flag(normalize, "normalize", self.name)
 
     def maps(self, activations, gradients):
         raise NotImplementedError
@@ -168,7 +157,7 @@ class GradCAMPlusPlus(LayerMapMethod):
 
     def __init__(self, sample_shapes, relu=True, upsample="bilinear", normalize=False, normalize_alpha=False):
         super().__init__(sample_shapes, relu=relu, upsample=upsample, normalize=normalize)
-        self.normalize_alpha = _check_flag(normalize_alpha, "normalize_alpha", self.name)
+        self.normalize_alpha = check_flag(normalize_alpha, "normalize_alpha", self.name)
 
     def maps(self, activations, gradients):
         axes = _spatial_axes(gradients)
@@ -248,7 +237,7 @@ class ScoreCAM(LayerMapMethod):
         super().__init__(sample_shapes, relu=relu, upsample=upsample, normalize=normalize)
         self.max_channels = None if max_channels is None else check_positive_int(max_channels, "max_channels",
                                                                                   self.name)  # fmt: skip
-        self.softmax = _check_flag(softmax, "softmax", self.name)
+        self.softmax = check_flag(softmax, "softmax", self.name)
 
     def channels(self, activations: np.ndarray) -> np.ndarray:
         """``(N, K')`` channel indices scored per sample: all, or the ``max_channels`` most varied."""

@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from deepexplain.errors import InvalidEpsilonError, InvalidInputError
-from deepexplain.inputs import baseline_or_zeros, check_baseline, check_positive_int, check_reference_samples
+from deepexplain.inputs import (
+    baseline_or_zeros,
+    check_baseline,
+    check_flag,
+    check_positive_int,
+    check_reference_samples,
+)
 from deepexplain.tensorflow import ops
 from deepexplain.tensorflow.methods.base import Expansion, GradientMethod, Settings
 from deepexplain.tensorflow.rules import connection as connection_rules
@@ -122,9 +128,7 @@ class ConnectionWeights(GradientMethod):
 
     def __init__(self, sample_shapes, times_input=False):
         super().__init__(sample_shapes)
-        if not isinstance(times_input, bool | np.bool_):
-            raise InvalidInputError(f"times_input of connection_weights must be True or False; got {times_input!r}")
-        self.times_input = bool(times_input)
+        self.times_input = check_flag(times_input, "times_input", "connection_weights")
 
     def expand(self, xs, rng):
         factors = [x[None] if self.times_input else None for x in xs]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from deepexplain.errors import InvalidInputError
-from deepexplain.inputs import check_positive_int
+from deepexplain.inputs import check_number, check_positive_int
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
@@ -57,9 +57,7 @@ class NoiseTunnel:
             raise InvalidInputError(f"kind of {self.name} must be one of {list(KINDS)}; got {kind!r}")
         self.method, self.kind = method, kind
         self.samples = check_positive_int(samples, "samples", self.name)
-        if isinstance(noise_level, bool) or not np.isscalar(noise_level) or not noise_level >= 0:
-            raise InvalidInputError(f"noise_level of {self.name} must be a number >= 0; got {noise_level!r}")
-        self.noise_level = float(noise_level)
+        self.noise_level = check_number(noise_level, "noise_level", self.name, 0)
         self.seed = seed
 
     def combine(self, attributions: np.ndarray) -> np.ndarray:

@@ -20,16 +20,8 @@ import math
 import numpy as np
 
 from deepexplain.errors import InvalidInputError
-from deepexplain.inputs import baseline_or_zeros, check_baseline, check_positive_int
+from deepexplain.inputs import baseline_or_zeros, check_baseline, check_number, check_positive_int
 from deepexplain.tensorflow.methods.base import Expansion, GradientMethod
-
-
-def _check_number(value, name: str, method: str, low: float, high: float | None = None) -> float:
-    ok = not isinstance(value, bool) and np.isscalar(value) and value >= low and (high is None or value <= high)
-    if not ok:
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise InvalidInputError(f"{name} of {method} must be a number {bound}; got {value!r}")
-    return float(value)
 
 
 def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -61,9 +53,9 @@ class BlurIG(GradientMethod):
 
     def __init__(self, sample_shapes, max_sigma=50.0, steps=100, grad_step=0.01, sqrt=False):
         super().__init__(sample_shapes)
-        self.max_sigma = _check_number(max_sigma, "max_sigma", self.name, 0.0)
+        self.max_sigma = check_number(max_sigma, "max_sigma", self.name, 0.0)
         self.steps = check_positive_int(steps, "steps", self.name)
-        self.grad_step = _check_number(grad_step, "grad_step", self.name, 1e-12)
+        self.grad_step = check_number(grad_step, "grad_step", self.name, 1e-12)
         self.sqrt = bool(sqrt)
         fractions = np.arange(self.steps + 1) * self.max_sigma / self.steps
         self.sigmas = np.sqrt(fractions) if self.sqrt else fractions
@@ -110,8 +102,8 @@ class GuidedIG(GradientMethod):
         super().__init__(sample_shapes)
         self.baselines = check_baseline(baseline, self.sample_shapes)
         self.steps = check_positive_int(steps, "steps", self.name)
-        self.fraction = _check_number(fraction, "fraction", self.name, 0.0, 1.0)
-        self.max_dist = _check_number(max_dist, "max_dist", self.name, 0.0, 1.0)
+        self.fraction = check_number(fraction, "fraction", self.name, 0.0, 1.0)
+        self.max_dist = check_number(max_dist, "max_dist", self.name, 0.0, 1.0)
 
     def iterate(self, gradients, xs: list, rng) -> list:
         """Attributions of the samples ``xs`` given ``gradients(points) -> gradients`` (lists per input)."""

@@ -24,8 +24,8 @@ class PerturbationMethod:
     ``engine_function`` names that function in :mod:`deepexplain.perturbation` (imported on first use). The
     arguments are checked at construction, when the inputs' shapes are known: the engine runs on one all-zeros
     sample with a stand-in model that stops it at its first call, after all its checks (window larger than the
-    input, ``step=0``, ``samples=0``, a ``feature_mask`` of the wrong shape, ...). The engine's errors come as
-    :mod:`deepexplain.errors` types naming the method.
+    input, ``step=0``, ``samples=0``, a ``feature_mask`` of the wrong shape, ...). The engine's errors
+    (:mod:`deepexplain.errors` types) name the method.
     """
 
     needs_gradient = False
@@ -51,21 +51,8 @@ class PerturbationMethod:
         function = getattr(importlib.import_module("deepexplain.perturbation"), self.engine_function)
         try:
             return function(forward, xs, batch_size=batch_size, progress=progress, **self.kwargs)
-        except (TypeError, ValueError) as error:
-            if isinstance(error, InvalidInputError | InvalidTypeError) or not _is_engine_error(error):
-                raise  # ours already, or the model's own error
-            kind = InvalidTypeError if isinstance(error, TypeError) else InvalidInputError
-            raise kind(f"{self.engine_function}: {error}") from None
-
-
-def _is_engine_error(error) -> bool:
-    """Whether the perturbation engine itself raised ``error`` (an argument check), not the model it called."""
-    frames = []
-    tb = error.__traceback__
-    while tb is not None:
-        frames.append(tb.tb_frame.f_code.co_filename)
-        tb = tb.tb_next
-    return bool(frames) and frames[-1].endswith("perturbation.py") and "methods" not in frames[-1]
+        except (InvalidInputError, InvalidTypeError) as error:  # the engine's checks: say which method
+            raise type(error)(f"{self.engine_function}: {error}") from None
 
 
 class Occlusion(PerturbationMethod):
