@@ -21,6 +21,7 @@ setup(
         "tensorflow>=2.16",
         "numpy",
         "scikit-image",
+        "scipy",
         "tqdm",
     ],
     extras_require={
