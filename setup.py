@@ -29,6 +29,7 @@ setup(
         # peer implementations for the optional cross-checks; install with -c constraints.txt (CPU torch)
         "crosscheck": ["torch", "captum", "tf-keras-vis==0.8.7", "shap", "saliency==0.2.1"],
         "keras": ["tf-keras"],
+        "ray": ["ray[data]>=2.40"],
         "plot": ["matplotlib"],
         "demo": ["matplotlib", "scikit-learn"],
     },

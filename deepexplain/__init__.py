@@ -22,6 +22,8 @@ _LAZY = {
     "Patterns": ("deepexplain.patterns", "Patterns"),
     "signal_quality": ("deepexplain.patterns", "signal_quality"),
     "segments": ("deepexplain.segmentation", "segments"),
+    "explain_dataset": ("deepexplain.dataset", "explain_dataset"),
+    "DatasetExplanation": ("deepexplain.dataset", "DatasetExplanation"),
 }
 _SUBMODULES = (
     "plot",
@@ -33,6 +35,9 @@ _SUBMODULES = (
     "batching",
     "patterns",
     "segmentation",
+    "stream",
+    "dataset",
+    "files",
 )
 
 
@@ -61,4 +66,6 @@ __all__ = [
     "Patterns",
     "signal_quality",
     "segments",
+    "explain_dataset",
+    "DatasetExplanation",
 ]

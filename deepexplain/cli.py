@@ -1,4 +1,4 @@
-"""The command line: ``python -m deepexplain demo`` and ``python -m deepexplain explain`` (also ``deepexplain ...``).
+"""The command line: ``python -m deepexplain demo``, ``... explain`` and ``... explain-dataset`` (also ``deepexplain``).
 
 Parsing ``--help`` imports neither TensorFlow nor matplotlib; each subcommand imports what it needs when it runs.
 
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from deepexplain._version import __version__
+from deepexplain.files import IMAGE_SUFFIXES, model_sample_shape, read_input
 
 __all__ = [
     "BASELINES_METHODS",
@@ -32,9 +33,6 @@ __all__ = [
     "model_sample_shape",
     "read_input",
 ]
-
-# What scikit-image's default plugin (imageio) reads; anything else must be a .npy array.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 # The methods that take `baselines` (M reference samples) and have no default for them.
 BASELINES_METHODS = ("deepshap", "expected_gradients")
@@ -57,6 +55,10 @@ def _target(value: str) -> str | int:
     if index < 0:
         raise argparse.ArgumentTypeError(f"expected 'max' or a non-negative class index, got {value!r}")
     return index
+
+
+def _dataset_target(value: str) -> str | int:
+    return value if value.lower().endswith(".npy") else _target(value)
 
 
 def _positive(value: str) -> int:
@@ -135,7 +137,54 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "inputs", nargs="+", metavar="INPUT", help=f"image ({', '.join(IMAGE_SUFFIXES)}) or .npy array"
     )
+    _add_method_options(explain)
     explain.add_argument(
+        "--target",
+        type=_target,
+        default="max",
+        help="output unit to explain: 'max' (each input's largest output) or a class index (default: %(default)s)",
+    )
+    explain.add_argument("--out", default="deepexplain-out", metavar="DIR", help="output folder (default: %(default)s)")
+    explain.set_defaults(command_parser=explain)
+    dataset = commands.add_parser(
+        "explain-dataset",
+        help="explain every sample of a dataset (.npy or images), streaming to DIR, resumable, optionally on Ray",
+        description=(
+            "Explain every sample of DATA with one method (deepexplain.explain_dataset): a .npy array of samples "
+            "(memory-mapped, read a shard at a time), a folder of images or image files (read as by `explain`). "
+            "Writes DIR/attributions.npy, shaped (N, *input shape), shard by shard, and DIR/manifest.json; "
+            "running the same command again resumes an interrupted job (finished shards are not redone) and refuses "
+            "other arguments. --engine ray runs one explainer per Ray worker, on the cluster ray.init() finds or a "
+            "local one (pip install 'deepexplain[ray]')."
+        ),
+        epilog=(
+            "Methods run with the defaults `explain` lists. Exit status: 0 on success, 1 when the model or data "
+            "cannot be explained, 2 on usage errors."
+        ),
+    )
+    dataset.add_argument("model", metavar="MODEL", help="saved model: a .keras or .h5 file, or a SavedModel folder")
+    dataset.add_argument(
+        "data", nargs="+", metavar="DATA", help="a .npy array of samples, a folder of images, or image files"
+    )
+    _add_method_options(dataset)
+    dataset.add_argument(
+        "--target",
+        type=_dataset_target,
+        default="max",
+        help="'max', a class index, or a .npy file of one class index per sample (default: %(default)s)",
+    )
+    dataset.add_argument("--out", required=True, metavar="DIR", help="folder of the results (made if missing)")
+    dataset.add_argument("--engine", choices=("local", "ray"), default="local", help="(default: %(default)s)")
+    dataset.add_argument("--num-workers", type=_positive, metavar="N", help="Ray workers (default: the cluster's CPUs)")
+    dataset.add_argument("--batch-size", type=_positive, metavar="N", help="rows per model call (default: 16 MB)")
+    dataset.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dataset.set_defaults(command_parser=dataset)
+    return parser
+
+
+def _add_method_options(command: argparse.ArgumentParser) -> None:
+    """--method and the options of some methods, shared by ``explain`` and ``explain-dataset``."""
+    command.add_argument(
         "--method",
         default="deeplift",
         help="attribution method, any name of deepexplain.METHODS: saliency, 'grad*input', intgrad, elrp, deeplift, "
@@ -143,19 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
         "guided_backprop, deconvnet, lrp.epsilon, lrp.alpha_2_beta_1, lrp.epsilon_plus, deep_taylor, ... "
         "(default: %(default)s)",
     )
-    explain.add_argument(
-        "--target",
-        type=_target,
-        default="max",
-        help="output unit to explain: 'max' (each input's largest output) or a class index (default: %(default)s)",
-    )
-    explain.add_argument(
+    command.add_argument(
         "--baselines",
         metavar="NPY",
         help="reference samples for deepshap and expected_gradients: a .npy array shaped (M, *input_shape), or "
         "one sample shaped like a model input (default: one all-zeros sample)",
     )
-    explain.add_argument(
+    command.add_argument(
         "--bounds",
         nargs=2,
         type=float,
@@ -163,76 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"smallest and largest input value for {', '.join(BOUNDED_METHODS)} (default: 0 1, the range images "
         "are read into)",
     )
-    explain.add_argument(
+    command.add_argument(
         "--layer",
         metavar="NAME",
         help=f"the layer whose feature maps {', '.join(CAM_METHODS)} read: a layer name, or a path through nested "
         "models such as 'resnet50/conv5_block3_out' (default: the last layer with feature maps)",
     )
-    explain.add_argument("--out", default="deepexplain-out", metavar="DIR", help="output folder (default: %(default)s)")
-    explain.set_defaults(command_parser=explain)
-    return parser
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # explain: the pieces that do not depend on how the model is loaded
-
-
-def read_input(path: str | Path, sample_shape: Sequence[int | None]) -> np.ndarray:
-    """One model input from an image or a ``.npy`` file.
-
-    Parameters
-    ----------
-    path : str or path-like
-        An image (any of :data:`IMAGE_SUFFIXES`) or a ``.npy`` array.
-    sample_shape : sequence of int or None
-        The model's input shape without the batch dimension, e.g. ``(28, 28, 1)``; None for a free dimension.
-
-    Returns
-    -------
-    numpy.ndarray, float32
-        An image is scaled to [0, 1], its alpha channel dropped, converted to the model's channels (RGB → grey
-        when the model takes one channel, grey → RGB when it takes three) and resized (anti-aliased) to the model's
-        height and width. An array is returned as stored (a leading batch dimension of 1 is dropped).
-
-    Raises
-    ------
-    ValueError
-        If the suffix is neither an image's nor ``.npy``, the array's shape does not fit ``sample_shape``, or an
-        image cannot be fitted to a model input that is not (H, W, C) with C in (1, 3).
-    """
-    path = Path(path)
-    shape = tuple(sample_shape)
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        array = np.load(path)
-        if array.ndim == len(shape) + 1 and array.shape[0] == 1:
-            array = array[0]
-        if array.ndim != len(shape) or any(d is not None and d != a for d, a in zip(shape, array.shape, strict=True)):
-            raise ValueError(f"{path}: expected an array of shape {shape} (one model input), got {array.shape}")
-        return array.astype(np.float32)
-    if suffix not in IMAGE_SUFFIXES:
-        raise ValueError(f"{path}: expected an image ({', '.join(IMAGE_SUFFIXES)}) or a .npy array")
-    if len(shape) != 3 or shape[-1] not in (1, 3):
-        raise ValueError(f"{path}: an image fits a model input (H, W, 1) or (H, W, 3), but the model takes {shape}")
-
-    from skimage import io
-    from skimage.color import gray2rgb, rgb2gray
-    from skimage.transform import resize
-    from skimage.util import img_as_float
-
-    image = img_as_float(io.imread(path))
-    if image.ndim == 3 and image.shape[-1] == 4:
-        image = image[..., :3]
-    if shape[-1] == 1:
-        image = (rgb2gray(image) if image.ndim == 3 else image)[..., None]
-    elif image.ndim == 2:
-        image = gray2rgb(image)
-    height = shape[0] if shape[0] is not None else image.shape[0]
-    width = shape[1] if shape[1] is not None else image.shape[1]
-    if (height, width) != image.shape[:2]:
-        image = resize(image, (height, width), anti_aliasing=True)
-    return np.clip(image, 0, 1).astype(np.float32)
 
 
 def _output_names(inputs: Sequence[Path]) -> list[str]:
@@ -321,43 +304,6 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def model_sample_shape(model) -> tuple[int | None, ...]:
-    """The shape of one input of ``model`` (no batch dimension), None for free dimensions.
-
-    Parameters
-    ----------
-    model : keras.Model, tf_keras.Model or loaded SavedModel
-        A model with one input: a Keras model whose inputs are known (Sequential with an ``Input``, functional), or
-        a SavedModel with a ``serving_default`` signature.
-
-    Raises
-    ------
-    ValueError
-        If the model has several inputs, or its input shape cannot be told before it runs (a subclassed Keras model
-        that was never built).
-    """
-    shapes = None
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        inputs = None
-    if inputs:
-        shapes = [tuple(t.shape) for t in inputs]
-    elif getattr(model, "signatures", None) and "serving_default" in model.signatures:
-        import tensorflow as tf
-
-        args, kwargs = model.signatures["serving_default"].structured_input_signature
-        shapes = [tuple(spec.shape.as_list()) for spec in tf.nest.flatten((args, kwargs))]
-    if shapes is None:
-        raise ValueError(
-            f"cannot tell the input shape of this {type(model).__name__}; save a Sequential model with an Input, a "
-            "functional model, or a SavedModel with a serving signature"
-        )
-    if len(shapes) != 1:
-        raise ValueError(f"the command line explains models with one input; this one has {len(shapes)}: {shapes}")
-    return tuple(None if d is None else int(d) for d in shapes[0][1:])
-
-
 def load_keras_model(
     path: str | Path,
     method: str,
@@ -402,6 +348,21 @@ def load_keras_model(
         deepexplain's ``InvalidTypeError``.
     """
     import deepexplain
+
+    model, shape = _loaded_model(path, log)
+    if method in BASELINES_METHODS:
+        method_kwargs["baselines"] = _reference_samples(baselines, shape, method)
+    explainer = deepexplain.Explainer(method, model, **method_kwargs)
+
+    def attribute(xs: np.ndarray, target: str | int) -> np.ndarray:
+        return explainer.run(xs, target=target)
+
+    return shape, attribute
+
+
+def _loaded_model(path, log):
+    """The model saved at ``path`` (its logits if it ends in a softmax, which ``log`` is told) and its input shape."""
+    import deepexplain
     from deepexplain.errors import InvalidInputError, InvalidTypeError
 
     try:
@@ -416,14 +377,7 @@ def load_keras_model(
     else:
         if log:
             log("the model ends in a softmax: explaining its logits instead (deepexplain.strip_softmax)")
-    if method in BASELINES_METHODS:
-        method_kwargs["baselines"] = _reference_samples(baselines, shape, method)
-    explainer = deepexplain.Explainer(method, model, **method_kwargs)
-
-    def attribute(xs: np.ndarray, target: str | int) -> np.ndarray:
-        return explainer.run(xs, target=target)
-
-    return shape, attribute
+    return model, shape
 
 
 def _reference_samples(baselines: np.ndarray | None, shape: tuple, method: str) -> np.ndarray:
@@ -463,15 +417,8 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _explain(args: argparse.Namespace) -> int:
-    parser = args.command_parser  # usage errors read better with the subcommand's own usage line
-    if not Path(args.model).exists():
-        parser.error(f"MODEL {args.model}: no such file or folder")
-    for path in map(Path, args.inputs):
-        if not path.is_file():
-            parser.error(f"INPUT {path}: no such file")
-        if path.suffix.lower() not in (*IMAGE_SUFFIXES, ".npy"):
-            parser.error(f"INPUT {path}: expected an image ({', '.join(IMAGE_SUFFIXES)}) or a .npy array")
+def _method_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    """``--method`` and the options that belong to some methods only, checked; the method's arguments from them."""
     if args.baselines is not None:
         if args.method not in BASELINES_METHODS:
             parser.error(f"--baselines: only {' and '.join(BASELINES_METHODS)} take baselines, not {args.method!r}")
@@ -488,6 +435,19 @@ def _explain(args: argparse.Namespace) -> int:
     method_kwargs = {} if args.layer is None else {"layer": args.layer}
     if args.method in BOUNDED_METHODS:
         method_kwargs["low"], method_kwargs["high"] = args.bounds or (0.0, 1.0)
+    return method_kwargs
+
+
+def _explain(args: argparse.Namespace) -> int:
+    parser = args.command_parser  # usage errors read better with the subcommand's own usage line
+    if not Path(args.model).exists():
+        parser.error(f"MODEL {args.model}: no such file or folder")
+    for path in map(Path, args.inputs):
+        if not path.is_file():
+            parser.error(f"INPUT {path}: no such file")
+        if path.suffix.lower() not in (*IMAGE_SUFFIXES, ".npy"):
+            parser.error(f"INPUT {path}: expected an image ({', '.join(IMAGE_SUFFIXES)}) or a .npy array")
+    method_kwargs = _method_arguments(args, parser)
     try:
         baselines = None if args.baselines is None else np.load(args.baselines)
         sample_shape, attribute = load_keras_model(args.model, args.method, baselines=baselines, **method_kwargs)
@@ -496,6 +456,61 @@ def _explain(args: argparse.Namespace) -> int:
         _stderr(f"deepexplain explain: {error}")
         return 1
     _stderr(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
+def _dataset_files(parser: argparse.ArgumentParser, data: Sequence[str]):
+    """DATA as explain_dataset takes it: one .npy path, or the image files (a folder's, sorted by name)."""
+    if len(data) == 1 and data[0].lower().endswith(".npy"):
+        if not Path(data[0]).is_file():
+            parser.error(f"DATA {data[0]}: no such file")
+        return data[0]
+    images = []
+    for item in map(Path, data):
+        if item.is_dir():
+            images += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif not item.is_file():
+            parser.error(f"DATA {item}: no such file or folder")
+        elif item.suffix.lower() not in IMAGE_SUFFIXES:
+            parser.error(f"DATA {item}: expected images ({', '.join(IMAGE_SUFFIXES)}) or one .npy array")
+        else:
+            images.append(item)
+    if not images:
+        parser.error(f"DATA {' '.join(data)}: no images found")
+    return [str(p) for p in images]
+
+
+def _explain_dataset(args: argparse.Namespace) -> int:
+    parser = args.command_parser
+    if not Path(args.model).exists():
+        parser.error(f"MODEL {args.model}: no such file or folder")
+    data = _dataset_files(parser, args.data)
+    if isinstance(args.target, str) and args.target != "max" and not Path(args.target).is_file():
+        parser.error(f"--target {args.target}: no such file")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"--out {args.out}: is a file, expected a folder")
+    method_kwargs = _method_arguments(args, parser)
+    import deepexplain
+
+    try:
+        model, shape = _loaded_model(args.model, _stderr)
+        if args.method in BASELINES_METHODS:
+            baselines = None if args.baselines is None else np.load(args.baselines)
+            method_kwargs["baselines"] = _reference_samples(baselines, shape, args.method)
+        target = np.load(args.target) if isinstance(args.target, str) and args.target != "max" else args.target
+        result = deepexplain.explain_dataset(
+            args.method, model, data, target=target, out=args.out, engine=args.engine, batch_size=args.batch_size,
+            num_workers=args.num_workers, progress=not args.no_progress, **method_kwargs,
+        )  # fmt: skip
+    except (OSError, ValueError, TypeError) as error:
+        _stderr(f"deepexplain explain-dataset: {error}")
+        return 1
+    resumed = result.shards_total - result.shards_run
+    _stderr(
+        f"explained {result.n} samples with {args.method} ({result.shards_run} shards run"
+        + (f", {resumed} finished before" if resumed else "")
+        + f", {result.throughput:.0f} samples/s): {Path(args.out) / 'attributions.npy'}"
+    )
     return 0
 
 
@@ -514,4 +529,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         (the reason on stderr). Usage errors exit through argparse with status 2.
     """
     args = build_parser().parse_args(argv)
-    return _demo(args) if args.command == "demo" else _explain(args)
+    commands = {"demo": _demo, "explain": _explain, "explain-dataset": _explain_dataset}
+    return commands[args.command](args)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from deepexplain.dataset import ExplainerTask, input_columns
 from deepexplain.errors import InvalidInputError
 
 
@@ -79,7 +80,8 @@ class Patterns(Mapping):
         return cls(arrays, pattern_type)
 
 
-def fit_patterns(model, data, *, pattern_type="relu", batch_size=256, progress=True, output=None) -> Patterns:
+def fit_patterns(model, data, *, pattern_type="relu", batch_size=256, progress=True, output=None, engine="local",
+                 num_workers=None) -> Patterns:  # fmt: skip
     """Fit the pattern of every dense and convolution layer of ``model`` on ``data``, in one streaming pass.
 
     Parameters
@@ -98,6 +100,12 @@ def fit_patterns(model, data, *, pattern_type="relu", batch_size=256, progress=T
         Show a progress bar.
     output : int or str, optional
         Which output of a model with several outputs.
+    engine : {'local', 'ray'}
+        'ray': the statistics of each shard of ``data`` are computed on a Ray Data actor pool
+        (:func:`deepexplain.explain_dataset` says how; ``data`` then is anything it takes) and added in the order
+        of the shards, so the patterns equal the local fit's.
+    num_workers : int, optional
+        Ray actors (default: the cluster's CPUs).
 
     Returns
     -------
@@ -111,11 +119,48 @@ def fit_patterns(model, data, *, pattern_type="relu", batch_size=256, progress=T
     ``sum x y m``, computed as the op's kernel gradient, so convolutions materialise no patches); what is held is
     six kernel-sized float64 sums per layer. Statistics are sums, so fits of parts of a dataset merge exactly.
     """
+    from deepexplain import stream
     from deepexplain.explainer import Explainer
     from deepexplain.tensorflow.methods.patterns import PatternStatistics
 
+    stream.check_engine(engine, num_workers)
+    if engine == "ray":
+        return _fitted_on_ray(model, data, output, pattern_type, batch_size, num_workers, progress)
     explainer = Explainer(PatternStatistics, model, output=output, progress=progress, pattern_type=pattern_type)
     return _fitted(explainer, data, batch_size)
+
+
+def _fitted_on_ray(model, data, output, pattern_type, batch_size, num_workers, progress) -> Patterns:
+    from deepexplain import stream
+    from deepexplain.tensorflow.methods.patterns import PatternStatistics
+
+    task = _FitTask(PatternStatistics, model, output, None, {"pattern_type": pattern_type}, batch_size)
+    explainer = task.setup()
+    shapes = explainer.runner.model_specs
+    source = stream.source_of(data, None if shapes is None else [s.shape for s in shapes])
+    if source.n == 0:
+        raise InvalidInputError("data holds no samples to fit on")
+    task.columns = input_columns(source)
+    first = source.read(0, 1) if source.random_access else next(source.iterate(0, 1))[2]
+    task(first)  # compiled in the driver too (the layers to fit), and the data checked on one sample
+    sample_bytes = sum(int(np.prod(first[c].shape[1:])) * first[c].itemsize for c in task.columns)
+    sums = stream.Sums()
+    stream.run(task, source, sums, shard_size=stream.shard_rows(sample_bytes), engine="ray", num_workers=num_workers,
+               progress=progress, desc="fit")  # fmt: skip
+    method = explainer.method
+    method.set_statistics(sums.result())
+    return Patterns(method.patterns(), method.pattern_type)
+
+
+class _FitTask(ExplainerTask):
+    """One shard's pattern statistics (float64 sums, flattened), merged by :class:`deepexplain.stream.Sums`."""
+
+    columns: list | None = None
+
+    def __call__(self, columns: dict) -> list:
+        inputs = [columns[c] for c in self.columns]
+        self._explainer.fit(inputs if len(inputs) > 1 else inputs[0], batch_size=self.batch_size, progress=False)
+        return self._explainer.method.take_statistics()
 
 
 def _fitted(explainer, data, batch_size) -> Patterns:

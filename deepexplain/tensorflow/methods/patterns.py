@@ -75,6 +75,18 @@ class PatternStatistics(GradientMethod):
     def fit_batch(self, values: list) -> None:
         _accumulate(self._sums, [key for key, _ in self._layers], values, len(pattern_rules.STATISTICS))
 
+    def take_statistics(self) -> list:
+        """The sums so far, flattened in layer order (float64), and start anew: one worker's part of a fit."""
+        flat = [a for key, _ in self._layers for a in self._sums[key]]
+        self._sums = {}
+        return flat
+
+    def set_statistics(self, flat: list) -> None:
+        """Fit on the sums ``flat`` (:meth:`take_statistics`'s layout, added over the parts of a dataset)."""
+        k = len(pattern_rules.STATISTICS)
+        self._sums = {key: list(flat[i * k : (i + 1) * k]) for i, (key, _) in enumerate(self._layers)}
+        self.fit_end()
+
     def patterns(self) -> dict:
         """Layer key -> pattern (float32, the kernel's shape)."""
         result = {}

@@ -1,0 +1,286 @@
+"""Explain a whole dataset: :func:`explain_dataset` streams it through one compiled explainer (or one per Ray
+worker), writes the attributions shard by shard and resumes a job that was stopped (:mod:`deepexplain.stream`)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from deepexplain import stream
+from deepexplain.errors import InvalidInputError
+
+__all__ = ["DatasetExplanation", "ExplainerTask", "explain_dataset"]
+
+_TARGET_COLUMN = "__target__"
+_NAMED_TARGETS = ("max", "max_activation", "all")
+
+
+class DatasetExplanation:
+    """The result of :func:`explain_dataset`.
+
+    Attributes
+    ----------
+    attributions : ndarray or list of ndarray
+        ``(N, *shape)`` as ``Explainer.run`` gives for the whole dataset (a list for several model inputs); with
+        ``out=DIR`` a read-only memory map of ``DIR/attributions.npy``.
+    out : Path or None
+        The job's directory.
+    n : int
+        Samples in the dataset.
+    shards_run, shards_total : int
+        Shards explained by this call, and in the whole job (a resumed call runs only the unfinished ones).
+    seconds : float
+        Wall time of this call's explaining (after the checks and the first compilation).
+    startup_seconds : float or None
+        Of ``seconds``, the time until the first shard was finished (on Ray: starting the workers, each loading the
+        model and compiling); None when nothing was left to run.
+    """
+
+    def __init__(self, results: list, out, n, shards_run, shards_total, seconds, rows_run, engine, method):
+        self.attributions = results[0] if len(results) == 1 else results
+        self.out, self.n, self.shards_run, self.shards_total = out, n, shards_run, shards_total
+        self.seconds, self.rows_run, self.engine, self.method = seconds, rows_run, engine, method
+
+    @property
+    def throughput(self) -> float:
+        """Samples explained per second by this call."""
+        return self.rows_run / self.seconds if self.seconds > 0 else float("nan")
+
+    def __repr__(self) -> str:
+        where = f"out={os.fspath(self.out)!r}" if self.out is not None else "in memory"
+        return (
+            f"DatasetExplanation({self.method!r}, n={self.n}, {where}, engine={self.engine!r}, "
+            f"shards {self.shards_run} run of {self.shards_total}, {self.throughput:.1f} samples/s)"
+        )
+
+
+def explain_dataset(method, /, model, data, *, target=None, out=None, engine="local", batch_size=None,
+                    num_workers=None, progress=True, shard_size=None, input_column=None, output=None, layer=None,
+                    **method_kwargs) -> DatasetExplanation:  # fmt: skip
+    """Explain every sample of ``data`` with one method, streaming, resumable, locally or on Ray.
+
+    Parameters
+    ----------
+    method : str
+        A name of :data:`deepexplain.METHODS` (positional only, as for :class:`deepexplain.Explainer`).
+    model : keras.Model, tf_keras.Model, callable or path
+        As for :class:`deepexplain.Explainer`; ``engine='ray'`` needs a Keras model or a saved model's path (each
+        worker loads its own copy).
+    data : ndarray, list of ndarray, str, list of str, tf.data.Dataset or ray.data.Dataset
+        The samples: an array (a list of arrays, one per model input), a ``.npy`` path (memory-mapped one shard at a
+        time), a list of image paths (read into [0, 1] with scikit-image, fitted to the model's input: see
+        :func:`deepexplain.files.read_input`), a ``tf.data.Dataset`` of samples or batches (elements ``x``,
+        ``(x, y)`` or dicts; read in order, counted once if its length is unknown), or a Ray Dataset.
+    target : optional
+        As for ``Explainer.run`` (default 'max'), or per sample: an array of ``N`` class indices (or ``N`` rows of
+        output weights), or the name of a column of ``data`` ('y' of a ``(x, y)`` tf.data dataset, a Ray column).
+    out : str or path-like, optional
+        A directory for ``attributions.npy`` (``(N, *shape)``, written shard by shard) and ``manifest.json``. A
+        second call with the same arguments resumes (finished shards are not redone); other arguments are refused,
+        naming what changed; nothing is ever overwritten. None: the results stay in memory.
+    engine : {'local', 'ray'}
+        'local': this process, one compiled explainer. 'ray': a Ray Data actor pool, one explainer compiled per
+        actor, on the cluster ``ray.init()`` finds or on a local one started (and stopped) for this job. The
+        results are the same.
+    batch_size : int, optional
+        Rows per model call, as for ``Explainer.run``.
+    num_workers : int, optional
+        Ray actors (default: the cluster's CPUs); each takes one CPU.
+    progress : bool
+        One progress bar for the whole job.
+    shard_size : int, optional
+        Samples per shard, the unit of checkpointing and of a Ray task (default: up to 1024, at most
+        :data:`deepexplain.stream.SHARD_INPUT_BYTES` of input). A resumed job keeps its own.
+    input_column : str or list of str, optional
+        The column(s) of ``data`` fed to the model (default: 'x'; the one column that is not the target).
+    output, layer, **method_kwargs
+        As for :class:`deepexplain.Explainer`.
+
+    Returns
+    -------
+    DatasetExplanation
+
+    Notes
+    -----
+    The driver holds one compiled explainer, two shards (one being explained, the next being read) and the
+    manifest: with ``out`` its memory does not grow with ``N``. Arguments are compared on resuming by digests: the
+    method and its arguments, the target, the model's weights (so a model trained further is not mixed in) and the
+    data (an array's or ``.npy`` file's bytes, image paths with sizes and times, a pipeline's length and element
+    spec). ``batch_size``, ``engine`` and ``num_workers`` may change between calls; the numbers do not depend on them.
+    """
+    from deepexplain.batching import check_batch_size
+    from deepexplain.inputs import check_flag, check_positive_int
+    from deepexplain.tensorflow.methods import check_method, method_name
+
+    check_method(method, method_kwargs)
+    stream.check_engine(engine, num_workers)
+    check_batch_size(batch_size)
+    check_flag(progress, "progress", "explain_dataset")
+    if shard_size is not None:
+        shard_size = check_positive_int(shard_size, "shard_size", "explain_dataset")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise InvalidInputError(f"out must be a directory for the results; {os.fspath(out)!r} is a file")
+    if engine == "ray" and not (isinstance(model, str | os.PathLike) or hasattr(model, "save")):
+        raise InvalidInputError(
+            f"engine='ray' sends the model to its workers: pass a Keras model or a saved model's path; got "
+            f"{type(model).__name__}"
+        )
+    task = _ExplainTask(method, model, output, layer, method_kwargs, batch_size)
+    explainer = task.setup()
+    shapes = explainer.runner.model_specs
+    source = stream.source_of(data, None if shapes is None else [s.shape for s in shapes])
+    if source.n == 0:
+        raise InvalidInputError("data holds no samples")
+    task.columns, task.target, extra = _columns_and_target(source, input_column, target, explainer)
+    data_digest = source.fingerprint() if out is not None else None  # the data alone: the target is an argument
+    source = source.with_columns(extra)
+    first = next(source.iterate(0, 1))[2] if not source.random_access else source.read(0, 1)
+    task(first)  # the target, the inputs' shapes and the method's arguments, checked on one sample before any work
+
+    sample_bytes = sum(int(np.prod(first[c].shape[1:])) * first[c].itemsize for c in task.columns)
+    checkpoint = None
+    if out is not None:
+        arguments = {
+            "method": method_name(method),
+            "method_kwargs": stream.digest(method_kwargs),
+            "output": repr(output),
+            "layer": repr(layer),
+            "target": stream.digest(target),
+            "input_column": repr(input_column),
+            "model": _model_digest(explainer.model),
+            "data": data_digest,
+        }
+        checkpoint = stream.Checkpoint(out, arguments, source.n, shard_size)
+        shard_size = checkpoint.shard_size
+    if shard_size is None:
+        shard_size = stream.shard_rows(sample_bytes)
+    if checkpoint is not None:
+        checkpoint.shard_size = shard_size
+    rows = stream.Rows(source.n, None if out is None else Path(out))
+    done_before = checkpoint.rows_done() if checkpoint is not None else 0
+    start = time.perf_counter()
+    shards_run, startup = stream.run(task, source, rows, shard_size=shard_size, engine=engine, num_workers=num_workers,
+                            checkpoint=checkpoint, progress=progress, desc=method_name(method))  # fmt: skip
+    seconds = time.perf_counter() - start
+    result = DatasetExplanation(rows.result(), None if out is None else Path(out), source.n, shards_run,
+                                -(-source.n // shard_size), seconds, source.n - done_before, engine,
+                                method_name(method))  # fmt: skip
+    result.startup_seconds = startup
+    return result
+
+
+def _columns_and_target(source, input_column, target, explainer):
+    """The input columns, the target as the task applies it (``('column', name)`` or ``('fixed', value)``) and the
+    arrays that join the source as columns (a per-sample target)."""
+    from deepexplain import targets
+
+    columns = list(source.columns)
+    target_column = None
+    extra = {}
+    if isinstance(target, str) and target not in _NAMED_TARGETS:
+        if target not in columns:
+            raise InvalidInputError(
+                f"target {target!r} is neither one of {_NAMED_TARGETS} nor a column of data (columns: {columns})"
+            )
+        target_column = target
+    elif isinstance(target, list | tuple | np.ndarray) and np.ndim(target) >= 1:
+        target_array = np.asarray(target)
+        if len(target_array) != source.n:
+            raise InvalidInputError(
+                f"target: an array of targets has one entry per sample of data ({source.n}); got {len(target_array)}"
+            )
+        extra[_TARGET_COLUMN] = target_array
+        target_column = _TARGET_COLUMN
+    else:
+        targets.parse(target, None, None, explainer._default_target)  # a bad target fails here, before any work
+    chosen = input_columns(source, input_column, exclude=target_column)
+    spec = ("column", target_column) if target_column is not None else ("fixed", target)
+    return chosen, spec, extra
+
+
+def input_columns(source, input_column=None, exclude=None) -> list:
+    """The columns of ``source`` fed to the model: ``input_column`` (a name or a list), else 'x' (or 'x0', 'x1', ...
+    for several inputs), else the one column that is not ``exclude`` (the target's)."""
+    columns = list(source.columns)
+    if input_column is None:
+        free = [c for c in columns if c != exclude]
+        named = [c for c in free if c == "x" or (c[:1] == "x" and c[1:].isdigit())]
+        chosen = named or (free if len(free) == 1 else None)
+        if not chosen:
+            raise InvalidInputError(
+                f"data has the columns {columns}: name the model's input(s) with input_column=<column or list>"
+            )
+        return chosen
+    chosen = [input_column] if isinstance(input_column, str) else list(input_column)
+    missing = [c for c in chosen if c not in columns]
+    if missing:
+        raise InvalidInputError(f"input_column {missing} not among the columns of data: {columns}")
+    return chosen
+
+
+def _model_digest(model) -> str:
+    """The model's class and every weight's values (variable by variable: no copy of the whole model)."""
+    weights = getattr(model, "weights", None)
+    if weights is None:  # a plain callable: its name is all there is
+        return stream.digest(model)
+    return stream.digest([type(model).__qualname__, [np.asarray(w) for w in weights]])
+
+
+class ExplainerTask:
+    """A worker's explainer of ``method`` on ``model``, set up once per worker (:mod:`deepexplain.stream`). Pickled
+    for Ray with the model as the bytes of its saved file (a Keras model is saved to ``.keras`` for it), never as
+    live objects; a SavedModel directory is read where it is."""
+
+    def __init__(self, method, model, output, layer, method_kwargs, batch_size):
+        self.method, self.model, self.output, self.layer = method, model, output, layer
+        self.method_kwargs, self.batch_size = dict(method_kwargs), batch_size
+        self._explainer = None
+        self._model_file = None
+
+    def setup(self):
+        if self._explainer is None:
+            from deepexplain.explainer import Explainer
+
+            model = self.model
+            if self._model_file is not None:  # a Ray worker: its own copy of the saved model
+                suffix, content = self._model_file
+                handle, model = tempfile.mkstemp(suffix=suffix, prefix="deepexplain-model-")
+                with os.fdopen(handle, "wb") as f:
+                    f.write(content)
+            self._explainer = Explainer(self.method, model, output=self.output, layer=self.layer, progress=False,
+                                        **self.method_kwargs)  # fmt: skip
+            if self._model_file is not None:
+                os.unlink(model)
+        return self._explainer
+
+    def __getstate__(self):
+        state = dict(self.__dict__, _explainer=None)
+        if isinstance(self.model, str | os.PathLike) and Path(self.model).is_file():  # the file travels, not its path
+            state["_model_file"] = (Path(self.model).suffix, Path(self.model).read_bytes())
+            state["model"] = None
+        elif not isinstance(self.model, str | os.PathLike):
+            with tempfile.TemporaryDirectory(prefix="deepexplain-") as directory:
+                path = Path(directory) / "model.keras"
+                self.model.save(path)
+                state["_model_file"] = (".keras", path.read_bytes())
+            state["model"] = None
+        return state
+
+
+class _ExplainTask(ExplainerTask):
+    """How a shard's columns become ``Explainer.run``'s arguments."""
+
+    columns: list | None = None
+    target: tuple = ("fixed", None)
+
+    def __call__(self, columns: dict) -> list:
+        inputs = [columns[c] for c in self.columns]
+        kind, value = self.target
+        target = columns[value] if kind == "column" else value
+        result = self._explainer.run(inputs if len(inputs) > 1 else inputs[0], target=target,
+                                     batch_size=self.batch_size, progress=False)  # fmt: skip
+        return list(result) if isinstance(result, list) else [result]
