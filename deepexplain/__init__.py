@@ -24,6 +24,7 @@ _LAZY = {
     "segments": ("deepexplain.segmentation", "segments"),
     "explain_dataset": ("deepexplain.dataset", "explain_dataset"),
     "DatasetExplanation": ("deepexplain.dataset", "DatasetExplanation"),
+    "evaluate_dataset": ("deepexplain.dataset", "evaluate_dataset"),
 }
 _SUBMODULES = (
     "plot",
@@ -68,4 +69,5 @@ __all__ = [
     "segments",
     "explain_dataset",
     "DatasetExplanation",
+    "evaluate_dataset",
 ]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from deepexplain._version import __version__
-from deepexplain.files import IMAGE_SUFFIXES, model_sample_shape, read_input
+from deepexplain.files import IMAGE_SUFFIXES, UnreadableInputError, model_sample_shape, read_input
 
 __all__ = [
     "BASELINES_METHODS",
@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
             "The CAM methods (gradcam, gradcam++, layercam, scorecam, guided_gradcam) read the feature maps of "
             "--layer (default: the last layer with feature maps, found inside nested models too). "
             "Exit status: 0 on success, 1 when the model cannot be loaded or explained on these inputs, 2 on usage "
-            "errors. For TF1-style graphs use the Python API (DeepExplain(session=...))."
+            "errors and input files that do not read or fit the model (one line naming the file). For TF1-style "
+            "graphs use the Python API (DeepExplain(session=...))."
         ),
     )
     explain.add_argument(
@@ -452,6 +453,9 @@ def _explain(args: argparse.Namespace) -> int:
         baselines = None if args.baselines is None else np.load(args.baselines)
         sample_shape, attribute = load_keras_model(args.model, args.method, baselines=baselines, **method_kwargs)
         written = explain_files(args.inputs, sample_shape, attribute, target=args.target, out=args.out)
+    except UnreadableInputError as error:  # a bad file is a usage error: one line naming it
+        _stderr(f"deepexplain explain: INPUT {error}")
+        return 2
     except (OSError, ValueError, TypeError) as error:  # a file that does not read, inputs that do not fit the model
         _stderr(f"deepexplain explain: {error}")
         return 1
@@ -526,7 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         The exit status: 0 on success, 1 when ``explain`` cannot load the model or explain these inputs with it
-        (the reason on stderr). Usage errors exit through argparse with status 2.
+        (the reason on stderr). Usage errors exit through argparse with status 2, as does an input file that does not
+        read or does not fit the model (one line on stderr naming it).
     """
     args = build_parser().parse_args(argv)
     commands = {"demo": _demo, "explain": _explain, "explain-dataset": _explain_dataset}

@@ -7,13 +7,14 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from deepexplain import stream
 from deepexplain.errors import InvalidInputError
 
-__all__ = ["DatasetExplanation", "ExplainerTask", "explain_dataset"]
+__all__ = ["CURVE_METRICS", "DatasetExplanation", "ExplainerTask", "evaluate_dataset", "explain_dataset"]
 
 _TARGET_COLUMN = "__target__"
 _NAMED_TARGETS = ("max", "max_activation", "all")
@@ -40,10 +41,11 @@ class DatasetExplanation:
         model and compiling); None when nothing was left to run.
     """
 
-    def __init__(self, results: list, out, n, shards_run, shards_total, seconds, rows_run, engine, method):
+    def __init__(self, results, out, n, shards_run, shards_total, seconds, rows_run, engine, method, startup_seconds):
         self.attributions = results[0] if len(results) == 1 else results
         self.out, self.n, self.shards_run, self.shards_total = out, n, shards_run, shards_total
         self.seconds, self.rows_run, self.engine, self.method = seconds, rows_run, engine, method
+        self.startup_seconds = startup_seconds
 
     @property
     def throughput(self) -> float:
@@ -112,24 +114,25 @@ def explain_dataset(method, /, model, data, *, target=None, out=None, engine="lo
     data (an array's or ``.npy`` file's bytes, image paths with sizes and times, a pipeline's length and element
     spec). ``batch_size``, ``engine`` and ``num_workers`` may change between calls; the numbers do not depend on them.
     """
-    from deepexplain.batching import check_batch_size
-    from deepexplain.inputs import check_flag, check_positive_int
     from deepexplain.tensorflow.methods import check_method, method_name
 
     check_method(method, method_kwargs)
-    stream.check_engine(engine, num_workers)
-    check_batch_size(batch_size)
-    check_flag(progress, "progress", "explain_dataset")
-    if shard_size is not None:
-        shard_size = check_positive_int(shard_size, "shard_size", "explain_dataset")
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise InvalidInputError(f"out must be a directory for the results; {os.fspath(out)!r} is a file")
-    if engine == "ray" and not (isinstance(model, str | os.PathLike) or hasattr(model, "save")):
-        raise InvalidInputError(
-            f"engine='ray' sends the model to its workers: pass a Keras model or a saved model's path; got "
-            f"{type(model).__name__}"
-        )
+    shard_size = _check_job(model, out, engine, num_workers, batch_size, progress, shard_size, "explain_dataset")
     task = _ExplainTask(method, model, output, layer, method_kwargs, batch_size)
+    arguments = {"method": method_name(method), "method_kwargs": stream.digest(method_kwargs), "output": repr(output),
+                 "layer": repr(layer)}  # fmt: skip
+    job = _run_job(task, data, target, input_column, out, arguments, engine, num_workers, shard_size, progress,
+                   method_name(method), {})  # fmt: skip
+    return DatasetExplanation(job.results, None if out is None else Path(out), job.n, job.shards_run, job.shards_total,
+                              job.seconds, job.rows_run, engine, method_name(method), job.startup_seconds)  # fmt: skip
+
+
+def _run_job(task, data, target, input_column, out, arguments, engine, num_workers, shard_size, progress, desc,
+             columns: dict, names=("attributions",)) -> SimpleNamespace:  # fmt: skip
+    """The part of a dataset job after the arguments are checked: the worker task set up here (the model loaded,
+    compiled), the source and its columns (``columns``: more per-row arrays), one sample run as the check of
+    everything before any work, the checkpoint of ``out`` (``arguments`` plus the digests of target, model and
+    data), then the shards."""
     explainer = task.setup()
     shapes = explainer.runner.model_specs
     source = stream.source_of(data, None if shapes is None else [s.shape for s in shapes])
@@ -137,40 +140,81 @@ def explain_dataset(method, /, model, data, *, target=None, out=None, engine="lo
         raise InvalidInputError("data holds no samples")
     task.columns, task.target, extra = _columns_and_target(source, input_column, target, explainer)
     data_digest = source.fingerprint() if out is not None else None  # the data alone: the target is an argument
-    source = source.with_columns(extra)
+    source = source.with_columns({**extra, **columns})
     first = next(source.iterate(0, 1))[2] if not source.random_access else source.read(0, 1)
     task(first)  # the target, the inputs' shapes and the method's arguments, checked on one sample before any work
 
     sample_bytes = sum(int(np.prod(first[c].shape[1:])) * first[c].itemsize for c in task.columns)
     checkpoint = None
     if out is not None:
-        arguments = {
-            "method": method_name(method),
-            "method_kwargs": stream.digest(method_kwargs),
-            "output": repr(output),
-            "layer": repr(layer),
-            "target": stream.digest(target),
-            "input_column": repr(input_column),
-            "model": _model_digest(explainer.model),
-            "data": data_digest,
-        }
+        arguments = {**arguments, "target": stream.digest(target), "input_column": repr(input_column),
+                     "model": _model_digest(explainer.model), "data": data_digest,
+                     **{name: stream.digest(a) for name, a in columns.items()}}  # fmt: skip
         checkpoint = stream.Checkpoint(out, arguments, source.n, shard_size)
         shard_size = checkpoint.shard_size
     if shard_size is None:
         shard_size = stream.shard_rows(sample_bytes)
     if checkpoint is not None:
         checkpoint.shard_size = shard_size
-    rows = stream.Rows(source.n, None if out is None else Path(out))
+    rows = stream.Rows(source.n, None if out is None else Path(out), names)
     done_before = checkpoint.rows_done() if checkpoint is not None else 0
     start = time.perf_counter()
     shards_run, startup = stream.run(task, source, rows, shard_size=shard_size, engine=engine, num_workers=num_workers,
-                            checkpoint=checkpoint, progress=progress, desc=method_name(method))  # fmt: skip
+                                     checkpoint=checkpoint, progress=progress, desc=desc)  # fmt: skip
     seconds = time.perf_counter() - start
-    result = DatasetExplanation(rows.result(), None if out is None else Path(out), source.n, shards_run,
-                                -(-source.n // shard_size), seconds, source.n - done_before, engine,
-                                method_name(method))  # fmt: skip
-    result.startup_seconds = startup
-    return result
+    return SimpleNamespace(results=rows.result(), n=source.n, shards_run=shards_run, seconds=seconds,
+                           shards_total=-(-source.n // shard_size), rows_run=source.n - done_before,
+                           startup_seconds=startup)  # fmt: skip
+
+
+CURVE_METRICS = ("deletion", "insertion", "pixel_flipping")
+"""The metrics :func:`evaluate_dataset` runs: per-sample curves that depend on nothing but the sample (the random
+ones, such as ROAD's noise and muFidelity's subsets, draw per call and would depend on the sharding)."""
+
+_ATTRIBUTIONS_COLUMN = "__attributions__"
+
+
+def evaluate_dataset(metric, model, data, attributions, *, target=None, out=None, engine="local", batch_size=None,
+                     num_workers=None, progress=True, shard_size=None, input_column=None, output=None,
+                     **metric_kwargs):  # fmt: skip
+    """A perturbation curve of :mod:`deepexplain.metrics` over a whole dataset, streamed as
+    :func:`explain_dataset` streams explanations (resumable with ``out``, locally or on Ray).
+
+    Parameters
+    ----------
+    metric : {'deletion', 'insertion', 'pixel_flipping'}
+        The curve (:func:`deepexplain.metrics.deletion` and the others, with their arguments as
+        ``**metric_kwargs``: ``steps``, ``baseline``, ...).
+    model, data, target, out, engine, batch_size, num_workers, progress, shard_size, input_column, output
+        As for :func:`explain_dataset`; ``target`` is the explained output the curve scores.
+    attributions : ndarray or str
+        ``(N, ...)`` attributions of ``data`` (a ``.npy`` path is memory-mapped: ``explain_dataset``'s
+        ``DIR/attributions.npy``), row for row.
+
+    Returns
+    -------
+    deepexplain.metrics.Curve
+        ``scores`` ``(N, steps + 1)``, equal to the metric on all of ``data`` at once; with ``out``, a read-only
+        memory map of ``DIR/scores.npy``.
+    """
+    from deepexplain import metrics
+
+    if metric not in CURVE_METRICS:
+        raise InvalidInputError(f"metric must be one of {CURVE_METRICS}; got {metric!r}")
+    shard_size = _check_job(model, out, engine, num_workers, batch_size, progress, shard_size, "evaluate_dataset")
+    if isinstance(attributions, str | os.PathLike):
+        try:
+            attributions = np.load(attributions, mmap_mode="r")
+        except (OSError, ValueError) as error:
+            raise InvalidInputError(f"attributions: cannot read {os.fspath(attributions)!r}: {error}") from None
+    if not isinstance(attributions, np.ndarray):
+        raise InvalidInputError(f"attributions must be an ndarray or a .npy path; got {type(attributions).__name__}")
+    task = _CurveTask("zero", model, output, None, {}, batch_size)
+    task.metric, task.metric_kwargs = metric, dict(metric_kwargs)
+    arguments = {"metric": metric, "metric_kwargs": stream.digest(metric_kwargs), "output": repr(output)}
+    job = _run_job(task, data, target, input_column, out, arguments, engine, num_workers, shard_size, progress,
+                   metric, {_ATTRIBUTIONS_COLUMN: attributions}, names=("scores",))  # fmt: skip
+    return metrics.Curve(task.fractions, job.results[0])
 
 
 def _columns_and_target(source, input_column, target, explainer):
@@ -230,6 +274,26 @@ def _model_digest(model) -> str:
     return stream.digest([type(model).__qualname__, [np.asarray(w) for w in weights]])
 
 
+def _check_job(model, out, engine, num_workers, batch_size, progress, shard_size, name) -> int | None:
+    """The arguments every dataset job takes, checked before anything is loaded; ``shard_size`` as an int or None."""
+    from deepexplain.batching import check_batch_size
+    from deepexplain.inputs import check_flag, check_positive_int
+
+    stream.check_engine(engine, num_workers)
+    check_batch_size(batch_size)
+    check_flag(progress, "progress", name)
+    if shard_size is not None:
+        shard_size = check_positive_int(shard_size, "shard_size", name)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise InvalidInputError(f"out must be a directory for the results; {os.fspath(out)!r} is a file")
+    if engine == "ray" and not (isinstance(model, str | os.PathLike) or hasattr(model, "save")):
+        raise InvalidInputError(
+            f"engine='ray' sends the model to its workers: pass a Keras model or a saved model's path; got "
+            f"{type(model).__name__}"
+        )
+    return shard_size
+
+
 class ExplainerTask:
     """A worker's explainer of ``method`` on ``model``, set up once per worker (:mod:`deepexplain.stream`). Pickled
     for Ray with the model as the bytes of its saved file (a Keras model is saved to ``.keras`` for it), never as
@@ -284,3 +348,25 @@ class _ExplainTask(ExplainerTask):
         result = self._explainer.run(inputs if len(inputs) > 1 else inputs[0], target=target,
                                      batch_size=self.batch_size, progress=False)  # fmt: skip
         return list(result) if isinstance(result, list) else [result]
+
+
+class _CurveTask(_ExplainTask):
+    """A shard's perturbation curves, scored by the worker's compiled forward pass."""
+
+    metric: str = "deletion"
+    metric_kwargs: dict | None = None
+    fractions = None
+
+    def __call__(self, columns: dict) -> list:
+        from deepexplain import metrics
+
+        kind, value = self.target
+        target = columns[value] if kind == "column" else value
+        inputs = [columns[c] for c in self.columns]
+        curve = getattr(metrics, self.metric)(
+            metrics.Scorer(self._explainer), inputs if len(inputs) > 1 else inputs[0],
+            np.asarray(columns[_ATTRIBUTIONS_COLUMN]), target=target, batch_size=self.batch_size, progress=False,
+            **(self.metric_kwargs or {}),
+        )  # fmt: skip
+        self.fractions = curve.fractions
+        return [curve.scores]

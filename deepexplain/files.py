@@ -8,7 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "model_sample_shape", "read_input"]
+from deepexplain.errors import InvalidInputError
+
+__all__ = ["IMAGE_SUFFIXES", "UnreadableInputError", "model_sample_shape", "read_input"]
+
+
+class UnreadableInputError(InvalidInputError):
+    """An input file that cannot be read as one model input; the message starts with the file's path."""
+
 
 # What scikit-image's default plugin (imageio) reads; anything else must be a .npy array.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -33,33 +40,46 @@ def read_input(path: str | Path, sample_shape: Sequence[int | None]) -> np.ndarr
 
     Raises
     ------
-    ValueError
-        If the suffix is neither an image's nor ``.npy``, the array's shape does not fit ``sample_shape``, or an
-        image cannot be fitted to a model input that is not (H, W, C) with C in (1, 3).
+    UnreadableInputError
+        (a ``ValueError``) If the suffix is neither an image's nor ``.npy``, the file does not decode (truncated, not
+        an image, not an array), the array's shape does not fit ``sample_shape``, or an image cannot be fitted to a
+        model input that is not (H, W, C) with C in (1, 3); the message starts with the path.
     """
     path = Path(path)
     shape = tuple(sample_shape)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        array = np.load(path)
+        try:
+            array = np.load(path)
+        except (OSError, ValueError) as error:
+            raise UnreadableInputError(f"{path}: not a readable .npy array ({_first_line(error)})") from None
         if array.ndim == len(shape) + 1 and array.shape[0] == 1:
             array = array[0]
         if array.ndim != len(shape) or any(d is not None and d != a for d, a in zip(shape, array.shape, strict=True)):
-            raise ValueError(f"{path}: expected an array of shape {shape} (one model input), got {array.shape}")
+            raise UnreadableInputError(
+                f"{path}: expected an array of shape {shape} (one model input), got {array.shape}"
+            )
         return array.astype(np.float32)
     if suffix not in IMAGE_SUFFIXES:
-        raise ValueError(f"{path}: expected an image ({', '.join(IMAGE_SUFFIXES)}) or a .npy array")
+        raise UnreadableInputError(f"{path}: expected an image ({', '.join(IMAGE_SUFFIXES)}) or a .npy array")
     if len(shape) != 3 or shape[-1] not in (1, 3):
-        raise ValueError(f"{path}: an image fits a model input (H, W, 1) or (H, W, 3), but the model takes {shape}")
+        raise UnreadableInputError(
+            f"{path}: an image fits a model input (H, W, 1) or (H, W, 3), but the model takes {shape}"
+        )
 
     from skimage import io
     from skimage.color import gray2rgb, rgb2gray
     from skimage.transform import resize
     from skimage.util import img_as_float
 
-    image = img_as_float(io.imread(path))
-    if image.ndim == 3 and image.shape[-1] == 4:
-        image = image[..., :3]
+    try:
+        image = img_as_float(io.imread(path))
+    except Exception as error:  # noqa: BLE001 (imageio and Pillow raise many types for a file that is no image)
+        raise UnreadableInputError(f"{path}: not a readable image ({_first_line(error)})") from None
+    if image.ndim == 3 and image.shape[-1] in (2, 4):  # grey + alpha, RGB + alpha: the alpha channel is dropped
+        image = image[..., :-1] if image.shape[-1] == 4 else image[..., 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] != 3):
+        raise UnreadableInputError(f"{path}: an image of shape {image.shape}; expected grey or RGB(A) pixels")
     if shape[-1] == 1:
         image = (rgb2gray(image) if image.ndim == 3 else image)[..., None]
     elif image.ndim == 2:
@@ -69,6 +89,11 @@ def read_input(path: str | Path, sample_shape: Sequence[int | None]) -> np.ndarr
     if (height, width) != image.shape[:2]:
         image = resize(image, (height, width), anti_aliasing=True)
     return np.clip(image, 0, 1).astype(np.float32)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def model_sample_shape(model) -> tuple[int | None, ...]:

@@ -124,7 +124,7 @@ class Source:
         """This source with more columns, arrays of ``n`` rows."""
         for name, a in arrays.items():
             if len(a) != self.n:
-                raise InvalidInputError(f"{name}: expected one entry per sample ({self.n}); got {len(a)}")
+                raise InvalidInputError(f"{name.strip('_')}: expected one entry per sample ({self.n}); got {len(a)}")
         return _Joined(self, ArraySource(arrays)) if arrays else self
 
 

@@ -354,3 +354,41 @@ def test_cam_methods_of_the_command_line_are_those_of_the_registry():
     from deepexplain.cli import CAM_METHODS
 
     assert list(CAM_METHODS) == [name for name, m in METHODS.items() if getattr(m, "uses_layer", False)]
+
+
+def _bad_inputs(folder):
+    good = folder / "digit.png"
+    content = good.read_bytes()
+    (folder / "truncated.png").write_bytes(content[: len(content) // 2])
+    (folder / "text.png").write_text("not an image")
+    (folder / "garbage.npy").write_bytes(b"not an array")
+    np.save(folder / "wrong.npy", np.zeros((5, 5), np.float32))
+    return {
+        "truncated.png": "not a readable image",
+        "text.png": "not a readable image",
+        "garbage.npy": "not a readable .npy array",
+        "wrong.npy": r"expected an array of shape \(8, 8, 1\)",
+    }
+
+
+def test_explain_names_a_bad_input_file_in_one_line_with_status_2(keras_files, tmp_path, capsys):
+    folder = keras_files.folder
+    (tmp_path / "digit.png").write_bytes((folder / "digit.png").read_bytes())
+    for name, message in _bad_inputs(tmp_path).items():
+        status = main(["explain", str(folder / "logits.keras"), str(tmp_path / name), "--out", str(tmp_path / "out")])
+        error = capsys.readouterr().err.strip().splitlines()
+        assert status == 2, error
+        assert re.match(f"deepexplain explain: INPUT {re.escape(str(tmp_path / name))}: {message}", error[-1])
+        assert not any("Traceback" in line for line in error)
+        assert not (tmp_path / "out").exists()
+
+
+def test_grey_and_alpha_images_fit_an_rgb_or_grey_model(tmp_path):
+    from deepexplain.files import read_input
+
+    pixels = (np.random.default_rng(0).random((10, 10, 2)) * 255).astype(np.uint8)
+    io.imsave(tmp_path / "la.png", pixels, check_contrast=False)
+    grey = read_input(tmp_path / "la.png", (10, 10, 1))
+    np.testing.assert_allclose(grey[..., 0], pixels[..., 0] / 255, atol=1e-6)  # the alpha channel dropped
+    rgb = read_input(tmp_path / "la.png", (10, 10, 3))
+    assert rgb.shape == (10, 10, 3) and np.array_equal(rgb[..., 0], rgb[..., 2])

@@ -368,3 +368,38 @@ def test_sums_are_added_in_the_order_of_the_shards():
 def test_fit_patterns_checks_its_engine(model, xs):
     with pytest.raises(InvalidInputError, match="engine"):
         deepexplain.fit_patterns(model, xs, engine="dask")
+
+
+@pytest.mark.parametrize("metric,kwargs", [("deletion", {"steps": 6}), ("insertion", {"steps": 4, "baseline": 0.5}),
+                                           ("pixel_flipping", {"steps": 5, "region": 2})])  # fmt: skip
+def test_curves_over_a_dataset_equal_the_metric_on_all_of_it(model, xs, tmp_path, metric, kwargs):
+    from deepexplain import metrics
+
+    job = deepexplain.explain_dataset("grad*input", model, xs, out=tmp_path / "ig", progress=False)
+    expected = getattr(metrics, metric)(model, xs, np.asarray(job.attributions), target=labels(len(xs)), **kwargs)
+    curve = deepexplain.evaluate_dataset(metric, model, xs, tmp_path / "ig" / "attributions.npy",
+                                         target=labels(len(xs)), shard_size=8, out=tmp_path / "scores",
+                                         progress=False, **kwargs)  # fmt: skip
+    np.testing.assert_allclose(curve.scores, expected.scores, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(curve.fractions, expected.fractions)
+    assert isinstance(curve.scores, np.memmap) and (tmp_path / "scores" / "scores.npy").is_file()
+    again = deepexplain.evaluate_dataset(
+        metric,
+        model,
+        xs,
+        tmp_path / "ig" / "attributions.npy",
+        target=labels(len(xs)),
+        out=tmp_path / "scores",
+        progress=False,
+        **kwargs,
+    )
+    np.testing.assert_array_equal(again.scores, curve.scores)
+
+
+def test_evaluate_dataset_refuses_random_metrics_and_misaligned_attributions(model, xs):
+    with pytest.raises(InvalidInputError, match="metric must be one of"):
+        deepexplain.evaluate_dataset("road", model, xs, np.zeros_like(xs), progress=False)
+    with pytest.raises(InvalidInputError, match=r"^attributions: expected one entry per sample \(37\); got 5"):
+        deepexplain.evaluate_dataset("deletion", model, xs, np.zeros_like(xs[:5]), progress=False)
+    with pytest.raises(InvalidInputError, match="attributions"):
+        deepexplain.evaluate_dataset("deletion", model, xs, "nowhere.npy", progress=False)

@@ -140,3 +140,13 @@ def test_patterns_fitted_on_ray_equal_the_local_fit(model):
     assert set(local) == set(on_ray)
     for key in local:  # float64 sums added shard by shard instead of batch by batch
         np.testing.assert_allclose(on_ray[key], local[key], rtol=1e-5, atol=1e-6 * np.abs(local[key]).max())
+
+
+def test_deletion_curves_on_ray(model, xs):
+    from deepexplain import metrics
+
+    attributions = deepexplain.Explainer("saliency", model).run(xs)
+    expected = metrics.deletion(model, xs, attributions, steps=5)
+    curve = deepexplain.evaluate_dataset("deletion", model, xs, attributions, steps=5, engine="ray", num_workers=2,
+                                         shard_size=8, progress=False)  # fmt: skip
+    np.testing.assert_allclose(curve.scores, expected.scores, rtol=1e-6, atol=1e-7)
