@@ -167,11 +167,10 @@ class Explainer:
         if getattr(method, "needs_fit", False) and not method.fitted:
             raise InvalidInputError(f"{self.method_name} learns from data first: call explainer.fit(data) before run")
         if getattr(method, "uses_layer", False):  # one map per sample, whatever the inputs
-            return self._layer_maps(method, request, inputs, specs, rows, show_progress)
+            return self._warn_non_finite(self._layer_maps(method, request, inputs, specs, rows, show_progress))
         if self._inner is not None:
             result = self._noise_tunnel(method, request, inputs, specs, rows, show_progress)
-            return result if self._multiple_inputs or len(result) > 1 else result[0]
-        if isinstance(method, GradientMethod) and not method.needs_gradient:
+        elif isinstance(method, GradientMethod) and not method.needs_gradient:
             rng = np.random.default_rng(getattr(method, "seed", None)) if method.is_random else None
             result = method.without_gradient(inputs, rng)
         elif isinstance(method, GradientMethod):
@@ -181,7 +180,34 @@ class Explainer:
         else:
             forward = self._forward(request, inputs, specs, rows)
             result = method.attribute(forward, inputs, rows, show_progress)
+        self._warn_non_finite(result)
+        if self._inner is not None:
+            return result if self._multiple_inputs or len(result) > 1 else result[0]
         return result if self._multiple_inputs else result[0]
+
+    def _warn_non_finite(self, result):
+        """Warn (never silently) when finite inputs gave NaN or inf attributions, naming the samples; ``result``
+        is returned as it is."""
+        arrays = result if isinstance(result, list | tuple) else [result]
+        bad = np.zeros(len(arrays[0]), bool)
+        for a in arrays:
+            a = np.asarray(a)
+            if a.dtype.kind in "fc":
+                bad |= ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            hint = (
+                " (relevance divided by near-zero pre-activations, e.g. a convolution followed by batch norm: an "
+                "epsilon rule such as lrp.epsilon is stable there)"
+                if self.method_name.startswith(("lrp", "deep_taylor", "deeplift", "deepshap", "elrp"))
+                else " (the model's output is not finite there)"
+            )
+            warn(
+                f"{self.method_name} gave non-finite attributions (NaN or inf) for {len(rows)} of {len(bad)} "
+                f"sample(s) (first: sample {rows[0]}) from finite inputs{hint}",
+                RuntimeWarning,
+            )
+        return result
 
     def fit(self, data, batch_size=None, progress=None):
         """Learn what the method needs from ``data`` in one streaming pass (methods with ``needs_fit``: pattern

@@ -318,3 +318,27 @@ def test_a_target_whose_rows_are_not_the_samples_is_refused(session):
         assert len(session.graph.get_operations()) == count
         ok = de.explain("grad*input", tf.reduce_sum(X * 2.0, axis=1, keepdims=True), X, np.ones((3, 2), np.float32))
     np.testing.assert_allclose(ok, np.full((3, 2), 2.0))
+
+
+@pytest.mark.parametrize("method,bad,first", [("saliency", 1, 1), ("intgrad", 3, 0), ("occlusion", 3, 0)])
+def test_non_finite_attributions_of_finite_inputs_are_never_silent(method, bad, first):
+    import warnings
+
+    import deepexplain
+
+    keras = pytest.importorskip("keras")
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(2, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Lambda(lambda h: tf.sqrt(h - 0.5))(hidden))  # NaN where h < 0.5
+    model.layers[1].set_weights([np.eye(3, 2, dtype=np.float32), np.zeros(2, np.float32)])
+    xs = np.array([[2.0, 3.0, 1.0], [0.1, 0.1, 0.1], [2.0, 2.0, 0.0]], np.float32)  # sample 1 gives NaN
+    explainer = deepexplain.Explainer(method, model, progress=False)
+    # intgrad's path from 0 and occlusion's removed features take every sample through h < 0.5
+    with pytest.warns(RuntimeWarning, match=rf"{method} gave non-finite attributions .* for {bad} of 3 sample\(s\) "
+                                            rf"\(first: sample {first}\) from finite inputs"):  # fmt: skip
+        explainer.run(xs, target=0)
+    if bad == 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # finite samples: no warning
+            result = explainer.run(xs[[0, 2]], target=0)
+        assert np.isfinite(result).all()
