@@ -113,6 +113,7 @@ class Explainer:
         self._output_label = f"T ({graph_target.name})" if graph_target is not None else "the output"
         self._lock = threading.RLock()
         self._compiled: dict = {}
+        self._warned: set = set()
         self._specs = self.runner.input_specs
         self._multiple_inputs = self.runner.multiple_inputs  # None: known from the first xs
         shapes = [s.shape for s in self._specs] if self._specs is not None else [None]
@@ -409,8 +410,10 @@ class Explainer:
                          "activations": self._build_activations}[kind](score, compiled)  # fmt: skip
                 compiled.run = self.runner.compile(build, self._extra_specs(kind, compiled), specs)
                 self._compiled[key] = compiled
-                if compiled.messages:
-                    warn(" ".join(compiled.messages))
+                fresh = [m for m in compiled.messages if m not in self._warned]  # once per explainer, not per kind
+                if fresh:
+                    self._warned.update(fresh)
+                    warn(" ".join(fresh))
             return self._compiled[key]
 
     def _extra_specs(self, kind: str, compiled: _Compiled) -> list:
@@ -563,11 +566,21 @@ class Explainer:
     def _check_softmax(self, target: tf.Tensor, compiled: _Compiled) -> None:
         from deepexplain.adapters.keras import softmax_input
 
-        if self.adapter is None or softmax_input(target) is None:
+        if self.adapter is not None:
+            if softmax_input(target) is not None:
+                compiled.messages.append(
+                    f"{self.method_name}: the explained output comes out of a softmax, so the attributions explain "
+                    "probabilities, which saturate; explain the logits with deepexplain.strip_softmax(model)."
+                )
             return
+        explained = getattr(self.runner, "target", None)
+        method = self.method
+        has_rules = getattr(method, "rules", None) or getattr(method, "covers_all_ops", False)
+        if explained is None or softmax_input(explained) is None or has_rules:
+            return  # methods with rules name the softmax among the ops they have no rule for (_check_rules)
         compiled.messages.append(
-            f"{self.method_name}: the explained output comes out of a softmax, so the attributions explain "
-            "probabilities, which saturate; explain the logits with deepexplain.strip_softmax(model)."
+            f"{self.method_name}: T ({explained.name}) comes out of a softmax, so the attributions explain "
+            "probabilities, which saturate; explain the logits (the softmax's input) instead."
         )
 
     def _check_rules(self, method, path: Path, activations: dict, target, compiled: _Compiled) -> None:
@@ -592,7 +605,11 @@ class Explainer:
             return
         listing = describe_ops(uncovered)
         hint = ""
-        if target.op.type == "Softmax" or any(op is target.op and op.type == "Softmax" for op in uncovered):
+        explained = getattr(self.runner, "target", None)  # T of the TF1 API (``target`` is its weighted sum)
+        if target.op.type == "Softmax" or any(
+            op.type == "Softmax" and (op is target.op or (explained is not None and op is explained.op))
+            for op in uncovered
+        ):
             hint = " T comes out of a softmax: explain the logits (the softmax's input) instead" + (
                 ", e.g. with deepexplain.strip_softmax(model)." if self.adapter is not None else "."
             )

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from conftest import mlp, simpler_model, tf1
 
-from deepexplain.errors import InvalidInputError, InvalidTypeError, NotConnectedError
+from deepexplain.errors import InvalidInputError, InvalidTypeError, NotConnectedError, UnsupportedOpError
 from deepexplain.tensorflow import DeepExplain
 
 
@@ -342,3 +342,32 @@ def test_non_finite_attributions_of_finite_inputs_are_never_silent(method, bad, 
             warnings.simplefilter("error", RuntimeWarning)  # finite samples: no warning
             result = explainer.run(xs[[0, 2]], target=0)
         assert np.isfinite(result).all()
+
+
+def _softmax_graph(session, inner=False):
+    X = tf1.placeholder(tf.float32, [None, 3])
+    logits = tf.matmul(X, tf.constant(np.arange(12, dtype=np.float32).reshape(3, 4) / 10))
+    if inner:  # a softmax inside the model (attention-like weights); T is a linear read-out, the logits
+        return X, tf.matmul(tf.nn.softmax(logits) * logits, tf.ones((4, 2)))
+    return X, tf.nn.softmax(logits)
+
+
+@pytest.mark.parametrize("method", ["saliency", "intgrad", "grad*input", "deeplift", "elrp", "occlusion"])
+def test_a_softmax_target_in_the_tf1_api_warns_once_to_explain_the_logits(session, method):
+    import warnings
+
+    X, T = _softmax_graph(session)
+    xs = np.random.default_rng(0).random((2, 3)).astype(np.float32)
+    with DeepExplain(session=session) as de, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        de.explain(method, T, X, xs)
+    messages = [str(w.message) for w in caught if "softmax" in str(w.message)]
+    assert len(messages) == 1 and "explain the logits (the softmax's input) instead" in messages[0], messages
+
+
+def test_a_softmax_inside_the_model_is_not_called_the_target(session):
+    X, T = _softmax_graph(session, inner=True)
+    with DeepExplain(session=session) as de:
+        with pytest.raises(UnsupportedOpError, match="Softmax") as error:
+            de.explain("lrp.epsilon", T, X, np.ones((1, 3), np.float32))
+    assert "T comes out of a softmax" not in str(error.value)

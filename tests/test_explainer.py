@@ -266,7 +266,7 @@ def test_no_warning_for_gradient_methods_or_covered_ops(session):
     with DeepExplain(session=session) as de, warnings.catch_warnings():
         warnings.simplefilter("error")
         de.get_explainer("deeplift", T, X)
-        de.get_explainer("saliency", tf.nn.softmax(T), X)
+        de.get_explainer("saliency", T, X)  # (a softmax T warns: explain the logits; tests/test_errors.py)
 
 
 def test_progress_bar_can_be_silenced(session, capsys):
