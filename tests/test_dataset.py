@@ -216,7 +216,7 @@ def test_driver_memory_does_not_grow_with_the_number_of_samples(tmp_path):
     dataset_bytes = 20000 * 32 * 32 * 3 * 4  # 246 MB of inputs, as many of attributions
     # ten times the samples: the peak grows by far less than one tenth of what the large job reads and writes
     assert large - small < 0.1 * dataset_bytes, (small / 2**20, large / 2**20)
-    assert large < 0.25 * dataset_bytes, (small / 2**20, large / 2**20)
+    assert large < 0.4 * dataset_bytes, (small / 2**20, large / 2**20)  # holding either array would be 1.0
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ EXPECTED = {
     "keras_eager.py": ["keras_eager.png"],
     "patterns_digits.py": ["patterns_digits.png"],
     "evaluate_methods.py": ["evaluate_deletion.png"],
+    "dataset_scale.py": ["dataset_class_means.png"],
 }
 # script -> text its standard output must contain
 PRINTS = {
@@ -43,13 +44,14 @@ PRINTS = {
     "keras_eager.py": "deeplift: max |sum(attributions) - (f(x) - f(0))| = ",
     "patterns_digits.py": "gradient    linear      relu",
     "evaluate_methods.py": "relevance_rank_accuracy ↑",
+    "dataset_scale.py": "second call (resumes): 0 of 2 shards run",
 }
 # One worker process per lane, its scripts in this order; the lanes take about as long (~8 s of work each after the
 # ~6 s import). explainer_loop follows compare_methods: it loads the digits CNN that compare_methods trained and
 # cached (or found cached by tests/test_cli.py's demo).
 LANES = (
     ("compare_methods.py", "explainer_loop.py", "tabular.py", "evaluate_methods.py"),
-    ("quickstart.py", "keras_eager.py", "patterns_digits.py", "text_embedding.py"),
+    ("quickstart.py", "keras_eager.py", "patterns_digits.py", "text_embedding.py", "dataset_scale.py"),
 )
 TIMEOUT_S = 300  # per lane
 
