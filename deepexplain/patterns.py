@@ -211,9 +211,16 @@ def signal_quality(model, data, patterns=None, *, batch_size=256, per_unit=False
     from deepexplain.explainer import Explainer
     from deepexplain.tensorflow.methods.patterns import QualityStatistics
 
+    if patterns is not None and not isinstance(patterns, Patterns):  # before the model is traced
+        raise InvalidInputError(f"patterns must be a deepexplain.Patterns or None; got {type(patterns).__name__}")
+    return _quality(Explainer(QualityStatistics, model, output=output, progress=progress), data, patterns,
+                    batch_size, per_unit)  # fmt: skip
+
+
+def _quality(explainer, data, patterns, batch_size, per_unit) -> dict:
+    """:func:`signal_quality` of a compiled :class:`QualityStatistics` explainer (a model's, or a TF1 graph's)."""
     if patterns is not None and not isinstance(patterns, Patterns):
         raise InvalidInputError(f"patterns must be a deepexplain.Patterns or None; got {type(patterns).__name__}")
-    explainer = Explainer(QualityStatistics, model, output=output, progress=progress)
     explainer.fit(data, batch_size=batch_size)
     method = explainer.method
     result = {}

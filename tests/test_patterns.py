@@ -423,10 +423,23 @@ def test_tf1_graph_and_keras_model_agree(tmp_path):
             graph_patterns = de.fit_patterns(T, X, data, batch_size=11)
             assert sorted(graph_patterns) == ["conv_a", "conv_b", "dense", "logits"]
             result = de.explain("pattern.attribution", T, X, xs, ys=np.eye(3)[[0, 0, 0]], patterns=graph_patterns)
+            by_op = zip(["conv_a", "conv_b", "dense", "logits"], dense_layers, strict=True)
+            same = deepexplain.Patterns({op: keras_patterns[layer.name] for op, layer in by_op},  # the Keras fit
+                                        keras_patterns.pattern_type)  # fmt: skip
+            # the same batches as the Keras call below: rho of 'logits' moves with the batching (0.7303 in batches of
+            # 16 against 0.7289 in one of 40; the other layers agree to 1e-6): a known issue, see issue 12's notes
+            graph_rho = de.signal_quality(T, X, images(40, seed=12), same, progress=False)
+            graph_gradient_rho = de.signal_quality(T, X, images(40, seed=12), progress=False)
+    keras_rho = deepexplain.signal_quality(model, images(40, seed=12), keras_patterns, progress=False)
+    keras_gradient_rho = deepexplain.signal_quality(model, images(40, seed=12), progress=False)
     names = dict(zip(["conv_a", "conv_b", "dense", "logits"], [layer.name for layer in dense_layers], strict=True))
     for op_name, layer_name in names.items():
         np.testing.assert_allclose(graph_patterns[op_name], keras_patterns[layer_name], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(result, keras_result, rtol=1e-3, atol=1e-5 * np.abs(keras_result).max())  # float32 fits
+    assert sorted(graph_rho) == sorted(graph_gradient_rho) == ["conv_a", "conv_b", "dense", "logits"]
+    for op_name, layer_name in names.items():  # the TF1 API rates the same layers the same
+        assert graph_rho[op_name] == pytest.approx(keras_rho[layer_name], abs=1e-5)
+        assert graph_gradient_rho[op_name] == pytest.approx(keras_gradient_rho[layer_name], abs=1e-5)
 
 
 def test_save_and_load_give_identical_explanations(tmp_path):

@@ -132,6 +132,26 @@ class DeepExplain:
         runner = self._runner(PatternStatistics, T, X, kwargs)
         return _fitted(Explainer(PatternStatistics, runner, progress=progress, **kwargs), data, batch_size)
 
+    def signal_quality(self, T, X, data, patterns=None, batch_size=256, per_unit=False, progress=True) -> dict:
+        """How well a signal estimator separates signal from distractor at each dense and 2-D convolution op
+        between ``X`` and ``T`` (Kindermans et al. 2018, Eq. 3), rated on ``data``.
+
+        See :func:`deepexplain.signal_quality` for the arguments and the measure; ``patterns`` are those of
+        :meth:`fit_patterns` (keyed by kernel op name), None rates the gradient's estimator.
+
+        Returns
+        -------
+        dict
+            Kernel op name -> rho (an array per unit with ``per_unit``).
+        """
+        from deepexplain.patterns import Patterns, _quality
+        from deepexplain.tensorflow.methods.patterns import QualityStatistics
+
+        if patterns is not None and not isinstance(patterns, Patterns):  # before any op is added
+            raise InvalidInputError(f"patterns must be a deepexplain.Patterns or None; got {type(patterns).__name__}")
+        runner = self._runner(QualityStatistics, T, X, {})
+        return _quality(Explainer(QualityStatistics, runner, progress=progress), data, patterns, batch_size, per_unit)
+
     def _runner(self, method, T, X, kwargs) -> SessionRunner:
         """The runner of ``T`` and ``X`` in this context's session, after every argument was checked."""
         if not self.context_on:
