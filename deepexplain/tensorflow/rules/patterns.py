@@ -274,7 +274,10 @@ def quality_statistics(kernel: KernelLayer, path: Path, valid: tf.Tensor) -> lis
     w = tf.reshape(weight, [-1, 1])
     y = tf.reshape(z, [-1, units])
     gate = tf.reshape(activation_gate(kernel, path), [-1, units])
-    mask = tf.cast(gate > 0, z.dtype) * w
+    # float64 from here: the statistics are rated as covariances (sums minus products of means) of layers whose
+    # input can be near-singular, where float32 sums per batch made rho depend on the batching (~1e-3)
+    x, w, y = (tf.cast(t, tf.float64) for t in (x, w, y))
+    mask = tf.cast(gate > 0, tf.float64) * w
     z_pos, z_neg = y * mask, y * (w - mask)
 
     def cross(t):
