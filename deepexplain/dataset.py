@@ -17,7 +17,6 @@ from deepexplain.errors import InvalidInputError
 __all__ = ["CURVE_METRICS", "DatasetExplanation", "ExplainerTask", "evaluate_dataset", "explain_dataset"]
 
 _TARGET_COLUMN = "__target__"
-_NAMED_TARGETS = ("max", "max_activation", "all")
 
 
 class DatasetExplanation:
@@ -128,11 +127,11 @@ def explain_dataset(method, /, model, data, *, target=None, out=None, engine="lo
 
 
 def _run_job(task, data, target, input_column, out, arguments, engine, num_workers, shard_size, progress, desc,
-             columns: dict, names=("attributions",)) -> SimpleNamespace:  # fmt: skip
+             columns: dict, names=("attributions",), sink=None) -> SimpleNamespace:  # fmt: skip
     """The part of a dataset job after the arguments are checked: the worker task set up here (the model loaded,
     compiled), the source and its columns (``columns``: more per-row arrays), one sample run as the check of
     everything before any work, the checkpoint of ``out`` (``arguments`` plus the digests of target, model and
-    data), then the shards."""
+    data), then the shards into ``sink`` (default: :class:`stream.Rows` named ``names``, in ``out`` or memory)."""
     explainer = task.setup()
     shapes = explainer.runner.model_specs
     source = stream.source_of(data, None if shapes is None else [s.shape for s in shapes])
@@ -156,7 +155,7 @@ def _run_job(task, data, target, input_column, out, arguments, engine, num_worke
         shard_size = stream.shard_rows(sample_bytes)
     if checkpoint is not None:
         checkpoint.shard_size = shard_size
-    rows = stream.Rows(source.n, None if out is None else Path(out), names)
+    rows = sink if sink is not None else stream.Rows(source.n, None if out is None else Path(out), names)
     done_before = checkpoint.rows_done() if checkpoint is not None else 0
     start = time.perf_counter()
     shards_run, startup = stream.run(task, source, rows, shard_size=shard_size, engine=engine, num_workers=num_workers,
@@ -225,10 +224,10 @@ def _columns_and_target(source, input_column, target, explainer):
     columns = list(source.columns)
     target_column = None
     extra = {}
-    if isinstance(target, str) and target not in _NAMED_TARGETS:
+    if isinstance(target, str) and target not in targets.NAMES:
         if target not in columns:
             raise InvalidInputError(
-                f"target {target!r} is neither one of {_NAMED_TARGETS} nor a column of data (columns: {columns})"
+                f"target {target!r} is neither one of {targets.NAMES} nor a column of data (columns: {columns})"
             )
         target_column = target
     elif isinstance(target, list | tuple | np.ndarray) and np.ndim(target) >= 1:
@@ -241,12 +240,12 @@ def _columns_and_target(source, input_column, target, explainer):
         target_column = _TARGET_COLUMN
     else:
         targets.parse(target, None, None, explainer._default_target)  # a bad target fails here, before any work
-    chosen = input_columns(source, input_column, exclude=target_column)
+    chosen = _input_columns(source, input_column, exclude=target_column)
     spec = ("column", target_column) if target_column is not None else ("fixed", target)
     return chosen, spec, extra
 
 
-def input_columns(source, input_column=None, exclude=None) -> list:
+def _input_columns(source, input_column=None, exclude=None) -> list:
     """The columns of ``source`` fed to the model: ``input_column`` (a name or a list), else 'x' (or 'x0', 'x1', ...
     for several inputs), else the one column that is not ``exclude`` (the target's)."""
     columns = list(source.columns)
@@ -284,8 +283,7 @@ def _check_job(model, out, engine, num_workers, batch_size, progress, shard_size
     check_flag(progress, "progress", name)
     if shard_size is not None:
         shard_size = check_positive_int(shard_size, "shard_size", name)
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise InvalidInputError(f"out must be a directory for the results; {os.fspath(out)!r} is a file")
+    stream.check_out(out)
     if engine == "ray" and not (isinstance(model, str | os.PathLike) or hasattr(model, "save")):
         raise InvalidInputError(
             f"engine='ray' sends the model to its workers: pass a Keras model or a saved model's path; got "
@@ -341,12 +339,15 @@ class _ExplainTask(ExplainerTask):
     columns: list | None = None
     target: tuple = ("fixed", None)
 
-    def __call__(self, columns: dict) -> list:
+    def arguments(self, columns: dict) -> tuple:
+        """``(xs, target)`` of a shard's columns: the model input(s) and the target as ``Explainer.run`` takes them."""
         inputs = [columns[c] for c in self.columns]
         kind, value = self.target
-        target = columns[value] if kind == "column" else value
-        result = self._explainer.run(inputs if len(inputs) > 1 else inputs[0], target=target,
-                                     batch_size=self.batch_size, progress=False)  # fmt: skip
+        return inputs if len(inputs) > 1 else inputs[0], columns[value] if kind == "column" else value
+
+    def __call__(self, columns: dict) -> list:
+        xs, target = self.arguments(columns)
+        result = self._explainer.run(xs, target=target, batch_size=self.batch_size, progress=False)
         return list(result) if isinstance(result, list) else [result]
 
 
@@ -360,11 +361,9 @@ class _CurveTask(_ExplainTask):
     def __call__(self, columns: dict) -> list:
         from deepexplain import metrics
 
-        kind, value = self.target
-        target = columns[value] if kind == "column" else value
-        inputs = [columns[c] for c in self.columns]
+        xs, target = self.arguments(columns)
         curve = getattr(metrics, self.metric)(
-            metrics.Scorer(self._explainer), inputs if len(inputs) > 1 else inputs[0],
+            metrics.Scorer(self._explainer), xs,
             np.asarray(columns[_ATTRIBUTIONS_COLUMN]), target=target, batch_size=self.batch_size, progress=False,
             **(self.metric_kwargs or {}),
         )  # fmt: skip

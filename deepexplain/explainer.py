@@ -200,7 +200,7 @@ class Explainer:
             hint = (
                 " (relevance divided by near-zero pre-activations, e.g. a convolution followed by batch norm: an "
                 "epsilon rule such as lrp.epsilon is stable there)"
-                if self.method_name.startswith(("lrp", "deep_taylor", "deeplift", "deepshap", "elrp"))
+                if getattr(self.method, "divides_by_activations", False)
                 else " (the model's output is not finite there)"
             )
             warn(

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from deepexplain.dataset import ExplainerTask, input_columns
+from deepexplain.dataset import ExplainerTask
 from deepexplain.errors import InvalidInputError
 
 
@@ -132,22 +132,14 @@ def fit_patterns(model, data, *, pattern_type="relu", batch_size=256, progress=T
 
 def _fitted_on_ray(model, data, output, pattern_type, batch_size, num_workers, progress) -> Patterns:
     from deepexplain import stream
+    from deepexplain.dataset import _run_job
     from deepexplain.tensorflow.methods.patterns import PatternStatistics
 
     task = _FitTask(PatternStatistics, model, output, None, {"pattern_type": pattern_type}, batch_size)
-    explainer = task.setup()
-    shapes = explainer.runner.model_specs
-    source = stream.source_of(data, None if shapes is None else [s.shape for s in shapes])
-    if source.n == 0:
-        raise InvalidInputError("data holds no samples to fit on")
-    task.columns = input_columns(source)
-    first = source.read(0, 1) if source.random_access else next(source.iterate(0, 1))[2]
-    task(first)  # compiled in the driver too (the layers to fit), and the data checked on one sample
-    sample_bytes = sum(int(np.prod(first[c].shape[1:])) * first[c].itemsize for c in task.columns)
     sums = stream.Sums()
-    stream.run(task, source, sums, shard_size=stream.shard_rows(sample_bytes), engine="ray", num_workers=num_workers,
-               progress=progress, desc="fit")  # fmt: skip
-    method = explainer.method
+    # the task is set up (compiled: the layers to fit) and checked on one sample in the driver too
+    _run_job(task, data, None, None, None, {}, "ray", num_workers, None, progress, "fit", {}, sink=sums)
+    method = task.setup().method
     method.set_statistics(sums.result())
     return Patterns(method.patterns(), method.pattern_type)
 

@@ -524,9 +524,8 @@ class Checkpoint:
     directory (made if missing) with no manifest, or with one of the same arguments."""
 
     def __init__(self, out, arguments: dict, n: int, shard_size: int | None):
+        check_out(out)
         self.out = Path(out)
-        if self.out.exists() and not self.out.is_dir():
-            raise InvalidInputError(f"out must be a directory for the results; {os.fspath(out)!r} is a file")
         self.path = self.out / MANIFEST
         self.arguments, self.n = dict(arguments), int(n)
         self.done: list = []
@@ -600,10 +599,9 @@ def run(task, source: Source, rows: Rows, *, shard_size: int, engine: str = "loc
     done = {tuple(r) for r in checkpoint.done} if checkpoint is not None else set()
     if checkpoint is not None and checkpoint.results is not None:
         rows.open([(tuple(shape), dtype) for shape, dtype in checkpoint.results])
-    start = 0
-    if not source.random_access:  # finished rows of an ordered source are a prefix (shards are written in order)
-        start = sum(hi - lo for lo, hi in done)
-    bar = tqdm(total=source.n, initial=sum(hi - lo for lo, hi in done), disable=not progress, desc=desc,
+    finished = sum(hi - lo for lo, hi in done)
+    start = 0 if source.random_access else finished  # an ordered source's finished rows are a prefix (written in order)
+    bar = tqdm(total=source.n, initial=finished, disable=not progress, desc=desc,
                unit="sample", delay=1)  # fmt: skip
     count, began, first = 0, time.perf_counter(), None
 
@@ -734,13 +732,20 @@ class _RayRows(_RayWorker):
         return {f"out{i:03d}": r for i, r in enumerate(results)}
 
 
+def check_out(out) -> None:
+    """``out`` None, or a directory for a job's results (made when missing): not a file."""
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise InvalidInputError(f"out must be a directory for the results; {os.fspath(out)!r} is a file")
+
+
 def check_engine(engine, num_workers) -> None:
     """``engine`` one of :data:`ENGINES`; ``num_workers`` a positive int or None, for Ray only."""
     if engine not in ENGINES:
         raise InvalidInputError(f"engine must be one of {ENGINES}; got {engine!r}")
     if num_workers is not None:
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int | np.integer) or num_workers < 1:
-            raise InvalidInputError(f"num_workers must be a positive integer or None; got {num_workers!r}")
+        from deepexplain.inputs import check_positive_int
+
+        check_positive_int(num_workers, "num_workers", f"engine={engine!r}")
         if engine != "ray" and num_workers != 1:
             raise InvalidInputError(f"num_workers={num_workers} needs engine='ray' (the local engine is one process)")
     if engine == "ray":

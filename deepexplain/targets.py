@@ -28,7 +28,8 @@ CHOICES = (
     "'max' (alias 'max_activation'), 'all', an int, a sequence of one int per sample, weights shaped like the "
     "output (ys), or a callable from the output tensor to one score per sample"
 )
-_NAMES = ("max", "max_activation", "all")
+NAMES = ("max", "max_activation", "all")
+"""The targets given by name."""
 
 
 @dataclass(frozen=True)
@@ -150,8 +151,8 @@ def parse(target=None, ys=None, neuron_selection=None, default: str = "all") -> 
     if name == "ys":
         return Target("weights", _weights_array(value, name), name)
     if isinstance(value, str):
-        if value not in _NAMES:
-            hint = closest(value, _NAMES)
+        if value not in NAMES:
+            hint = closest(value, NAMES)
             raise InvalidInputError(f"{name} must be {CHOICES}; got {value!r}{hint}")
         return Target("all" if value == "all" else "max", name=name)
     if callable(value):

@@ -79,6 +79,9 @@ class GradientMethod:
         its weights (gradients).
     explains_positive_output : bool
         Whether the relevance seed is the output passed through a ReLU (Deep Taylor decomposes positive evidence).
+    divides_by_activations : bool
+        Whether the rules divide by activations or pre-activations (LRP, DeepLIFT, eps-LRP): where those are near
+        zero the attributions can overflow, which the warning on non-finite attributions says.
     covers_all_ops : bool
         Whether every op on the path from X to T must have a rule, be in ``gradient_rule_types`` or in
         ``structural_types`` (ops that only move values: reshapes, concatenation, padding); ``strict`` then says
@@ -111,6 +114,7 @@ class GradientMethod:
     seeds_relevance: ClassVar[bool] = False
     explains_positive_output: ClassVar[bool] = False
     covers_all_ops: ClassVar[bool] = False
+    divides_by_activations: ClassVar[bool] = False
     structural_types: ClassVar[frozenset] = frozenset()
     strict: bool = False
     is_random: ClassVar[bool] = False

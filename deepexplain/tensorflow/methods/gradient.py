@@ -204,6 +204,7 @@ class EpsilonLRP(GradientMethod):
     also is).
     """
 
+    divides_by_activations = True
     rules = elrp_rules.RULES
     activation_rule = staticmethod(elrp_rules.ratio_of_activation)
     explains_logits = True
@@ -259,6 +260,7 @@ class DeepLIFTRescale(GradientMethod):
     products = "shapley"
     uses_references = True
     promises_completeness = True
+    divides_by_activations = True
 
     def __init__(self, sample_shapes, baseline=None, rule="rescale"):
         super().__init__(sample_shapes)

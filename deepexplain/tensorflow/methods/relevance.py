@@ -57,6 +57,7 @@ class LRP(GradientMethod):
     products = "factor"
     seeds_relevance = True
     covers_all_ops = True
+    divides_by_activations = True
     structural_types = lrp_rules.STRUCTURAL_TYPES
     stabiliser = 0.0
     bias_at_weightless = True
