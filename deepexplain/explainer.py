@@ -63,6 +63,9 @@ class Explainer:
         Compile the explanation with XLA (``tf.function(jit_compile=True)``); the numbers are the same.
     progress : bool
         Show a progress bar on runs longer than ~2 s.
+    taps : sequence of str or layer, optional
+        Layers whose outputs a conditional backward pass reads and masks (:class:`deepexplain.crp.CondAttribution`
+        builds its explainers so); nothing is compiled at construction then.
     **method_kwargs
         The method's arguments (``steps``, ``baseline``, ``epsilon``, ...; see the README's table).
 
@@ -80,7 +83,7 @@ class Explainer:
     >>> a = explainer.run(xs, target='max')                                  # doctest: +SKIP
     """
 
-    def __init__(self, method, /, model=None, *, output=None, layer=None, jit_compile=False, progress=True,
+    def __init__(self, method, /, model=None, *, output=None, layer=None, jit_compile=False, progress=True, taps=(),
                  **method_kwargs):  # fmt: skip
         check_method(method, method_kwargs)  # before anything else: no model is loaded or traced for a typo
         self.method_name = method_name(method)
@@ -105,7 +108,7 @@ class Explainer:
                 raise InvalidTypeError("Explainer needs a model: Explainer(method, model, **method_kwargs)")
             tap = self.method_name if getattr(declaration, "uses_layer", False) else None
             wraps = getattr(declaration, "wraps_method", False)  # noise goes onto the model inputs: no cut here
-            self.adapter = ModelAdapter(model, output=output, layer=None if wraps else layer, tap=tap)
+            self.adapter = ModelAdapter(model, output=output, layer=None if wraps else layer, tap=tap, taps=taps)
             self.runner = self.adapter.runner(explain_logits=explains_logits, jit_compile=jit_compile)
             self._default_target = "max"
         self.model = getattr(self.adapter, "model", None)
@@ -124,7 +127,7 @@ class Explainer:
             inner_model = self.runner if self.adapter is None else self.adapter.model
             self._inner = Explainer(self.method.method, inner_model, output=output, layer=layer,
                                     jit_compile=jit_compile, progress=False, **self.method.method_kwargs)  # fmt: skip
-        elif self._specs is not None:
+        elif self._specs is not None and not taps:
             self._compile_default()
 
     # ------------------------------------------------------------------------------------------------------------
@@ -283,6 +286,21 @@ class Explainer:
         return request.weights(len(inputs[0]), compiled.output_shape, compiled.weights_dtype,
                                lambda: self._outputs(request, inputs, specs, rows))  # fmt: skip
 
+    def inputs_of(self, xs, batch_size=None) -> tuple:
+        """``(arrays, signature, rows per call)`` of ``xs``, checked before anything runs: what a conditional
+        program (:mod:`deepexplain.crp`) is run on with :meth:`run_program`."""
+        arrays = self._model_arrays(xs)
+        batching.check_batch_size(batch_size)
+        inputs = self.runner.explained_inputs(arrays, self._rows(batch_size, arrays))
+        specs = self._specs_for(inputs)
+        self._method_for(specs)
+        return inputs, specs, self._rows(batch_size, inputs)
+
+    def run_program(self, program, rows: list, feeds: list, specs) -> list:
+        """The outputs of a conditional program (compiled once per program and signature) on ``rows`` (one array
+        per input) and its extra inputs ``feeds``."""
+        return self._call(self._compile("conditional", program, specs), rows, feeds)
+
     def completeness_error(self, xs, target=None, batch_size=None, *, ys=None, attributions=None):
         """Per sample, ``sum(attributions) - (f(x) - mean_m f(reference_m))`` with ``f`` the explained score.
 
@@ -407,8 +425,9 @@ class Explainer:
                 compiled = _Compiled(self._weights_dtype(specs))
                 build = {"gradients": self._build_gradients, "row_values": self._build_row_values,
                          "outputs": self._build_outputs, "fit": self._build_fit, "maps": self._build_maps,
-                         "activations": self._build_activations}[kind](score, compiled)  # fmt: skip
-                compiled.run = self.runner.compile(build, self._extra_specs(kind, compiled), specs)
+                         "activations": self._build_activations,
+                         "conditional": self._build_conditional}[kind](score, compiled)  # fmt: skip
+                compiled.run = self.runner.compile(build, self._extra_specs(kind, compiled, score), specs)
                 self._compiled[key] = compiled
                 fresh = [m for m in compiled.messages if m not in self._warned]  # once per explainer, not per kind
                 if fresh:
@@ -416,9 +435,11 @@ class Explainer:
                     warn(" ".join(fresh))
             return self._compiled[key]
 
-    def _extra_specs(self, kind: str, compiled: _Compiled) -> list:
+    def _extra_specs(self, kind: str, compiled: _Compiled, program=None) -> list:
         if kind in ("outputs", "activations"):
             return []
+        if kind == "conditional":
+            return program.extra_specs(compiled.weights_dtype)
         if kind == "fit":
             return [tf.TensorSpec((None,), tf.float32, name="row_valid")]
         weights = tf.TensorSpec(None, tf.as_dtype(compiled.weights_dtype), name="target_weights")
@@ -462,9 +483,10 @@ class Explainer:
 
         return build
 
-    def _rule_gradients(self, target, inputs, extras, compiled: _Compiled) -> list:
+    def _rule_gradients(self, target, inputs, extras, compiled: _Compiled, program=None) -> list:
         """The method's backward pass from the weighted ``target`` to ``inputs``, its rules active while the
-        gradients are built."""
+        gradients are built; with ``program`` (a conditional backward pass, :mod:`deepexplain.crp`), what the
+        program's backward returns, its gates added to the rules."""
         method = self.method
         path = self._path(inputs, target)
         if not path:
@@ -474,30 +496,51 @@ class Explainer:
             inside = {op for a in activations.values() for op in a.region}
             cut = [(op, modulating_factor(op, path)) for op in path.ops if op not in inside]
             path = path.without([(op, i) for op, i in cut if i is not None])
+        if program is not None:
+            program.check_path(path)  # before the rules are checked: a layer off the path is the first thing to say
         self._check_rules(method, path, activations, target, compiled)
         extra = extras()
-        weights = self._explained_weights(target, extra)
-        reference_index = extra[2] if method.uses_references else None
-        path.row_inputs = extra[3 if method.uses_references else 2 :]
+        reference_index = None
+        if program is None:
+            weights = self._explained_weights(target, extra)
+            reference_index = extra[2] if method.uses_references else None
+            path.row_inputs = extra[3 if method.uses_references else 2 :]
         settings = method.graph_settings(reference_index, path)
         op_rules = method.op_rules(path)
         if method.activation_rule:
             op_rules.update(rules_for(activations.values(), method.activation_rule))
+        if program is not None:
+            op_rules = program.gated(op_rules, method.rules, extra)
         with overridden_gradients(path.ops, method.rules, settings, op_rules):
-            if method.seeds_relevance:  # relevance starts as the weighted output's value
+            if program is not None:
+                gradients = program.backward(target, inputs, extra)
+            elif method.seeds_relevance:  # relevance starts as the weighted output's value
                 seed = tf.nn.relu(target) * weights if method.explains_positive_output else target * weights
                 gradients = tf.gradients(target, inputs, grad_ys=seed)
             else:
                 gradients = tf.gradients(target * weights, inputs)
+        compiled.messages.extend(f"{self.method_name}: {note}." for note in path.notes)
+        if program is not None:
+            return gradients
         if all(g is None for g in gradients):
             raise NotConnectedError(_not_connected_message(target, inputs, True))
-        compiled.messages.extend(f"{self.method_name}: {note}." for note in path.notes)
         return [tf.zeros_like(x) if g is None else g for g, x in zip(gradients, inputs, strict=True)]
 
     def _explained_weights(self, target: tf.Tensor, extra: list) -> tf.Tensor:
         """The target weights fed (``extra[0]``), or each row's largest unit when ``extra[1]`` (select max) is on."""
         weights, select_max = self._cast_weights(extra[0], target), extra[1]
         return tf.where(select_max, _one_hot_max(target), weights) if target.shape.rank else weights
+
+    def _build_conditional(self, program, compiled: _Compiled):
+        """A conditional backward pass (:mod:`deepexplain.crp`): ``program`` reads the runner's taps, seeds the
+        relevance, masks it at the tapped layers and says what comes out."""
+
+        def build(traced, extras):
+            bound = program.bind(traced, self.method)
+            target = self._target_tensor(traced.output, None, compiled) if bound.start is None else bound.start
+            return self._rule_gradients(target, traced.inputs, extras, compiled, bound)
+
+        return build
 
     def _build_maps(self, score, compiled: _Compiled):
         """A CAM of the gradient family: the layer's feature maps and the gradient of the weighted score with

@@ -4,6 +4,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import importlib  # noqa: E402
+import sys  # noqa: E402
+import types  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -73,3 +77,32 @@ def cnn(rng, pool="max", bias=True, activation=tf.nn.relu, size=8, channels=2, c
 
 def one_hot(indices, classes):
     return np.eye(classes, dtype=np.float32)[np.asarray(indices)]
+
+
+def import_zennit():
+    """``import zennit`` (skipping the calling module when it cannot be imported); if its torchvision import fails
+    (a CUDA torchvision wheel beside the CPU torch), with a stand-in torchvision that holds the two ResNet block
+    classes zennit's canonizers name, removed from ``sys.modules`` right after."""
+    import torch
+
+    try:
+        return importlib.import_module("zennit")
+    except Exception as error:  # noqa: BLE001 - torchvision fails with RuntimeError/OSError/ImportError
+        first_error = error
+    for name in [n for n in sys.modules if n.split(".")[0] in ("zennit", "torchvision")]:
+        del sys.modules[name]
+    stand_in = {
+        name: types.ModuleType(name) for name in ("torchvision", "torchvision.models", "torchvision.models.resnet")
+    }
+    stand_in["torchvision.models.resnet"].Bottleneck = type("Bottleneck", (torch.nn.Module,), {})
+    stand_in["torchvision.models.resnet"].BasicBlock = type("BasicBlock", (torch.nn.Module,), {})
+    stand_in["torchvision"].models = stand_in["torchvision.models"]
+    stand_in["torchvision.models"].resnet = stand_in["torchvision.models.resnet"]
+    sys.modules.update(stand_in)
+    try:
+        return importlib.import_module("zennit")
+    except Exception as error:  # noqa: BLE001
+        pytest.skip(f"zennit cannot be imported: {first_error!r}; {error!r}", allow_module_level=True)
+    finally:
+        for name in stand_in:
+            sys.modules.pop(name, None)

@@ -36,8 +36,6 @@ those two classes, removed from ``sys.modules`` right after.
 import importlib
 import importlib.util
 import os
-import sys
-import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -48,33 +46,9 @@ torch = pytest.importorskip("torch")
 if importlib.util.find_spec("zennit") is None:
     pytest.skip("zennit is not installed (pip install -c constraints.txt zennit)", allow_module_level=True)
 
+from conftest import import_zennit  # noqa: E402
 
-def _import_zennit():
-    """``import zennit``; if its torchvision import fails (CUDA torchvision wheel, CPU torch), with a stand-in."""
-    try:
-        return importlib.import_module("zennit")
-    except Exception as error:  # noqa: BLE001 - torchvision fails with RuntimeError/OSError/ImportError
-        first_error = error
-    for name in [n for n in sys.modules if n.split(".")[0] in ("zennit", "torchvision")]:
-        del sys.modules[name]
-    stand_in = {
-        name: types.ModuleType(name) for name in ("torchvision", "torchvision.models", "torchvision.models.resnet")
-    }
-    stand_in["torchvision.models.resnet"].Bottleneck = type("Bottleneck", (torch.nn.Module,), {})
-    stand_in["torchvision.models.resnet"].BasicBlock = type("BasicBlock", (torch.nn.Module,), {})
-    stand_in["torchvision"].models = stand_in["torchvision.models"]
-    stand_in["torchvision.models"].resnet = stand_in["torchvision.models.resnet"]
-    sys.modules.update(stand_in)
-    try:
-        return importlib.import_module("zennit")
-    except Exception as error:  # noqa: BLE001
-        pytest.skip(f"zennit cannot be imported: {first_error!r}; {error!r}", allow_module_level=True)
-    finally:
-        for name in stand_in:
-            sys.modules.pop(name, None)
-
-
-zennit = _import_zennit()
+zennit = import_zennit()
 
 import tensorflow as tf  # noqa: E402
 from conftest import tf1  # noqa: E402

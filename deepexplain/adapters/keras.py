@@ -159,9 +159,13 @@ class ModelAdapter:
     tap : str, optional
         The name of a method that reads a layer's feature maps (the CAM family): the model inputs stay the explained
         inputs, and ``layer`` (default: the last layer with feature maps) is read in the same trace.
+    taps : sequence of str or layer, optional
+        Layers whose outputs the explanation reads besides the model's (concept attribution,
+        :mod:`deepexplain.crp`): the model inputs stay the explained inputs, and the layers' outputs are
+        :attr:`Traced.taps` of the same trace, in this order. The layers must be of one (nested) model.
     """
 
-    def __init__(self, model, output=None, layer=None, tap=None):
+    def __init__(self, model, output=None, layer=None, tap=None, taps=()):
         self.model = load_model(model) if isinstance(model, str | os.PathLike) else model
         if not callable(self.model) and not hasattr(self.model, "signatures"):
             raise InvalidTypeError(
@@ -176,12 +180,17 @@ class ModelAdapter:
         self.taps_layer = tap is not None
         if tap is not None or layer is not None:
             self.layer_path = self._layer_path(layer, tap)
+        self.tap_paths = [self._layer_path(t) for t in taps]
+        if self.tap_paths and self.layer_path is not None:
+            raise InvalidInputError("taps= and layer= cannot be combined")
         if self.layer_path is not None:
             self.layer = self.layer_path.layer
             if tf.executing_eagerly() and self.taps_layer:
-                self._tapped = tapped(self.keras, self.layer_path)
+                self._tapped = tapped(self.keras, [self.layer_path])
             elif tf.executing_eagerly():
                 self._split = split(self.keras, self.layer_path)
+        elif self.tap_paths and tf.executing_eagerly():
+            self._tapped = tapped(self.keras, self.tap_paths)
 
     # ------------------------------------------------------------------------------------------------------------
 
@@ -202,16 +211,19 @@ class ModelAdapter:
                 return self._split[0](list(inputs))
 
         def trace(inputs):
-            layer_output = None
+            taps = ()
             if self._tapped is not None:
-                layer_output, outputs = self._tapped(list(inputs))
+                taps, outputs = self._tapped(list(inputs))
             elif self._split is not None:
                 outputs = self._split[1](list(inputs))
             else:
                 outputs, _ = _flatten(self._call(self.model, inputs))
             output = self._select(outputs)
             logits = softmax_input(output) if explain_logits else None
-            return Traced(list(inputs), output if logits is None else logits, layer_output)
+            output = output if logits is None else logits
+            if self.taps_layer:
+                return Traced(list(inputs), output, taps[0])
+            return Traced(list(inputs), output, taps=tuple(taps))
 
         return FunctionRunner(trace, input_specs, head, self.model_specs, jit_compile, self.output_names or ())
 
@@ -337,6 +349,9 @@ class ModelAdapter:
         output = output if logits is None else logits
         if self.taps_layer:
             return SessionRunner(session, output, list(model.inputs), layer=self.layer.output)
+        if self.tap_paths:
+            taps = [p.layer.output for p in self.tap_paths]
+            return SessionRunner(session, output, list(model.inputs), taps=taps)
         if self.layer is None:
             return SessionRunner(session, output, list(model.inputs))
         _check_layer_separates(self.layer.output, output, model.inputs)

@@ -4,7 +4,7 @@ A Keras model often holds its backbone as one layer (``Sequential([ResNet50(...)
 Dense(10)])``): ``model.layers[0]`` is a whole model, and the layer a class activation map needs lives inside it.
 :func:`find_layer` resolves ``'resnet50/conv5_block3_out'`` (or the bare name when it is unique, or the layer
 object) to a :class:`LayerPath`; :func:`last_spatial_layer` finds the default layer of the CAM methods; and
-:func:`tapped` calls the model so that the layer's output is a tensor of the same trace as the model's outputs (so
+:func:`tapped` calls the model so that the layers' outputs are tensors of the same trace as the model's outputs (so
 that the gradient of an output with respect to it is the true partial derivative, whatever else the output
 depends on).
 """
@@ -87,7 +87,10 @@ def find_layer(model, layer) -> LayerPath:
                 f"layer {layer!r} names layers of several nested models: {[c.name for c in by_name]}; pass one path"
             )
         names = [c.name for c in candidates] + [c.layer.name for c in candidates]
-        raise InvalidInputError(f"layer {layer!r} is not a layer of the model{closest(layer, names)}")
+        hint = closest(layer, names) or f"; its layers: {', '.join(repr(c.name) for c in candidates[:20])}" + (
+            ", ..." if len(candidates) > 20 else ""
+        )
+        raise InvalidInputError(f"layer {layer!r} is not a layer of the model{hint}")
     if not hasattr(layer, "name") or not callable(layer):
         raise InvalidTypeError(f"layer must be a layer name or a Keras layer; got {type(layer).__name__}")
     for candidate in candidates:
@@ -151,24 +154,34 @@ def check_spatial(path: LayerPath, method: str) -> None:
         )
 
 
-def tapped(keras, path: LayerPath) -> Callable[[list], tuple]:
-    """``call(inputs) -> (layer output, model outputs)``: the model applied to ``inputs`` (a list of tensors) so
-    that the layer's output is a tensor of the same computation as the outputs.
+def tapped(keras, paths: list[LayerPath]) -> Callable[[list], tuple]:
+    """``call(inputs) -> (layer outputs, model outputs)``: the model applied to ``inputs`` (a list of tensors) so
+    that the outputs of the layers ``paths`` are tensors of the same computation as the model's outputs.
 
-    Each nested model on the way is entered (see :func:`split`), and the innermost model returns the layer's output
-    besides its own. The parts share the model's layers and weights.
+    Each nested model on the way is entered (see :func:`split`), and the innermost model returns the layers' outputs
+    besides its own; the layers must therefore be of one model (the same chain of nested models). The parts share
+    the model's layers and weights.
 
     Raises
     ------
     InvalidInputError
-        When an outer model's output depends on its input also around a nested model on the way.
+        When the layers are of different (nested) models, or an outer model's output depends on its input also
+        around a nested model on the way.
     """
-    inner, levels = path.models[-1], _levels(keras, path)
-    taps = _part(keras, _flat(inner.inputs), [_output_of(path), *_flat(inner.outputs)])
+    chains = {tuple(id(m) for m in p.models): p for p in paths}
+    if len(chains) > 1:
+        a, b = list(chains.values())[:2]
+        raise InvalidInputError(
+            f"layers {a.name!r} and {b.name!r} are of different (nested) models; the layers read together must be "
+            "of one model"
+        )
+    inner, levels = paths[0].models[-1], _levels(keras, paths[0])
+    taps = _part(keras, _flat(inner.inputs), [*(_output_of(p) for p in paths), *_flat(inner.outputs)])
+    count = len(paths)
 
     def call(inputs: list):
-        layer_output, *outputs = taps(_into(levels, list(inputs)))
-        return layer_output, _out_of(levels, outputs)
+        values = taps(_into(levels, list(inputs)))
+        return values[:count], _out_of(levels, values[count:])
 
     return call
 

@@ -39,11 +39,15 @@ class Traced:
     layer : tf.Tensor or None
         The output of the layer a CAM method reads (its feature maps), computed on the way from ``inputs`` to
         ``output``; None for other methods.
+    taps : tuple of tf.Tensor
+        Outputs of the layers a concept attribution reads (:mod:`deepexplain.crp`), computed on the way from
+        ``inputs`` to ``output``, in the order they were asked for.
     """
 
     inputs: list
     output: tf.Tensor
     layer: tf.Tensor | None = None
+    taps: tuple = ()
 
 
 Build = Callable[[Traced, Callable[[], list]], list]
@@ -74,12 +78,15 @@ class SessionRunner:
         The model's input placeholders, when ``inputs`` are not them.
     layer : tf.Tensor, optional
         The feature maps a CAM method reads (:attr:`Traced.layer`).
+    taps : sequence of tf.Tensor, optional
+        The layer outputs a concept attribution reads (:attr:`Traced.taps`).
     """
 
     def __init__(self, session, target: tf.Tensor, inputs: list, model_inputs: list | None = None,
-                 multiple_inputs: bool | None = None, layer: tf.Tensor | None = None):  # fmt: skip
+                 multiple_inputs: bool | None = None, layer: tf.Tensor | None = None, taps=()):  # fmt: skip
         self.session = session
         self.layer = layer
+        self.taps = tuple(taps)
         self.graph = session.graph
         self.target = target
         self.inputs = list(inputs)
@@ -121,7 +128,7 @@ class SessionRunner:
                     made.extend(tf.compat.v1.placeholder(s.dtype, s.shape, name=s.name) for s in extra_specs)
                 return made
 
-            outputs = build(Traced(self.inputs, self.target, self.layer), extras)
+            outputs = build(Traced(self.inputs, self.target, self.layer, self.taps), extras)
             extras()
             function = self.session.make_callable(outputs, self.inputs + made + self._extra_tensors)
         values = self._extra_values

@@ -1,0 +1,13 @@
+"""Concept Relevance Propagation (Achtibat et al., Nature Machine Intelligence 5, 2023), with zennit-crp's names.
+
+- :class:`CondAttribution`: conditional heatmaps, the relevance masked at named layers to chosen channels;
+- :class:`ChannelConcept`: a channel as a concept (its relevance, masks, reference scores);
+- :class:`FeatureVisualization`: Relevance and Activation Maximization over a dataset (the top-k reference samples
+  of every channel), streamed, checkpointed, on Ray if asked;
+- :class:`AttributionGraph`: how a concept is made of the concepts of the layers below.
+"""
+
+from deepexplain.crp.attribution import CondAttribution, CondAttributionResult
+from deepexplain.crp.concepts import ChannelConcept
+
+__all__ = ["ChannelConcept", "CondAttribution", "CondAttributionResult"]

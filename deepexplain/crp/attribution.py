@@ -1,0 +1,517 @@
+"""Conditional relevance: an LRP backward pass whose relevance is masked at named layers to chosen channels.
+
+Achtibat et al., "From attribution maps to human-understandable explanations through Concept Relevance
+Propagation", Nature Machine Intelligence 5, 2023, Eq. 5: with the relevance map of the LRP rules fixed by the
+forward pass,
+
+    R_i^(l-1)(x | theta u theta_l) = sum_j  z_ij / z_j * delta_j(theta_l) * R_j^l(x | theta),
+
+where delta_j is 1 for the units of the concepts a condition lists for layer ``l`` (channels OR-ed) and 0 for the
+others, and conditions on several layers are applied in turn (AND). The output condition ``y`` seeds the relevance
+with the logit of the listed classes (zennit-crp's ``relevance_init``).
+
+How: :class:`CondAttribution` compiles ONE explanation per set of conditioned layers (the :class:`Explainer` of the
+LRP method, with the layers' outputs tapped in the same trace); each row of a batch is one (sample, condition) pair
+and the masks are per-row inputs of that explanation, so any number of conditions costs one trace and memory is
+bounded by ``batch_size`` rows. With ``exclude_parallel=False`` the masks are gates on the relevance arriving at each
+layer's output, in one backward pass (zennit-crp's hooks); with ``exclude_parallel=True`` the backward pass is
+chained from layer to layer (``tf.gradients`` from the output to the highest conditioned layer, masked, from there to
+the next, ...), so only relevance through every conditioned layer, in turn, reaches the input.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import threading
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from deepexplain import batching
+from deepexplain.errors import InvalidInputError, InvalidTypeError, NotConnectedError
+from deepexplain.tensorflow.overrides import original_gradient
+
+MODEL_OUTPUT_NAME = "y"
+
+
+class CondAttributionResult(NamedTuple):
+    """What :class:`CondAttribution` returns, one row per (sample, condition) pair (zennit-crp's ``attrResult``).
+
+    Attributes
+    ----------
+    heatmap : ndarray or list of ndarray
+        The input relevance of each row, passed through :meth:`CondAttribution.heatmap_modifier` (summed over the
+        channel axis for images, ``(rows, H, W)``); a list for a model with several inputs.
+    activations : dict
+        Layer name -> ``(rows, *layer shape)``, the layer's output.
+    relevances : dict
+        Layer name -> ``(rows, *layer shape)``, the relevance arriving at the layer's output, before that layer's own
+        mask (after the masks of the layers above it); zeros where no relevance arrives.
+    prediction : ndarray
+        ``(rows, *output shape)``: the explained output (the logits of a model ending in a softmax), or the start
+        layer's activation.
+    """
+
+    heatmap: object
+    activations: dict
+    relevances: dict
+    prediction: np.ndarray
+
+
+@dataclass(frozen=True)
+class ConditionalProgram:
+    """A conditional backward pass over the explainer's taps (the tapped layers' outputs, in its order).
+
+    Attributes
+    ----------
+    names : tuple of str
+        The tapped layers, for messages.
+    masked : tuple of (int, str, tuple)
+        ``(tap index, 'channel' or 'neuron', mask shape without rows)`` of each conditioned layer; its mask is one
+        extra input, ``(rows, channels)`` or ``(rows, *layer shape)``.
+    exclude_parallel : bool
+        Chain the backward pass through the conditioned layers (True) or gate the relevance where they sit (False).
+    start : int or None
+        Tap index of the layer the backward pass starts at (its activation, masked, is the initial relevance).
+    """
+
+    names: tuple
+    masked: tuple
+    exclude_parallel: bool
+    start: int | None = None
+
+    def extra_specs(self, weights_dtype) -> list:
+        """Target weights ``(rows, *output)``, whether each row explains its largest output, then the masks."""
+        specs = [tf.TensorSpec(None, tf.as_dtype(weights_dtype), name="target_weights"),
+                 tf.TensorSpec((None,), tf.bool, name="select_max")]  # fmt: skip
+        for index, _, shape in self.masked:
+            specs.append(tf.TensorSpec((None, *shape), tf.float32, name=f"mask_{index}"))
+        return specs
+
+    def bind(self, traced, method) -> _BoundProgram:
+        """The program on the tensors of one trace."""
+        return _BoundProgram(self, traced, method)
+
+
+class _BoundProgram:
+    def __init__(self, program: ConditionalProgram, traced, method):
+        self.program, self.traced, self.method = program, traced, method
+        self.taps = list(traced.taps)
+        self.start = None if program.start is None else self.taps[program.start]
+
+    def _name(self, index: int) -> str:
+        return self.program.names[index]
+
+    def check_path(self, path) -> None:
+        for index in {i for i, _, _ in self.program.masked} | set(range(len(self.taps))):
+            if self.taps[index].op not in path.ops:
+                where = "below the start layer" if self.start is not None else "between the input and the output"
+                raise InvalidInputError(
+                    f"layer {self._name(index)!r} is not on the path from the input to the explained output "
+                    f"({where}), so no relevance passes it; condition or record a layer the output depends on"
+                )
+
+    def _mask(self, position: int, extra: list, like: tf.Tensor) -> tf.Tensor:
+        """The ``position``-th mask, shaped to broadcast against the layer output ``like``."""
+        mask = tf.cast(extra[2 + position], like.dtype)
+        if self.program.masked[position][1] == "channel" and like.shape.rank > 2:
+            mask = tf.reshape(mask, [-1] + [1] * (like.shape.rank - 2) + [mask.shape[-1]])
+        return mask
+
+    def gated(self, op_rules: dict, rules, extra: list) -> dict:
+        """The rules with a gate at each conditioned layer's output (exclude_parallel=False): the relevance arriving
+        there is multiplied by the row's mask before the op's own rule takes it."""
+        if self.program.exclude_parallel:
+            return op_rules
+        gated = dict(op_rules)
+        for position, (index, _, _) in enumerate(self.program.masked):
+            if index == self.program.start:
+                continue  # the start layer's mask is in the initial relevance
+            tensor = self.taps[index]
+            op, output = tensor.op, tensor.value_index
+            base = op_rules.get(op) or rules.get(op.type)
+            mask = self._mask(position, extra, tensor)
+
+            def gate(op, grads, settings, base=base, output=output, mask=mask):
+                grads = list(grads)
+                if grads[output] is not None:
+                    grads[output] = grads[output] * mask
+                return base(op, grads, settings) if base is not None else original_gradient(op, *grads)
+
+            gated[op] = gate
+        return gated
+
+    def backward(self, target: tf.Tensor, inputs: list, extra: list) -> list:
+        """``[input relevances..., prediction, tap relevances..., tap activations...]``."""
+        weights, select_max = tf.cast(extra[0], target.dtype), extra[1]
+        masks = {index: position for position, (index, _, _) in enumerate(self.program.masked)}
+        if self.start is None:
+            flat = tf.reshape(target, [tf.shape(target)[0], -1])
+            hot = tf.reshape(tf.one_hot(tf.argmax(flat, axis=1), tf.shape(flat)[1], dtype=target.dtype),
+                             tf.shape(target))  # fmt: skip
+            use_max = tf.reshape(select_max, [-1] + [1] * (target.shape.rank - 1))
+            base = tf.nn.relu(target) if self.method.explains_positive_output else target
+            seed = base * tf.where(use_max, hot, weights)
+        else:
+            seed = target
+            if self.program.start in masks:
+                seed = seed * self._mask(masks[self.program.start], extra, target)
+        relevances = [None] * len(self.taps)
+        if self.program.start is not None:
+            relevances[self.program.start] = target  # the initial relevance, before its mask
+        if not self.program.exclude_parallel:
+            gradients = tf.gradients(target, [*inputs, *self.taps], grad_ys=seed)
+            heat = gradients[: len(inputs)]
+            for i, g in enumerate(gradients[len(inputs) :]):
+                relevances[i] = relevances[i] if i == self.program.start else g
+        else:
+            heat = self._chained(target, seed, inputs, extra, masks, relevances)
+        if all(h is None for h in heat):
+            raise NotConnectedError("no relevance reaches the input: the explained output does not depend on it")
+        heat = [tf.zeros_like(x) if h is None else h for h, x in zip(heat, inputs, strict=True)]
+        relevances = [tf.zeros_like(t) if r is None else r for r, t in zip(relevances, self.taps, strict=True)]
+        return [*heat, target, *relevances, *self.taps]
+
+    def _chained(self, target, seed, inputs, extra, masks, relevances) -> list:
+        """exclude_parallel=True: ``tf.gradients`` from the start (the output or the start layer) to the highest
+        conditioned layer, its relevance masked, from there to the next, ..., then to the inputs; a tapped layer
+        that is not conditioned records what passes it in the stage whose two ends it lies between."""
+        ancestors = [_ancestors(t) for t in self.taps]
+        chain = sorted((i for i in masks if i != self.program.start), key=lambda i: -len(ancestors[i]))
+        top_ancestors = _ancestors(target)
+        for upper, lower in zip([None, *chain], chain, strict=False):
+            above = top_ancestors if upper is None else ancestors[upper]
+            if self.taps[lower].op not in above:
+                upper_name = "the start layer" if upper is None else repr(self._name(upper))
+                raise InvalidInputError(
+                    f"with exclude_parallel=True the relevance passes every conditioned layer in turn, but layer "
+                    f"{self._name(lower)!r} is not below {upper_name} (they are on parallel paths); condition them in "
+                    "separate conditions, or pass exclude_parallel=False"
+                )
+        recorded = [i for i in range(len(self.taps)) if i not in masks and i != self.program.start]
+        top, relevance, top_ops = target, seed, top_ancestors
+        for index in [*chain, None]:
+            bottom = inputs if index is None else [self.taps[index]]
+            between = [i for i in recorded if self.taps[i].op in top_ops and
+                       (index is None or self.taps[index].op in ancestors[i])]  # fmt: skip
+            gradients = tf.gradients(top, [*bottom, *(self.taps[i] for i in between)], grad_ys=relevance)
+            for i, g in zip(between, gradients[len(bottom) :], strict=True):
+                relevances[i] = g
+            recorded = [i for i in recorded if i not in between]
+            if index is None:
+                return gradients[: len(bottom)]
+            relevances[index] = gradients[0]
+            if gradients[0] is None:
+                raise NotConnectedError(f"no relevance reaches layer {self._name(index)!r}")
+            relevance = gradients[0] * self._mask(masks[index], extra, self.taps[index])
+            top, top_ops = self.taps[index], ancestors[index]
+        return []
+
+
+def _ancestors(tensor: tf.Tensor) -> set:
+    """The ops ``tensor`` is computed from (its own op included)."""
+    seen, stack = set(), [tensor.op]
+    while stack:
+        op = stack.pop()
+        if op not in seen:
+            seen.add(op)
+            stack.extend(t.op for t in op.inputs)
+    return seen
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Conditions
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Condition:
+    """One condition, checked: the output classes (None: the row's largest output) and, per layer, the channels
+    (a tuple) or the units (a dict channel -> flat spatial indices)."""
+
+    y: tuple | None
+    layers: dict
+
+
+def _indices(value, what: str, count: int | None) -> tuple:
+    values = [value] if isinstance(value, numbers.Integral | np.integer) and not isinstance(value, bool) else value
+    try:
+        values = list(values)
+    except TypeError:
+        raise InvalidTypeError(f"{what} must be an int or a list of ints; got {value!r}") from None
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral | np.integer):
+            raise InvalidTypeError(f"{what} must be ints; got {v!r} in {value!r}")
+        if v < 0 or (count is not None and v >= count):
+            raise InvalidInputError(f"{what}: {v} is out of range; expected 0 .. {count - 1 if count else '?'}")
+    return tuple(int(v) for v in values)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CondAttribution
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class CondAttribution:
+    """Concept-conditional LRP of a Keras model (zennit-crp's ``CondAttribution``; Achtibat et al. 2023, Eq. 5).
+
+    Parameters
+    ----------
+    model : keras.Model, tf_keras.Model or path
+        A Sequential or functional Keras model (or a saved one's path); conditioned layers are its layers, by name
+        (``'conv2d_1'``; a layer of a nested model by its path ``'backbone/conv3'`` or its unique name).
+    method : str
+        Any method of the LRP family (``'lrp.epsilon_plus'``, the default as zennit-crp's tutorials;
+        ``'lrp.epsilon'``, ``'lrp.alpha_2_beta_1'``, ``'lrp.composite'``, ``'deep_taylor'``, ...).
+    output : int or str, optional
+        Which output of a model with several.
+    progress : bool
+        Show a progress bar on long runs.
+    **method_kwargs
+        The method's arguments (``epsilon``, ``rules`` of ``lrp.composite``, ...).
+
+    Notes
+    -----
+    Deliberate differences from zennit-crp 0.6.0: rows are always sample-major (sample ``n``, condition ``k`` ->
+    row ``n * K + k``), also when there are as many samples as conditions (zennit-crp pairs them then; pass
+    ``pair=True`` for that) and when conditions name different layers with ``exclude_parallel=True`` (zennit-crp
+    returns such rows grouped by layer set); the layers of one condition may be listed in any order (they are
+    ordered from the output down); relevances are recorded before the layer's own mask, as zennit-crp's tests fix
+    (its hooks record after the mask on PyTorch >= 2).
+    """
+
+    MODEL_OUTPUT_NAME = MODEL_OUTPUT_NAME
+
+    def __init__(self, model, method: str = "lrp.epsilon_plus", *, output=None, progress: bool = True,
+                 **method_kwargs):  # fmt: skip
+        from deepexplain.adapters.keras import keras_module, load_model
+        from deepexplain.tensorflow.methods import check_method, declaration_of, make_method
+        from deepexplain.tensorflow.methods.relevance import LRP
+
+        check_method(method, method_kwargs)
+        if not (isinstance(declaration_of(method), type) and issubclass(declaration_of(method), LRP)):
+            raise InvalidInputError(
+                f"CondAttribution needs a method of the LRP family (lrp.epsilon_plus, lrp.epsilon, lrp.alpha_2_beta_1, "
+                f"lrp.composite, deep_taylor, ...), whose relevance it masks; got {method!r}"
+            )
+        make_method(method, [None], dict(method_kwargs))  # argument errors now, before any model is traced
+        self.model = load_model(model) if isinstance(model, str | os.PathLike) else model
+        if keras_module(self.model) is None or not hasattr(self.model, "layers"):
+            raise InvalidTypeError(f"CondAttribution needs a Keras model; got {type(self.model).__name__}")
+        self.method, self.method_kwargs, self.output, self.progress = method, dict(method_kwargs), output, progress
+        self._explainers: dict = {}
+        self._lock = threading.RLock()
+        self._output_shape = _output_shape(self.model, output)
+
+    # ------------------------------------------------------------------------------------------------------------
+
+    def heatmap_modifier(self, relevance: np.ndarray) -> np.ndarray:
+        """The heatmap of an input's relevance: summed over the channel axis for images and sequences (rank >= 3,
+        NHWC), as it is for tabular inputs. Override to keep the channels (zennit-crp's ``heatmap_modifier``)."""
+        return relevance.sum(axis=-1) if relevance.ndim >= 3 else relevance
+
+    def layer_path(self, name: str):
+        """The layer ``name`` of the model (:func:`deepexplain.adapters.layers.find_layer`), with one output."""
+        from deepexplain.adapters.layers import find_layer
+
+        if not isinstance(name, str):
+            raise InvalidTypeError(f"layers are named by str (Keras layer names); got {name!r}")
+        if name == MODEL_OUTPUT_NAME:
+            raise InvalidInputError(f"{MODEL_OUTPUT_NAME!r} names the model output, not a layer")
+        path = find_layer(self.model, name)
+        if path.output_shape is None:
+            raise InvalidInputError(f"layer {name!r} has no single output; condition a layer of the model used once")
+        return path
+
+    def explainer(self, layers) -> object:
+        """The LRP explainer with the outputs of ``layers`` (names) tapped, compiled once per set of layers."""
+        from deepexplain.explainer import Explainer
+
+        key = tuple(layers)
+        with self._lock:
+            if key not in self._explainers:
+                self._explainers[key] = Explainer(self.method, self.model, output=self.output, taps=key,
+                                                  progress=False, **self.method_kwargs)  # fmt: skip
+            return self._explainers[key]
+
+    def __call__(self, xs, conditions, record_layer=(), exclude_parallel: bool = True, batch_size=None,
+                 start_layer=None, pair: bool = False, progress=None) -> CondAttributionResult:  # fmt: skip
+        """Conditional heatmaps of ``xs`` for each condition.
+
+        Parameters
+        ----------
+        xs : ndarray or list of ndarray
+            ``(N, ...)`` model inputs.
+        conditions : dict or list of dict
+            ``{'y': [class, ...], '<layer>': [channel, ...], ...}``: the explained classes (their logits seed the
+            relevance; omitted: each row's largest output) and, per layer, the channels that pass (OR); several
+            layers: all apply (AND). ``{'<layer>': {channel: [flat spatial index, ...]}}`` lets single units pass.
+            An empty list passes nothing.
+        record_layer : sequence of str
+            More layers whose activations and relevances are returned (conditioned layers are always recorded).
+        exclude_parallel : bool
+            True (zennit-crp's default): relevance reaches the input only through the conditioned layers, in turn
+            (a residual shortcut around a conditioned layer carries nothing). False: the masks act where the layers
+            sit; parallel paths carry their relevance unmasked.
+        batch_size : int, optional
+            Rows (sample-condition pairs) per model call; memory is bounded by it whatever the number of conditions.
+        start_layer : str, optional
+            Start the backward pass at this layer: its activation, masked by the conditions on it, is the initial
+            relevance (``'y'`` is then ignored). Reference heatmaps of a concept start so.
+        pair : bool
+            Pair sample ``n`` with condition ``n`` (as many of each) instead of every sample with every condition.
+        progress : bool, optional
+            Show a progress bar (default: the instance's setting).
+
+        Returns
+        -------
+        CondAttributionResult
+            ``heatmap``, ``activations``, ``relevances``, ``prediction``; row ``n * K + k`` is sample ``n`` under
+            condition ``k`` (row ``n`` with ``pair=True``).
+        """
+        conditions = self._conditions(conditions)
+        record = list(dict.fromkeys(record_layer if not isinstance(record_layer, str) else [record_layer]))
+        for name in record:
+            self.layer_path(name)
+        if start_layer is not None:
+            self.layer_path(start_layer)
+        batching.check_batch_size(batch_size)
+        layers = sorted({*(n for c in conditions for n in c.layers), *record, *([start_layer] if start_layer else [])})
+        explainer = self.explainer(layers)
+        arrays, specs, rows = explainer.inputs_of(xs, batch_size)
+        n, k = len(arrays[0]), len(conditions)
+        if pair and n != k:
+            raise InvalidInputError(f"pair=True pairs samples with conditions, so both must be as many; got {n}, {k}")
+        owners = np.arange(n) if pair else np.repeat(np.arange(n), k)
+        which = np.arange(n) if pair else np.tile(np.arange(k), n)
+        groups = self._groups(conditions, which, exclude_parallel, start_layer)
+        show = self.progress if progress is None else bool(progress)
+        total = sum(-(-len(r) // rows) for r in groups.values())
+        results = None
+        with tqdm(total=total, delay=2, disable=not show, desc="crp", unit="run") as bar:
+            for conditioned, row_ids in groups.items():
+                program = self._program(layers, conditioned, exclude_parallel, start_layer)
+                for lo in range(0, len(row_ids), rows):
+                    ids = row_ids[lo : lo + rows]
+                    feeds = self._feeds(program, layers, [conditions[c] for c in which[ids]])
+                    out = explainer.run_program(program, [a[owners[ids]] for a in arrays], feeds, specs)
+                    if results is None:
+                        results = [np.zeros((len(owners), *o.shape[1:]), o.dtype) for o in out]
+                    for result, o in zip(results, out, strict=True):
+                        result[ids] = o[: len(ids)]
+                    bar.update(1)
+        count = len(arrays)
+        heat = [self.heatmap_modifier(h) for h in results[:count]]
+        relevances = dict(zip(layers, results[count + 1 : count + 1 + len(layers)], strict=True))
+        activations = dict(zip(layers, results[count + 1 + len(layers) :], strict=True))
+        return CondAttributionResult(heat if count > 1 else heat[0], activations, relevances, results[count])
+
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _conditions(self, conditions) -> list[_Condition]:
+        if isinstance(conditions, dict):
+            conditions = [conditions]
+        if not isinstance(conditions, list | tuple) or not conditions:
+            raise InvalidInputError(
+                f"conditions must be a dict or a non-empty list of dicts {{'y': [class], '<layer>': [channel, ...]}}; "
+                f"got {conditions!r}"
+            )
+        units = int(np.prod(self._output_shape)) if self._output_shape is not None else None
+        checked = []
+        for condition in conditions:
+            if not isinstance(condition, dict):
+                raise InvalidTypeError(f"each condition must be a dict {{'y': [class], '<layer>': [...]}}; got "
+                                       f"{condition!r}")  # fmt: skip
+            y = None
+            layers = {}
+            for key, value in condition.items():
+                if key == MODEL_OUTPUT_NAME:
+                    y = _indices(value, "the condition's 'y' (output classes)", units)
+                    continue
+                path = self.layer_path(key)
+                channels = path.output_shape[-1]
+                if isinstance(value, dict):
+                    positions = int(np.prod(path.output_shape[1:-1]))
+                    layers[key] = {_indices(c, f"channels of layer {key!r}", channels)[0]:
+                                   _indices(v, f"units of channel {c} of layer {key!r}", positions)
+                                   for c, v in value.items()}  # fmt: skip
+                else:
+                    layers[key] = _indices(value, f"channels of layer {key!r}", channels)
+            checked.append(_Condition(y, layers))
+        return checked
+
+    def _groups(self, conditions, which, exclude_parallel: bool, start_layer) -> dict:
+        """Row indices per set of conditioned layers: one program (one trace) per set; with exclude_parallel=False
+        one for all (a layer a condition does not name gets a mask of ones)."""
+
+        def layers_of(condition):
+            names = set(condition.layers) | ({start_layer} if start_layer else set())
+            return tuple(sorted((name, isinstance(condition.layers.get(name), dict)) for name in names))
+
+        if not exclude_parallel:
+            names = {}
+            for condition in conditions:
+                for name, neuron in layers_of(condition):
+                    names[name] = names.get(name, False) or neuron
+            return {tuple(sorted(names.items())): np.arange(len(which))}
+        keys = [layers_of(conditions[c]) for c in which]
+        groups: dict = {}
+        for row, key in enumerate(keys):
+            groups.setdefault(key, []).append(row)
+        return {key: np.asarray(rows) for key, rows in groups.items()}
+
+    def _program(self, layers: list, conditioned: tuple, exclude_parallel: bool, start_layer) -> ConditionalProgram:
+        masked = []
+        for name, neuron in conditioned:
+            shape = self.layer_path(name).output_shape[1:]
+            masked.append((layers.index(name), "neuron" if neuron else "channel", tuple(shape) if neuron else
+                           (shape[-1],)))  # fmt: skip
+        start = None if start_layer is None else layers.index(start_layer)
+        return ConditionalProgram(tuple(layers), tuple(masked), bool(exclude_parallel), start)
+
+    def _feeds(self, program: ConditionalProgram, layers: list, conditions: list) -> list:
+        count = len(conditions)
+        weights = np.zeros((count, *self._output_shape), np.float32) if self._output_shape else np.zeros((count, 1))
+        flat = weights.reshape(count, -1)
+        select_max = np.array([c.y is None for c in conditions])
+        for row, condition in enumerate(conditions):
+            if condition.y is not None:
+                flat[row, list(condition.y)] = 1.0
+        feeds = [weights, select_max]
+        for index, kind, shape in program.masked:
+            name = layers[index]
+            mask = np.ones((count, *shape), np.float32)
+            for row, condition in enumerate(conditions):
+                if name not in condition.layers:
+                    continue
+                mask[row] = 0.0
+                value = condition.layers[name]
+                if kind == "channel":
+                    mask[row, list(value)] = 1.0
+                else:
+                    units = mask[row].reshape(-1, shape[-1])
+                    for channel, positions in (value.items() if isinstance(value, dict) else
+                                               ((c, range(len(units))) for c in value)):  # fmt: skip
+                        units[list(positions), channel] = 1.0
+            feeds.append(mask)
+        return feeds
+
+
+def _output_shape(model, output) -> tuple | None:
+    """The explained output's shape without the batch dimension, from the Keras model's symbolic outputs."""
+    outputs = getattr(model, "outputs", None) or []
+    if not outputs:
+        return None
+    names = list(getattr(model, "output_names", None) or [])
+    index = names.index(output) if isinstance(output, str) and output in names else (output or 0)
+    if not isinstance(index, int) or not 0 <= index < len(outputs):
+        return None  # the explainer says what is wrong with output=
+    shape = tuple(outputs[index].shape[1:])
+    return None if any(d is None for d in shape) else shape
+
+
+__all__ = ["CondAttribution", "CondAttributionResult", "ConditionalProgram"]
