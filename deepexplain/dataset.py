@@ -3,6 +3,7 @@ worker), writes the attributions shard by shard and resumes a job that was stopp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -307,17 +308,26 @@ class ExplainerTask:
         if self._explainer is None:
             from deepexplain.explainer import Explainer
 
-            model = self.model
-            if self._model_file is not None:  # a Ray worker: its own copy of the saved model
-                suffix, content = self._model_file
-                handle, model = tempfile.mkstemp(suffix=suffix, prefix="deepexplain-model-")
-                with os.fdopen(handle, "wb") as f:
-                    f.write(content)
-            self._explainer = Explainer(self.method, model, output=self.output, layer=self.layer, progress=False,
-                                        **self.method_kwargs)  # fmt: skip
-            if self._model_file is not None:
-                os.unlink(model)
+            with self.local_model() as model:
+                self._explainer = Explainer(self.method, model, output=self.output, layer=self.layer, progress=False,
+                                            **self.method_kwargs)  # fmt: skip
         return self._explainer
+
+    @contextlib.contextmanager
+    def local_model(self):
+        """The model to load: the model given, or on a Ray worker the path of its own copy of the saved model's
+        file (removed once loaded)."""
+        if self._model_file is None:
+            yield self.model
+            return
+        suffix, content = self._model_file
+        handle, path = tempfile.mkstemp(suffix=suffix, prefix="deepexplain-model-")
+        with os.fdopen(handle, "wb") as f:
+            f.write(content)
+        try:
+            yield path
+        finally:
+            os.unlink(path)
 
     def __getstate__(self):
         state = dict(self.__dict__, _explainer=None)

@@ -127,6 +127,31 @@ class Source:
                 raise InvalidInputError(f"{name.strip('_')}: expected one entry per sample ({self.n}); got {len(a)}")
         return _Joined(self, ArraySource(arrays)) if arrays else self
 
+    def sliced(self, start: int, stop: int) -> Source:
+        """Rows ``start:stop`` of this source, as rows ``0:stop - start`` (random-access sources only)."""
+        if not self.random_access:
+            raise InvalidInputError("data_start/data_end need data read by row range (arrays, .npy files, images)")
+        if not 0 <= start < stop <= self.n:
+            raise InvalidInputError(f"data_start and data_end must satisfy 0 <= start < end <= {self.n}; got "
+                                    f"{start} and {stop}")  # fmt: skip
+        return _Sliced(self, start, stop)
+
+
+class _Sliced(Source):
+    """Rows ``start:stop`` of a random-access source."""
+
+    def __init__(self, base: Source, start: int, stop: int):
+        self.base, self.start, self.n, self.columns = base, start, stop - start, base.columns
+
+    def read(self, lo, hi):
+        return self.base.read(self.start + lo, self.start + hi)
+
+    def fingerprint(self):
+        return digest([self.base.fingerprint(), self.start, self.n])
+
+    def for_ray(self, shard_size, start):
+        return _Sliced(self.base.for_ray(shard_size, 0), self.start, self.start + self.n)
+
 
 class _Joined(Source):
     """Two sources side by side, row for row."""
@@ -388,6 +413,8 @@ def source_of(data, sample_shapes: list | None) -> Source:
     a ``tf.data.Dataset`` or a Ray Dataset. ``sample_shapes``: the model's input shapes (no batch dimension), None
     where unknown; they fit images and tell samples from batches in a ``tf.data.Dataset``."""
     shape = sample_shapes[0] if sample_shapes else None
+    if isinstance(data, Source):
+        return data
     if isinstance(data, np.ndarray):
         return ArraySource({"x": data})
     if isinstance(data, str | os.PathLike):

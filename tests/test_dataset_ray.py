@@ -150,3 +150,18 @@ def test_deletion_curves_on_ray(model, xs):
     curve = deepexplain.evaluate_dataset("deletion", model, xs, attributions, steps=5, engine="ray", num_workers=2,
                                          shard_size=8, progress=False)  # fmt: skip
     np.testing.assert_allclose(curve.scores, expected.scores, rtol=1e-6, atol=1e-7)
+
+
+def test_feature_visualization_on_ray_equals_the_local_run(model, xs):
+    from deepexplain.crp import ChannelConcept, CondAttribution, FeatureVisualization
+
+    layers = {layer.name: ChannelConcept() for layer in model.layers if "conv" in layer.name}
+    attribution = CondAttribution(model, progress=False)
+    local = FeatureVisualization(attribution, xs, layers, targets=labels(len(xs)), k=6).run(progress=False)
+    on_ray = FeatureVisualization(attribution, xs, layers, targets=labels(len(xs)), k=6)
+    on_ray.run(engine="ray", num_workers=2, shard_size=8, progress=False)
+    for layer in layers:
+        for mode in ("relevance", "activation"):
+            np.testing.assert_array_equal(on_ray.reference_indices(layer, mode), local.reference_indices(layer, mode))
+            np.testing.assert_array_equal(on_ray.reference_indices(layer, mode, target=1),
+                                          local.reference_indices(layer, mode, target=1))  # fmt: skip

@@ -9,5 +9,14 @@
 
 from deepexplain.crp.attribution import CondAttribution, CondAttributionResult
 from deepexplain.crp.concepts import ChannelConcept
+from deepexplain.crp.graph import AttributionGraph, AttributionGraphResult
+from deepexplain.crp.visualization import FeatureVisualization
 
-__all__ = ["ChannelConcept", "CondAttribution", "CondAttributionResult"]
+__all__ = [
+    "AttributionGraph",
+    "AttributionGraphResult",
+    "ChannelConcept",
+    "CondAttribution",
+    "CondAttributionResult",
+    "FeatureVisualization",
+]
