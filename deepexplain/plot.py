@@ -33,7 +33,7 @@ from skimage.color import rgb2gray
 from skimage.feature import canny
 from skimage.transform import resize
 
-__all__ = ["CHANNEL_AGGREGATIONS", "TextHeatmap", "aggregate_channels", "bars", "grid", "heatmap", "text"]
+__all__ = ["CHANNEL_AGGREGATIONS", "TextHeatmap", "aggregate_channels", "bars", "concepts", "grid", "heatmap", "text"]
 
 # Reductions of an (H, W, C) map over its channel axis to one value per pixel.
 _CHANNEL_REDUCTIONS = MappingProxyType(
@@ -289,6 +289,53 @@ def heatmap(
     if save is not None:
         _save(ax.figure, save)
     return ax
+
+
+def concepts(explained, save: PathType | None = None, percentile: float = 99.5) -> Figure:
+    """The concepts behind one prediction (CRP, Achtibat et al. 2023, Fig. 1): a first row with the input and its
+    heatmap, then one row per concept with its conditional heatmap (titled with the concept and its share of the
+    layer's relevance) and its reference crops.
+
+    Parameters
+    ----------
+    explained : deepexplain.crp.Concepts
+        What :func:`deepexplain.crp.top_concepts` returns (plain arrays: ``image``, ``heatmap``, ``ids``,
+        ``shares``, ``heatmaps``, ``references``, ``layer``, ``target``).
+    save : str or path-like, optional
+        Write the Figure there as a PNG (150 dpi, 2 inches per cell).
+    percentile : float
+        As for :func:`heatmap` (each heatmap its own symmetric scale).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Row ``0``: input, heatmap; row ``1 + i``: concept ``ids[i]``, then its references. Axes titles name them.
+    """
+    ids = list(explained.ids)
+    columns = max([2] + [1 + len(explained.references.get(c, [])) for c in ids])
+    figure = _new_figure(_CELL_INCHES * columns, _CELL_INCHES * (1 + len(ids)) + 0.3, layout="constrained")
+    axes = figure.subplots(1 + len(ids), columns, squeeze=False)
+    for ax in axes.ravel():
+        _hide_frame(ax)
+    image = _as_display_image(explained.image)
+    edges = min(image.shape[:2]) >= 32  # the edges of a small image are blocks that look like data
+    axes[0, 0].imshow(image if image.ndim == 2 else image[..., :3], cmap="gray", vmin=0, vmax=1,
+                      interpolation="nearest")  # fmt: skip
+    axes[0, 0].set_title("input")
+    heatmap(explained.heatmap, explained.image, ax=axes[0, 1], percentile=percentile, edges=edges)
+    axes[0, 1].set_title(f"class {explained.target}")
+    for row, (concept, share, heat) in enumerate(zip(ids, explained.shares, explained.heatmaps, strict=True), 1):
+        heatmap(heat, explained.image, ax=axes[row, 0], percentile=percentile, edges=edges)
+        axes[row, 0].set_title(f"{explained.layer} #{concept}: {100 * share:+.0f}%")
+        for column, crop in enumerate(explained.references.get(concept, []), 1):
+            crop = _as_display_image(crop)
+            axes[row, column].imshow(crop if crop.ndim == 2 else crop[..., :3], cmap="gray", vmin=0, vmax=1,
+                                     interpolation="nearest")  # fmt: skip
+            axes[row, column].set_title(f"reference {column}", fontsize="small")
+    figure.suptitle("red: for the class, blue: against; % = share of the layer's relevance", fontsize="small")
+    if save is not None:
+        _save(figure, save)
+    return figure
 
 
 def _methods(attributions) -> tuple[list[str] | None, list[np.ndarray]]:

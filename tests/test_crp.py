@@ -146,7 +146,7 @@ def test_completeness_at_a_bottleneck(cnn_ca, layer, exclude_parallel):
 def test_empty_channel_list_gives_exactly_zero(cnn_ca):
     _, ca = cnn_ca
     for exclude in (True, False):
-        result = ca(XS, {"y": 0, "c2": []}, record_layer=["c1"], exclude_parallel=exclude)
+        result = ca(XS, {"y": 0, "c2": []}, record_layer=["c1", "c2"], exclude_parallel=exclude)
         assert np.all(result.heatmap == 0)
         assert np.all(result.relevances["c1"] == 0)  # nothing passes below the masked layer
         assert np.any(result.relevances["c2"] != 0)  # what arrives at c2, before its mask

@@ -224,3 +224,34 @@ def test_attribution_graph_shares_are_the_conditional_relevances(setup):
     start = attribution(data[:1], {"c2": [1]}, start_layer="c2", record_layer=["c1"]).relevances["c1"]
     np.testing.assert_allclose([s for _, _, s in alone], np.sort(ChannelConcept.attribute(start)[0])[::-1][:2],
                                rtol=1e-6)  # fmt: skip
+
+
+def test_top_concepts_and_their_figure(tmp_path):
+    from deepexplain import plot
+    from deepexplain.crp import top_concepts
+
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(6, 3, activation="relu", name="conv"),
+                              keras.layers.Flatten(), keras.layers.Dense(3, name="logits")])  # fmt: skip
+    data = np.random.default_rng(3).random((30, 8, 8, 1)).astype(np.float32)
+    attribution = CondAttribution(model, progress=False)
+    fv = FeatureVisualization(attribution, data, {"conv": ChannelConcept()}, k=4).run(progress=False)
+    concepts = top_concepts(attribution, data[0], "conv", target=2, n_concepts=3, fv=fv, n_ref=4)
+    shares = ChannelConcept.attribute(attribution(data[:1], {"y": 2}, record_layer=["conv"]).relevances["conv"])[0]
+    assert concepts.ids == list(np.argsort(-np.abs(shares), kind="stable")[:3])
+    np.testing.assert_allclose(concepts.shares, shares[concepts.ids])
+    for c, heat in zip(concepts.ids, concepts.heatmaps, strict=True):
+        expected = attribution(data[:1], {"y": 2, "conv": [c]}).heatmap[0]  # another batch: float32 rounding
+        np.testing.assert_allclose(heat, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+        assert len(concepts.references[c]) == 4
+    figure = plot.concepts(concepts, save=tmp_path / "concepts.png")
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles[:2] == ["input", "class 2"]
+    for c, share in zip(concepts.ids, concepts.shares, strict=True):
+        assert f"conv #{c}: {100 * share:+.0f}%" in titles
+    assert titles.count("reference 1") == 3
+    from skimage import io
+
+    png = io.imread(tmp_path / "concepts.png")
+    assert png.shape[:2] == (int(150 * (2 * 4 + 0.3)), 150 * 2 * 5)  # 4 rows, 5 columns of 2 inches at 150 dpi
+    assert png[..., :3].std() > 10  # not blank
