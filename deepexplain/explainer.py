@@ -127,7 +127,7 @@ class Explainer:
             inner_model = self.runner if self.adapter is None else self.adapter.model
             self._inner = Explainer(self.method.method, inner_model, output=output, layer=layer,
                                     jit_compile=jit_compile, progress=False, **self.method.method_kwargs)  # fmt: skip
-        elif self._specs is not None and not taps:
+        elif self._specs is not None and not taps and not getattr(self.runner, "taps", ()):
             self._compile_default()
 
     # ------------------------------------------------------------------------------------------------------------

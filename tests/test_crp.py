@@ -317,3 +317,28 @@ def test_channel_concept():
     assert ChannelConcept.mask_rf({2: [4]}, (3, 3, 5))[1, 1, 2] == 1
     with pytest.raises(InvalidInputError, match="stat"):
         ChannelConcept.reference_sampling(relevance, "mean")
+
+
+def test_the_tf1_api_names_layers_by_tensor_or_op(session):
+    import tensorflow as tf
+
+    from deepexplain.tensorflow import DeepExplain
+
+    tf1 = tf.compat.v1
+    X = tf1.placeholder(tf.float32, [None, 2])
+    h1 = tf.matmul(X, tf.transpose(tf.constant([[1.0, 2.0], [0.0, 1.0]])), name="layer1")
+    h2 = tf.matmul(X, tf.transpose(tf.constant([[2.0, 3.0], [0.0, 0.0]])), name="layer2")
+    T = tf.matmul(tf.concat([h1, h2], axis=1), tf.constant([[1.0], [4.0], [5.0], [0.0]]), name="layer3")
+    with DeepExplain(session=session) as de:
+        ca = de.cond_attribution(T, X, "lrp.epsilon", epsilon=1e-6, progress=False)
+        ca.heatmap_modifier = lambda relevance: relevance
+        result = ca(TOY_X, [{"y": 0, "layer1": [0]}, {"y": 0, "layer1:0": [1]}], record_layer=["layer2"],
+                    exclude_parallel=False)  # fmt: skip
+        np.testing.assert_allclose(result.heatmap, [(-11, 17), (-10, 19)], atol=1e-4)  # the toy table's values
+        np.testing.assert_allclose(result.relevances["layer2"], [(5, 0), (5, 0)], atol=1e-4)
+        chained = ca(TOY_X, {"y": 0, "layer1": [0]})
+        np.testing.assert_allclose(chained.heatmap, [(-1, 2)], atol=1e-4)
+        with pytest.raises(InvalidInputError, match="did you mean 'layer1'"):
+            ca(TOY_X, {"y": 0, "layer_1": [0]})
+        with pytest.raises(InvalidInputError, match="LRP family"):
+            de.cond_attribution(T, X, "saliency")

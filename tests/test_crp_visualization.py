@@ -227,6 +227,7 @@ def test_attribution_graph_shares_are_the_conditional_relevances(setup):
 
 
 def test_top_concepts_and_their_figure(tmp_path):
+    pytest.importorskip("matplotlib")
     from deepexplain import plot
     from deepexplain.crp import top_concepts
 

@@ -137,7 +137,7 @@ class _BoundProgram:
                 continue  # the start layer's mask is in the initial relevance
             tensor = self.taps[index]
             op, output = tensor.op, tensor.value_index
-            base = op_rules.get(op) or rules.get(op.type)
+            base = gated.get(op) or rules.get(op.type)  # a second name of the same tensor: the gates compose
             mask = self._mask(position, extra, tensor)
 
             def gate(op, grads, settings, base=base, output=output, mask=mask):
@@ -297,23 +297,34 @@ class CondAttribution:
     def __init__(self, model, method: str = "lrp.epsilon_plus", *, output=None, progress: bool = True,
                  **method_kwargs):  # fmt: skip
         from deepexplain.adapters.keras import keras_module, load_model
-        from deepexplain.tensorflow.methods import check_method, declaration_of, make_method
-        from deepexplain.tensorflow.methods.relevance import LRP
 
-        check_method(method, method_kwargs)
-        if not (isinstance(declaration_of(method), type) and issubclass(declaration_of(method), LRP)):
-            raise InvalidInputError(
-                f"CondAttribution needs a method of the LRP family (lrp.epsilon_plus, lrp.epsilon, lrp.alpha_2_beta_1, "
-                f"lrp.composite, deep_taylor, ...), whose relevance it masks; got {method!r}"
-            )
-        make_method(method, [None], dict(method_kwargs))  # argument errors now, before any model is traced
+        _check_lrp(method, method_kwargs)
         self.model = load_model(model) if isinstance(model, str | os.PathLike) else model
         if keras_module(self.model) is None or not hasattr(self.model, "layers"):
-            raise InvalidTypeError(f"CondAttribution needs a Keras model; got {type(self.model).__name__}")
+            raise InvalidTypeError(
+                f"CondAttribution needs a Keras model; got {type(self.model).__name__} (for a TF1 graph, use "
+                "DeepExplain's de.cond_attribution(T, X))"
+            )
         self.method, self.method_kwargs, self.output, self.progress = method, dict(method_kwargs), output, progress
+        self._layers = _KerasLayers(self)
         self._explainers: dict = {}
         self._lock = threading.RLock()
         self._output_shape = _output_shape(self.model, output)
+
+    @classmethod
+    def of_graph(cls, session, T, X, method: str = "lrp.epsilon_plus", progress: bool = True, **method_kwargs):
+        """The conditional LRP of ``T`` with respect to ``X`` in a TF1 graph and its session (what the DeepExplain
+        context's ``de.cond_attribution(T, X)`` gives): layers are named by tensor name (``'conv1/Relu:0'``) or op
+        name (``'conv1/Relu'``; its first output)."""
+        _check_lrp(method, method_kwargs)
+        self = cls.__new__(cls)
+        self.model, self.output, self.progress = None, None, progress
+        self.method, self.method_kwargs = method, dict(method_kwargs)
+        self._layers = _GraphLayers(self, session, T, X)
+        self._explainers, self._lock = {}, threading.RLock()
+        shape = T.shape.as_list()[1:] if T.shape.rank else None
+        self._output_shape = None if shape is None or None in shape else tuple(shape)
+        return self
 
     # ------------------------------------------------------------------------------------------------------------
 
@@ -322,28 +333,26 @@ class CondAttribution:
         NHWC), as it is for tabular inputs. Override to keep the channels (zennit-crp's ``heatmap_modifier``)."""
         return relevance.sum(axis=-1) if relevance.ndim >= 3 else relevance
 
-    def layer_path(self, name: str):
-        """The layer ``name`` of the model (:func:`deepexplain.adapters.layers.find_layer`), with one output."""
-        from deepexplain.adapters.layers import find_layer
-
+    def layer_shape(self, name: str) -> tuple:
+        """The output shape of layer ``name`` without the batch dimension (raising for an unknown name, with the
+        closest suggested)."""
         if not isinstance(name, str):
-            raise InvalidTypeError(f"layers are named by str (Keras layer names); got {name!r}")
+            raise InvalidTypeError(f"layers are named by str; got {name!r}")
         if name == MODEL_OUTPUT_NAME:
             raise InvalidInputError(f"{MODEL_OUTPUT_NAME!r} names the model output, not a layer")
-        path = find_layer(self.model, name)
-        if path.output_shape is None:
-            raise InvalidInputError(f"layer {name!r} has no single output; condition a layer of the model used once")
-        return path
+        return self._layers.shape(name)
+
+    def layer_path(self, name: str):
+        """The Keras layer ``name`` (:func:`deepexplain.adapters.layers.find_layer`), with one output."""
+        self.layer_shape(name)
+        return self._layers.path(name)
 
     def explainer(self, layers) -> object:
         """The LRP explainer with the outputs of ``layers`` (names) tapped, compiled once per set of layers."""
-        from deepexplain.explainer import Explainer
-
         key = tuple(layers)
         with self._lock:
             if key not in self._explainers:
-                self._explainers[key] = Explainer(self.method, self.model, output=self.output, taps=key,
-                                                  progress=False, **self.method_kwargs)  # fmt: skip
+                self._explainers[key] = self._layers.explainer(key)
             return self._explainers[key]
 
     def __call__(self, xs, conditions, record_layer=(), exclude_parallel: bool = True, batch_size=None,
@@ -384,9 +393,9 @@ class CondAttribution:
         conditions = self._conditions(conditions)
         record = list(dict.fromkeys(record_layer if not isinstance(record_layer, str) else [record_layer]))
         for name in record:
-            self.layer_path(name)
+            self.layer_shape(name)
         if start_layer is not None:
-            self.layer_path(start_layer)
+            self.layer_shape(start_layer)
         batching.check_batch_size(batch_size)
         layers = sorted({*(n for c in conditions for n in c.layers), *record, *([start_layer] if start_layer else [])})
         explainer = self.explainer(layers)
@@ -440,10 +449,10 @@ class CondAttribution:
                 if key == MODEL_OUTPUT_NAME:
                     y = _indices(value, "the condition's 'y' (output classes)", units)
                     continue
-                path = self.layer_path(key)
-                channels = path.output_shape[-1]
+                shape = self.layer_shape(key)
+                channels = shape[-1]
                 if isinstance(value, dict):
-                    positions = int(np.prod(path.output_shape[1:-1]))
+                    positions = int(np.prod(shape[:-1]))
                     layers[key] = {_indices(c, f"channels of layer {key!r}", channels)[0]:
                                    _indices(v, f"units of channel {c} of layer {key!r}", positions)
                                    for c, v in value.items()}  # fmt: skip
@@ -476,7 +485,7 @@ class CondAttribution:
                  record: list) -> ConditionalProgram:  # fmt: skip
         masked = []
         for name, neuron in conditioned:
-            shape = self.layer_path(name).output_shape[1:]
+            shape = self.layer_shape(name)
             masked.append((layers.index(name), "neuron" if neuron else "channel", tuple(shape) if neuron else
                            (shape[-1],)))  # fmt: skip
         start = None if start_layer is None else layers.index(start_layer)
@@ -509,6 +518,84 @@ class CondAttribution:
                         units[list(positions), channel] = 1.0
             feeds.append(mask)
         return feeds
+
+
+def _check_lrp(method, method_kwargs) -> None:
+    """The method exists, takes these arguments and is of the LRP family (before any model is loaded or traced)."""
+    from deepexplain.tensorflow.methods import check_method, declaration_of, make_method
+    from deepexplain.tensorflow.methods.relevance import LRP
+
+    check_method(method, method_kwargs)
+    if not (isinstance(declaration_of(method), type) and issubclass(declaration_of(method), LRP)):
+        raise InvalidInputError(
+            f"CondAttribution needs a method of the LRP family (lrp.epsilon_plus, lrp.epsilon, lrp.alpha_2_beta_1, "
+            f"lrp.composite, deep_taylor, ...), whose relevance it masks; got {method!r}"
+        )
+    make_method(method, [None], dict(method_kwargs))
+
+
+class _KerasLayers:
+    """Layers of a Keras model, by name; explainers of the model with their outputs tapped."""
+
+    def __init__(self, attribution: CondAttribution):
+        self.attribution = attribution
+
+    def path(self, name: str):
+        from deepexplain.adapters.layers import find_layer
+
+        path = find_layer(self.attribution.model, name)
+        if path.output_shape is None:
+            raise InvalidInputError(f"layer {name!r} has no single output; condition a layer of the model used once")
+        return path
+
+    def shape(self, name: str) -> tuple:
+        shape = tuple(self.path(name).output_shape[1:])
+        if None in shape:
+            raise InvalidInputError(f"layer {name!r} has an output of unknown shape {shape}; its channels are unknown")
+        return shape
+
+    def explainer(self, names: tuple):
+        from deepexplain.explainer import Explainer
+
+        a = self.attribution
+        return Explainer(a.method, a.model, output=a.output, taps=names, progress=False, **a.method_kwargs)
+
+
+class _GraphLayers:
+    """Tensors of a TF1 graph, by tensor or op name; explainers of ``T`` and ``X`` in its session with them tapped."""
+
+    def __init__(self, attribution: CondAttribution, session, T, X):
+        self.attribution, self.session, self.T = attribution, session, T
+        self.inputs = list(X) if isinstance(X, list | tuple) else [X]
+        self.multiple = isinstance(X, list | tuple)
+
+    def tensor(self, name: str) -> tf.Tensor:
+        graph = self.session.graph
+        try:
+            return graph.get_tensor_by_name(name) if ":" in name else graph.get_operation_by_name(name).outputs[0]
+        except (KeyError, ValueError, IndexError):
+            from deepexplain.errors import closest
+
+            names = [op.name for op in graph.get_operations()]
+            raise InvalidInputError(f"layer {name!r} is no tensor or op of the graph{closest(name, names)}") from None
+
+    def path(self, name: str):
+        raise InvalidTypeError("this needs a Keras model (its graph of layers); the TF1 graph has tensors")
+
+    def shape(self, name: str) -> tuple:
+        tensor = self.tensor(name)
+        if tensor.shape.rank is None or tensor.shape.rank < 2 or None in tensor.shape.as_list()[1:]:
+            raise InvalidInputError(f"layer {name!r}: a tensor (N, ..., channels) of known shape; got {tensor.shape}")
+        return tuple(tensor.shape.as_list()[1:])
+
+    def explainer(self, names: tuple):
+        from deepexplain.explainer import Explainer
+        from deepexplain.tensorflow.runners import SessionRunner
+
+        a = self.attribution
+        runner = SessionRunner(self.session, self.T, self.inputs, multiple_inputs=self.multiple,
+                               taps=[self.tensor(n) for n in names])  # fmt: skip
+        return Explainer(a.method, runner, progress=False, **a.method_kwargs)
 
 
 def _output_shape(model, output) -> tuple | None:

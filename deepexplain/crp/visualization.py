@@ -183,8 +183,10 @@ class FeatureVisualization:
         if not isinstance(layer_map, dict) or not layer_map:
             raise InvalidInputError(f"layer_map must be a non-empty dict {{'<layer>': ChannelConcept()}}; got "
                                     f"{layer_map!r}")  # fmt: skip
+        if attribution.model is None:
+            raise InvalidTypeError("FeatureVisualization needs a CondAttribution of a Keras model")
         for name in layer_map:
-            attribution.layer_path(name)
+            attribution.layer_shape(name)
         if preprocess_fn is not None and not callable(preprocess_fn):
             raise InvalidTypeError(f"preprocess_fn must be callable; got {type(preprocess_fn).__name__}")
         self.attribution, self.data, self.layer_map = attribution, data, dict(layer_map)
@@ -308,7 +310,7 @@ class FeatureVisualization:
         """
         ids = [concept_ids] if np.isscalar(concept_ids) else list(concept_ids)
         indices, units = self.reference_indices(layer, mode, stat), self.reference_rf(layer, mode, stat)
-        shape = self.attribution.layer_path(layer).output_shape[1:]
+        shape = self.attribution.layer_shape(layer)
         wanted = sorted({int(i) for c in ids for i in indices[c, :n_ref] if i != _EMPTY})
         samples = dict(zip(wanted, self._samples(wanted), strict=True))
         result = {}

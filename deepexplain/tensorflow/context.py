@@ -114,6 +114,23 @@ class DeepExplain:
         explainer = self.get_explainer(method, T, X, **kwargs)
         return explainer.run(xs, batch_size=batch_size, ys=ys, neuron_selection=neuron_selection)
 
+    def cond_attribution(self, T, X, method="lrp.epsilon_plus", progress=True, **kwargs):
+        """Concept Relevance Propagation of ``T`` with respect to ``X`` (:class:`deepexplain.crp.CondAttribution`):
+        conditions name layers by tensor name (``'conv1/Relu:0'``) or op name (``'conv1/Relu'``).
+
+        Examples
+        --------
+        >>> ca = de.cond_attribution(logits, X)                                  # doctest: +SKIP
+        >>> ca(xs, [{'y': [3], 'conv1/Relu': [c]} for c in range(8)]).heatmap    # doctest: +SKIP
+        """
+        from deepexplain.crp import CondAttribution
+
+        if not self.context_on:
+            raise RuntimeError("Explain can be called only within a DeepExplain context.")
+        check_method(method, kwargs)
+        self._check_tensors(T, X)
+        return CondAttribution.of_graph(self.session, T, X, method, progress=progress, **kwargs)
+
     def fit_patterns(self, T, X, data, pattern_type="relu", batch_size=256, progress=True):
         """Fit the patterns of every dense/convolution op between ``X`` and ``T`` on ``data`` (one streaming pass),
         for the methods 'pattern.net', 'pattern.attribution' and 'pattern.net.guided'.
