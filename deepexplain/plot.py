@@ -318,7 +318,7 @@ def concepts(explained, save: PathType | None = None, percentile: float = 99.5) 
     for ax in axes.ravel():
         _hide_frame(ax)
     image = _as_display_image(explained.image)
-    edges = min(image.shape[:2]) >= 32  # the edges of a small image are blocks that look like data
+    edges = min(image.shape[:2]) >= 64  # the edges of a small image are blocks that look like data
     axes[0, 0].imshow(image if image.ndim == 2 else image[..., :3], cmap="gray", vmin=0, vmax=1,
                       interpolation="nearest")  # fmt: skip
     axes[0, 0].set_title("input")
