@@ -111,7 +111,7 @@ class _BoundProgram:
         return self.program.names[index]
 
     def check_path(self, path) -> None:
-        for index in {i for i, _, _ in self.program.masked} | set(range(len(self.taps))):
+        for index in range(len(self.taps)):
             if self.taps[index].op not in path.ops:
                 where = "below the start layer" if self.start is not None else "between the input and the output"
                 raise InvalidInputError(
