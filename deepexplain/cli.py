@@ -1,6 +1,7 @@
 """The command line: ``python -m deepexplain demo``, ``... explain`` and ``... explain-dataset`` (also ``deepexplain``).
 
-Parsing ``--help`` imports neither TensorFlow nor matplotlib; each subcommand imports what it needs when it runs.
+Parsing ``--help`` imports neither TensorFlow nor matplotlib; each subcommand imports what it needs when it runs,
+TensorFlow without its start-up log lines (:func:`import_tensorflow_quietly`; ``TF_CPP_MIN_LOG_LEVEL=0`` shows them).
 
 ``explain`` loads a saved model (:func:`deepexplain.load_model`; a Keras model ending in a softmax is explained on its
 logits through :func:`deepexplain.strip_softmax`), compiles one :class:`deepexplain.Explainer` for all inputs, reads
@@ -28,6 +29,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "build_parser",
     "explain_files",
+    "import_tensorflow_quietly",
     "load_keras_model",
     "main",
     "model_sample_shape",
@@ -535,4 +537,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     commands = {"demo": _demo, "explain": _explain, "explain-dataset": _explain_dataset}
+    import_tensorflow_quietly()
     return commands[args.command](args)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow (and start its devices) without the start-up lines it writes to stderr.
+
+    TensorFlow's C++ libraries log 4-10 lines when they load and first run (oneDNN, CUDA probes, CPU features, MLIR),
+    some before ``TF_CPP_MIN_LOG_LEVEL`` is read, so the level alone does not quiet them: stderr's file descriptor
+    points to a temporary file meanwhile, replayed if the import fails. Set ``TF_CPP_MIN_LOG_LEVEL`` to 0, 1 or 2
+    to see them (then nothing is hidden).
+    """
+    import os
+    import tempfile
+
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") != "3" or "tensorflow" in sys.modules:
+        import tensorflow  # noqa: F401 (the user asked for TensorFlow's log lines)
+
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.function(lambda x: x * 2)(tf.constant(1.0))  # devices and the graph optimiser start (and log) here
+        except BaseException:
+            os.dup2(saved, 2)
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -392,3 +392,14 @@ def test_grey_and_alpha_images_fit_an_rgb_or_grey_model(tmp_path):
     np.testing.assert_allclose(grey[..., 0], pixels[..., 0] / 255, atol=1e-6)  # the alpha channel dropped
     rgb = read_input(tmp_path / "la.png", (10, 10, 3))
     assert rgb.shape == (10, 10, 3) and np.array_equal(rgb[..., 0], rgb[..., 2])
+
+
+def test_the_command_line_hides_tensorflows_start_up_lines_unless_asked(keras_files, tmp_path):
+    folder = keras_files.folder
+    arguments = ["explain", str(folder / "logits.keras"), str(folder / "digit.png"), "--out", str(tmp_path / "out")]
+    quiet = _deepexplain(*arguments, env={k: v for k, v in ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert quiet.returncode == 0, quiet.stderr
+    assert not re.search(r"^[IWE]\d{4} |absl::InitializeLog|oneDNN", quiet.stderr, re.M), quiet.stderr
+    assert (tmp_path / "out" / "digit.png").is_file()
+    loud = _deepexplain(*arguments, env=dict(ENV, TF_CPP_MIN_LOG_LEVEL="0"))
+    assert loud.returncode == 0 and re.search(r"^[IWE]\d{4} ", loud.stderr, re.M), loud.stderr
