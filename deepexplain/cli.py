@@ -416,7 +416,7 @@ def _demo(args: argparse.Namespace) -> int:
     except ValueError as error:  # e.g. more samples than test digits
         args.command_parser.error(str(error))
     print(format_table(reports), flush=True)
-    print(f"wrote {Path(args.out) / 'methods.png'}", file=sys.stderr)
+    print(f"wrote {Path(args.out) / 'overview.png'} and {Path(args.out) / 'methods.png'}", file=sys.stderr)
     return 0
 
 

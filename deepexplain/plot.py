@@ -27,6 +27,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, Normalize, to_hex
 from matplotlib.figure import Figure
 from skimage.color import rgb2gray
@@ -351,7 +352,8 @@ def _methods(attributions) -> tuple[list[str] | None, list[np.ndarray]]:
     )
 
 
-def grid(attributions, images, titles=None, row_titles=None, save: PathType | None = None, **heatmap_kwargs) -> Figure:
+def grid(attributions, images, titles=None, row_titles=None, save: PathType | None = None, colorbar: bool = False,
+         cell: float = _CELL_INCHES, **heatmap_kwargs) -> Figure:  # fmt: skip
     """Methods × samples figure: the input images in the first row, then one row of heatmaps per method.
 
     Each heatmap gets its own symmetric colour scale (as :func:`heatmap`), so rows show where each method puts
@@ -370,14 +372,20 @@ def grid(attributions, images, titles=None, row_titles=None, save: PathType | No
     row_titles : sequence of str, optional
         One label per method row, overriding the mapping's keys. The image row is labelled 'input'.
     save : str or path-like, optional
-        Write the Figure there as a PNG (150 dpi, 2 inches per cell).
+        Write the Figure there as a PNG (150 dpi, ``cell`` inches per cell).
+    colorbar : bool
+        Add a colour bar under the grid that says how to read the colours: each panel from minus to plus the
+        ``percentile`` of its own |attribution|, red for the explained output, blue against it.
+    cell : float
+        Inches per cell (default 2).
     **heatmap_kwargs
         Passed to every :func:`heatmap` call: ``percentile``, ``cmap``, ``channels``, ``edges``, ``alpha``.
 
     Returns
     -------
     matplotlib.figure.Figure
-        With ``(len(attributions) + 1) × N`` Axes (no image row: ``len(attributions) × N``), row by row.
+        With ``(len(attributions) + 1) × N`` Axes (no image row: ``len(attributions) × N``), row by row, then the
+        colour bar's Axes with ``colorbar``.
 
     Raises
     ------
@@ -414,7 +422,7 @@ def grid(attributions, images, titles=None, row_titles=None, save: PathType | No
         names = [str(title) for title in row_titles]
 
     rows = len(maps) + (samples is not None)
-    figure = _new_figure(_CELL_INCHES * n, _CELL_INCHES * rows, layout="constrained")
+    figure = _new_figure(cell * n, cell * rows + (0.6 if colorbar else 0.0), layout="constrained")
     axes = figure.subplots(rows, n, squeeze=False)
     first = 0
     if samples is not None:
@@ -429,10 +437,17 @@ def grid(attributions, images, titles=None, row_titles=None, save: PathType | No
             image = None if samples is None else samples[j]
             heatmap(values[j], image=image, ax=axes[first + i, j], **heatmap_kwargs)
         if names is not None:
-            axes[first + i, 0].set_ylabel(names[i])
+            axes[first + i, 0].set_ylabel(names[i], fontsize="medium" if cell >= 1.5 else "small")
     if titles is not None:
         for j, title in enumerate(titles):
             axes[0, j].set_title(str(title))
+    if colorbar:
+        percentile = heatmap_kwargs.get("percentile", 99.5)
+        mappable = ScalarMappable(Normalize(-1, 1), _colormap(heatmap_kwargs.get("cmap") or "RdBu_r"))
+        bar = figure.colorbar(mappable, ax=axes, location="bottom", ticks=[-1, 0, 1], fraction=0.6 / (cell * rows),
+                              aspect=40)  # fmt: skip
+        bar.ax.set_xticklabels(["against", "0", "for the output"])
+        bar.set_label(f"each panel from -{percentile:g}th to +{percentile:g}th percentile of its own |attribution|")
     if save is not None:
         _save(figure, save)
     return figure

@@ -83,16 +83,26 @@ def test_demo_reports_completeness_exactly_where_promised(demo):
     assert table["intgrad"][1] < 0.5  # 100 Riemann steps on a small ReLU CNN
 
 
-def test_demo_writes_the_methods_grid(demo):
-    """One input row and one row per method, two columns of 2-inch cells at 150 dpi."""
+def test_demo_writes_the_methods_grid_and_the_overview(demo):
+    """One input row and one row per method, two columns of 1-inch cells at 150 dpi, and a colour bar (0.6 inch):
+    blue on its left, red on its right."""
+    from deepexplain.demo import OVERVIEW_METHODS
+
     image = io.imread(demo.out / "methods.png")
-    assert image.shape[:2] == ((len(SHOWN) + 1) * 300, 2 * 300)
+    assert image.shape[:2] == ((len(SHOWN) + 1) * 150 + 90, 2 * 150)
     assert image[..., :3].std() > 10
+    overview = io.imread(demo.out / "overview.png")[..., :3].astype(int)
+    assert overview.shape[:2] == ((len(OVERVIEW_METHODS) + 1) * 150 + 90, 2 * 150)
+    bar = overview[-90:]  # the colour bar's strip: its darkest blue left of its darkest red
+    blue = np.argwhere((bar[..., 2] - bar[..., 0]) > 60)
+    red = np.argwhere((bar[..., 0] - bar[..., 2]) > 60)
+    assert len(blue) and len(red) and blue[:, 1].mean() < red[:, 1].mean()
+    assert "drawing" in demo.stderr
 
 
 def test_demo_caches_the_trained_weights(demo):
     assert len(list((demo.cache / "deepexplain").glob("digits_cnn-*.npz"))) == 1
-    assert f"wrote {demo.out / 'methods.png'}" in demo.stderr
+    assert f"wrote {demo.out / 'overview.png'} and {demo.out / 'methods.png'}" in demo.stderr
 
 
 # ---------------------------------------------------------------------------------------------------------------------

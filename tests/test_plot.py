@@ -222,6 +222,17 @@ def test_grid_accepts_a_list_and_row_titles_and_no_images():
     assert [figure.axes[0].get_ylabel(), figure.axes[2].get_ylabel()] == ["a", "b"]
 
 
+def test_grid_colour_bar_says_how_to_read_the_colours(tmp_path):
+    figure = plot.grid({"a": np.ones((2, 4, 4)), "b": -np.ones((2, 4, 4))}, np.ones((2, 4, 4)), colorbar=True,
+                       cell=1.0, percentile=99.0, save=tmp_path / "g.png")  # fmt: skip
+    assert len(figure.axes) == 3 * 2 + 1
+    bar = figure.axes[-1]
+    assert [t.get_text() for t in bar.get_xticklabels()] == ["against", "0", "for the output"]
+    assert "99th percentile of its own |attribution|" in bar.get_xlabel()
+    assert mpimg.imread(tmp_path / "g.png").shape[:2] == (int(150 * (3 + 0.6)), 300)
+    assert figure.axes[2].get_ylabel() == "a"
+
+
 def test_grid_passes_heatmap_options_on():
     figure = plot.grid({"m": np.ones((1, 4, 4, 3))}, np.ones((1, 4, 4)), channels="norm", edges=False)
     np.testing.assert_allclose(figure.axes[1].images[1].get_array(), np.sqrt(3))
