@@ -484,13 +484,13 @@ def run_demo(
     finally:
         model.close()
     Path(out).mkdir(parents=True, exist_ok=True)
-    titles = [f"label {label}, predicted {guess}" for label, guess in zip(data.y_test[chosen], predicted, strict=True)]
-    short = [f"{label} → {guess}" for label, guess in zip(data.y_test[chosen], predicted, strict=True)]
+    # column titles: "label → predicted"
+    titles = [f"{label} → {guess}" for label, guess in zip(data.y_test[chosen], predicted, strict=True)]
     # 8×8 digits are too small for edge overlays: the input row above each column gives the context instead.
     if log:
         log(f"drawing {Path(out) / OVERVIEW} ({len(OVERVIEW_METHODS)} methods, the README's picture)")
     chosen_methods = {label: attributions[name] for name, label in OVERVIEW_METHODS.items() if name in attributions}
-    plot.grid(chosen_methods, xs, titles=short, edges=False, alpha=1.0, colorbar=True, cell=1.0,
+    plot.grid(chosen_methods, xs, titles=titles, edges=False, alpha=1.0, colorbar=True, cell=1.0,
               save=Path(out) / OVERVIEW)  # fmt: skip
     if log:
         log(f"drawing {Path(out) / 'methods.png'} (all {len(attributions)} methods)")

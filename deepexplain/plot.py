@@ -372,7 +372,8 @@ def grid(attributions, images, titles=None, row_titles=None, save: PathType | No
     row_titles : sequence of str, optional
         One label per method row, overriding the mapping's keys. The image row is labelled 'input'.
     save : str or path-like, optional
-        Write the Figure there as a PNG (150 dpi, ``cell`` inches per cell).
+        Write the Figure there as a PNG (150 dpi, ``cell`` inches per cell, plus margins for the labels, the titles
+        and the colour bar).
     colorbar : bool
         Add a colour bar under the grid that says how to read the colours: each panel from minus to plus the
         ``percentile`` of its own |attribution|, red for the explained output, blue against it.
@@ -422,31 +423,42 @@ def grid(attributions, images, titles=None, row_titles=None, save: PathType | No
         names = [str(title) for title in row_titles]
 
     rows = len(maps) + (samples is not None)
-    figure = _new_figure(cell * n, cell * rows + (0.6 if colorbar else 0.0), layout="constrained")
-    axes = figure.subplots(rows, n, squeeze=False)
+    # fixed margins (inches) instead of a layout engine: constrained layout takes seconds on a grid of hundreds of axes
+    labels_shown = ([] if names is None else names) + (["input"] if samples is not None else [])
+    label_size = 10.0 if cell >= 1.5 else 8.0
+    left = 0.15 + 0.6 * label_size / 72 * max([len(str(t)) for t in labels_shown] or [0])
+    top = 0.35 if titles is not None else 0.1
+    bottom = 0.8 if colorbar else 0.1
+    width, height = left + cell * n + 0.1, top + cell * rows + bottom
+    figure = _new_figure(width, height)
+    axes = figure.subplots(rows, n, squeeze=False, gridspec_kw={
+        "left": left / width, "right": 1 - 0.1 / width, "top": 1 - top / height, "bottom": bottom / height,
+        "wspace": 0.06, "hspace": 0.06})  # fmt: skip
     first = 0
     if samples is not None:
         for j in range(n):
             picture = _as_display_image(samples[j])
             axes[0, j].imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)
             _hide_frame(axes[0, j])
-        axes[0, 0].set_ylabel("input")
+        axes[0, 0].set_ylabel("input", rotation=0, ha="right", va="center", fontsize=label_size)
         first = 1
     for i, values in enumerate(maps):
         for j in range(n):
             image = None if samples is None else samples[j]
             heatmap(values[j], image=image, ax=axes[first + i, j], **heatmap_kwargs)
         if names is not None:
-            axes[first + i, 0].set_ylabel(names[i], fontsize="medium" if cell >= 1.5 else "small")
+            axes[first + i, 0].set_ylabel(names[i], rotation=0, ha="right", va="center", fontsize=label_size)
     if titles is not None:
         for j, title in enumerate(titles):
             axes[0, j].set_title(str(title))
     if colorbar:
         percentile = heatmap_kwargs.get("percentile", 99.5)
         mappable = ScalarMappable(Normalize(-1, 1), _colormap(heatmap_kwargs.get("cmap") or "RdBu_r"))
-        bar = figure.colorbar(mappable, ax=axes, location="bottom", ticks=[-1, 0, 1], fraction=0.6 / (cell * rows),
-                              aspect=40)  # fmt: skip
-        bar.ax.set_xticklabels(["against", "0", "for the output"])
+        box = (left / width, 0.45 / height, cell * n / width, 0.12 / height)
+        bar = figure.colorbar(mappable, cax=figure.add_axes(box), orientation="horizontal", ticks=[-1, 0, 1])
+        ticks = bar.ax.set_xticklabels(["against", "0", "for the output"])
+        ticks[0].set_horizontalalignment("left")  # inside the figure at both ends
+        ticks[-1].set_horizontalalignment("right")
         bar.set_label(f"each panel from -{percentile:g}th to +{percentile:g}th percentile of its own |attribution|")
     if save is not None:
         _save(figure, save)

@@ -203,7 +203,8 @@ def test_grid_has_an_image_row_then_one_row_per_method_with_labels_and_titles(pn
     assert [ax.get_ylabel() for ax in axes[:, 0]] == ["input", "saliency", "grad-cam"]
     assert [ax.get_title() for ax in axes[0]] == ["cat", "dog", "car"]
     assert all(ax.images[1].get_array().shape == (28, 28) for ax in axes[2])  # coarse maps rescaled
-    assert png(lambda p: plot.grid(attributions, images, save=p)).shape == (3 * 2 * DPI, 3 * 2 * DPI, 4)
+    height, width, _ = png(lambda p: plot.grid(attributions, images, save=p)).shape
+    assert 3 * 2 * DPI < height < 3 * 2 * DPI + DPI and 3 * 2 * DPI < width < 3 * 2 * DPI + 2 * DPI  # + margins
 
 
 def test_grid_cells_are_coloured_by_their_own_attribution(tmp_path):
@@ -229,7 +230,8 @@ def test_grid_colour_bar_says_how_to_read_the_colours(tmp_path):
     bar = figure.axes[-1]
     assert [t.get_text() for t in bar.get_xticklabels()] == ["against", "0", "for the output"]
     assert "99th percentile of its own |attribution|" in bar.get_xlabel()
-    assert mpimg.imread(tmp_path / "g.png").shape[:2] == (int(150 * (3 + 0.6)), 300)
+    height, width = mpimg.imread(tmp_path / "g.png").shape[:2]
+    assert 3 * 150 + 100 < height < 3 * 150 + 200 and 300 < width < 450
     assert figure.axes[2].get_ylabel() == "a"
 
 
