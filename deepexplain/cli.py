@@ -240,6 +240,7 @@ def explain_files(
     attribute: Callable[[np.ndarray, str | int], np.ndarray],
     target: str | int = "max",
     out: str | Path = "deepexplain-out",
+    captions: Callable[[np.ndarray, str | int], list] | None = None,
 ) -> list[Path]:
     """Read ``inputs``, explain them in one call and write ``out/<name>.png`` (heatmap) and ``out/<name>.npy``.
 
@@ -256,6 +257,10 @@ def explain_files(
         The unit to explain, passed to ``attribute``: each input's largest output, or that class for every input.
     out : str or path-like
         Output folder, created if missing.
+    captions : callable, optional
+        ``captions(xs, target) -> one title per input`` (what is explained, what the model predicts), drawn above
+        each heatmap with a colour bar under it. Default: ``attribute.captions`` if it has one
+        (:func:`load_keras_model`'s does), else the method-free file name.
 
     Returns
     -------
@@ -282,17 +287,21 @@ def explain_files(
         )
     xs = np.stack(arrays)
     attributions = np.asarray(attribute(xs, target))
+    captions = captions or getattr(attribute, "captions", None)
+    names = _output_names(paths)
+    titles = list(captions(xs, target)) if captions is not None else names
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, x, a in zip(_output_names(paths), xs, attributions, strict=True):
+    for name, title, x, a in zip(names, titles, xs, attributions, strict=True):
         picture = folder / f"{name}.png"
         if a.ndim == 1:  # a feature vector (a .npy input of a tabular model)
-            plot.bars(a, top=20, save=picture)
+            plot.bars(a, top=20, title=title, save=picture)
             written.append(picture)
         elif a.ndim in (2, 3):
             cam = a.ndim == x.ndim - 1 and a.min() >= 0  # a class activation map over the image
-            plot.heatmap(a, image=x, save=picture, scale="positive" if cam else "symmetric")
+            plot.heatmap(a, image=x, save=picture, scale="positive" if cam else "symmetric", title=title,
+                         colorbar=True)  # fmt: skip
             written.append(picture)
         np.save(folder / f"{name}.npy", a)
         written.append(folder / f"{name}.npy")
@@ -356,11 +365,27 @@ def load_keras_model(
     if method in BASELINES_METHODS:
         method_kwargs["baselines"] = _reference_samples(baselines, shape, method)
     explainer = deepexplain.Explainer(method, model, **method_kwargs)
+    return shape, _Attributor(explainer, model, method)
 
-    def attribute(xs: np.ndarray, target: str | int) -> np.ndarray:
-        return explainer.run(xs, target=target)
 
-    return shape, attribute
+class _Attributor:
+    """``attribute(xs, target)`` of :func:`load_keras_model`, and ``captions(xs, target)``: per input, the method,
+    the explained class and the predicted one (from the explained outputs, the logits of a softmax model)."""
+
+    def __init__(self, explainer, model, method: str):
+        self.explainer, self.model, self.method = explainer, model, method
+
+    def __call__(self, xs: np.ndarray, target: str | int) -> np.ndarray:
+        return self.explainer.run(xs, target=target)
+
+    def captions(self, xs: np.ndarray, target: str | int) -> list[str]:
+        outputs = np.asarray(self.model(xs, training=False) if hasattr(self.model, "layers") else self.model(xs))
+        if outputs.ndim != 2:
+            return [f"{self.method}, target {target}"] * len(xs)
+        predicted = outputs.argmax(axis=1)
+        explained = predicted if target == "max" else np.full(len(xs), int(target))
+        return [f"{self.method}: class {e} ({outputs[i, e]:.3g}), predicted {p}"
+                for i, (e, p) in enumerate(zip(explained, predicted, strict=True))]  # fmt: skip
 
 
 def _loaded_model(path, log):
@@ -461,6 +486,9 @@ def _explain(args: argparse.Namespace) -> int:
     except (OSError, ValueError, TypeError) as error:  # a file that does not read, inputs that do not fit the model
         _stderr(f"deepexplain explain: {error}")
         return 1
+    for path in written:
+        if path.suffix == ".png":
+            _stderr(f"wrote {path} (heatmap) and {path.with_suffix('.npy')} (attributions)")
     _stderr(f"wrote {len(written)} files to {args.out}")
     return 0
 

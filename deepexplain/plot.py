@@ -49,6 +49,7 @@ CHANNEL_AGGREGATIONS = tuple(_CHANNEL_REDUCTIONS)
 _DPI = 150
 _HEATMAP_INCHES = 4.0  # longer side of a stand-alone heatmap
 _CELL_INCHES = 2.0  # side of one cell of `grid`
+_EDGES_MIN_PIXELS = 64  # smaller images get no edge overlay by default
 _EDGE_RGBA = (0.1, 0.1, 0.1, 0.6)  # edges darken what is under them without hiding its colour
 _POSITIVE = "#d6604d"  # the red and blue of RdBu_r at about ±0.6 of its range
 _NEGATIVE = "#4393c3"
@@ -204,6 +205,8 @@ def heatmap(
     save: PathType | None = None,
     scale: str = "symmetric",
     grey: bool | None = None,
+    title: str | None = None,
+    colorbar: bool = False,
 ) -> Axes:
     """Draw one attribution map, optionally over the edges or the picture of its input image.
 
@@ -228,17 +231,23 @@ def heatmap(
     channels : {'sum', 'abs', 'norm'}, default 'sum'
         How an (H, W, C) map is reduced over channels, see :func:`aggregate_channels`.
     edges : bool, optional
-        With an ``image``, draw its Canny edges (of the grey image) over the map. Default: True, False with
+        With an ``image``, draw its Canny edges (of the grey image) over the map. Default: True for images of at
+        least 64 pixels on the shorter side (on smaller ones the edges are blocks that look like data), False with
         ``scale='positive'``.
     alpha : float, optional
-        Opacity of the map over the grey ``image``. Default: 1 when there is no image or ``edges`` is True (the edges
-        give the context), 0.6 otherwise (the image shows through the map).
+        Opacity of the map over the grey ``image``. Default: 1 when there is no image, ``edges`` is True (the edges
+        give the context) or the image is smaller than 64 pixels (a grid's input row gives the context), 0.6
+        otherwise (the image shows through the map).
     save : str or path-like, optional
         Write the Axes' whole Figure there as a PNG (150 dpi).
     scale : {'symmetric', 'positive'}, default 'symmetric'
         Colour limits ±(percentile of |map|), or [0, percentile of the map] for a non-negative map (a CAM).
     grey : bool, optional
         Draw the ``image`` in grey under the map (default), or in colour (default with ``scale='positive'``).
+    title : str, optional
+        A title above the map (on a new figure, which grows to hold it).
+    colorbar : bool
+        A colour bar under the map, its ends the colour limits (on a new figure, which grows to hold it).
 
     Returns
     -------
@@ -264,29 +273,41 @@ def heatmap(
     _check_finite(values, "attribution")
     percentile = _check_percentile(percentile)
     colormap = _colormap(cmap if cmap is not None else "jet" if positive else "RdBu_r")
-    edges = not positive if edges is None else edges
     grey = not positive if grey is None else grey
     picture = None
     if image is not None:
         picture = _as_display_image(image)
         values = _fit_to(values, picture.shape[:2])
+    if edges is None:
+        edges = not positive and picture is not None and min(picture.shape[:2]) >= _EDGES_MIN_PIXELS
     if alpha is None:
-        alpha = 1.0 if picture is None or edges else 0.6
+        small = picture is not None and min(picture.shape[:2]) < _EDGES_MIN_PIXELS
+        alpha = 1.0 if picture is None or edges or small else 0.6
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha: expected an opacity in [0, 1], got {alpha!r}")
 
     if ax is None:
         height, width = values.shape
         scale = _HEATMAP_INCHES / max(height, width)
-        ax = _new_figure(max(width * scale, 0.5), max(height * scale, 0.5)).add_axes((0, 0, 1, 1))
+        width, height = max(width * scale, 0.5), max(height * scale, 0.5)
+        top, bottom = (0.4 if title else 0.0), (0.7 if colorbar else 0.0)
+        figure = _new_figure(width, height + top + bottom)
+        ax = figure.add_axes((0, bottom / (height + top + bottom), 1, height / (height + top + bottom)))
     limit = _symmetric_limit(values, percentile)
     if picture is not None:
         shown = _grey(picture) if grey or picture.ndim == 2 else picture[..., :3]
         ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.imshow(values, cmap=colormap, vmin=0 if positive else -limit, vmax=limit, alpha=alpha, interpolation="nearest")
+    drawn = ax.imshow(values, cmap=colormap, vmin=0 if positive else -limit, vmax=limit, alpha=alpha,
+                      interpolation="nearest")  # fmt: skip
     if picture is not None and edges:
         ax.imshow(_edge_overlay(_grey(picture)), interpolation="nearest")
     _hide_frame(ax)
+    if title:
+        ax.set_title(title)
+    if colorbar:
+        bar = ax.figure.colorbar(ScalarMappable(drawn.norm, colormap), ax=ax, orientation="horizontal", fraction=0.08,
+                                 pad=0.04)  # fmt: skip
+        bar.set_label("attribution (red: for the output, blue: against)" if not positive else "class activation")
     if save is not None:
         _save(ax.figure, save)
     return ax
@@ -587,6 +608,7 @@ def bars(
     top: int | None = None,
     ax: Axes | None = None,
     save: PathType | None = None,
+    title: str | None = None,
 ) -> Axes:
     """Feature attributions of tabular data, most important feature on top.
 
@@ -606,6 +628,8 @@ def bars(
         Where to draw. If omitted, a new Figure (not registered with pyplot) is made.
     save : str or path-like, optional
         Write the Axes' whole Figure there as a PNG (150 dpi).
+    title : str, optional
+        A title above the bars.
 
     Returns
     -------
@@ -650,6 +674,8 @@ def bars(
     ax.axvline(0, color="0.4", linewidth=0.8, zorder=0)
     ax.set_yticks(positions, labels=[names[i] for i in order])
     ax.set_ylim(len(order) - 0.5, -0.5)  # first (most important) feature on top
+    if title:
+        ax.set_title(title)
     if save is not None:
         _save(ax.figure, save)
     return ax

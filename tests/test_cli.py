@@ -413,3 +413,19 @@ def test_the_command_line_hides_tensorflows_start_up_lines_unless_asked(keras_fi
     assert (tmp_path / "out" / "digit.png").is_file()
     loud = _deepexplain(*arguments, env=dict(ENV, TF_CPP_MIN_LOG_LEVEL="0"))
     assert loud.returncode == 0 and re.search(r"^[IWE]\d{4} ", loud.stderr, re.M), loud.stderr
+
+
+def test_explain_titles_each_heatmap_with_the_explained_and_predicted_class(keras_files, tmp_path, capsys):
+    from deepexplain.cli import load_keras_model
+
+    folder = keras_files.folder
+    _, attribute = load_keras_model(folder / "softmax.keras", "deeplift", log=None)
+    logits = keras_files.model(keras_files.xs).numpy()
+    predicted = logits.argmax(axis=1)
+    assert attribute.captions(keras_files.xs, "max") == [
+        f"deeplift: class {p} ({logits[i, p]:.3g}), predicted {p}" for i, p in enumerate(predicted)
+    ]
+    assert attribute.captions(keras_files.xs, 3)[0].startswith(f"deeplift: class 3 ({logits[0, 3]:.3g}), predicted")
+    out = tmp_path / "out"
+    assert main(["explain", str(folder / "logits.keras"), str(folder / "digit.png"), "--out", str(out)]) == 0
+    assert f"wrote {out / 'digit.png'} (heatmap) and {out / 'digit.npy'} (attributions)" in capsys.readouterr().err

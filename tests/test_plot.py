@@ -137,9 +137,26 @@ def test_edges_of_the_image_are_drawn_dark_over_the_map(png):
 
 
 def test_without_edges_there_is_no_edge_layer_and_the_map_is_translucent():
-    ax = plot.heatmap(np.ones((8, 8)), image=np.ones((8, 8)), edges=False)
+    ax = plot.heatmap(np.ones((64, 64)), image=np.ones((64, 64)), edges=False)
     assert len(ax.images) == 2
     assert ax.images[1].get_alpha() < 1
+
+
+def test_small_images_get_no_edge_blocks_and_an_opaque_map_by_default():
+    image = np.zeros((28, 28))
+    image[7:21, 7:21] = 1.0
+    small = plot.heatmap(np.ones((28, 28)), image=image)
+    assert len(small.images) == 2 and small.images[1].get_alpha() == 1.0  # picture, map: no edge layer
+    large = plot.heatmap(np.ones((64, 64)), image=np.kron(image[:16, :16], np.ones((4, 4))))
+    assert len(large.images) == 3  # picture, map, edges
+
+
+def test_heatmap_title_and_colour_bar_grow_the_figure(png):
+    ax = plot.heatmap(np.linspace(-1, 1, 28 * 28).reshape(28, 28), title="deeplift: class 3", colorbar=True)
+    assert ax.get_title() == "deeplift: class 3"
+    assert len(ax.figure.axes) == 2 and "red: for the output" in ax.figure.axes[1].get_xlabel()
+    rendered = png(lambda p: plot.heatmap(np.ones((28, 28)), title="t", colorbar=True, save=p))
+    assert rendered.shape[:2] == (int(150 * (4 + 0.4 + 0.7)), 600)
 
 
 def test_heatmap_draws_on_a_given_ax_and_returns_it():
