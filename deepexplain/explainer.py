@@ -200,12 +200,14 @@ class Explainer:
                 bad |= ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
         if bad.any():
             rows = np.flatnonzero(bad)
-            hint = (
-                " (relevance divided by near-zero pre-activations, e.g. a convolution followed by batch norm: an "
-                "epsilon rule such as lrp.epsilon is stable there)"
-                if getattr(self.method, "divides_by_activations", False)
-                else " (the model's output is not finite there)"
-            )
+            hint = " (the model's output is not finite there)"
+            if getattr(self.method, "divides_by_activations", False):
+                cure = (
+                    "bias=False leaves batch norm's shift out of the denominators, which then vanish: keep bias=True"
+                    if getattr(self.method, "bias", True) is False
+                    else "an epsilon rule such as lrp.epsilon, with its biases, is stable there"
+                )
+                hint = f" (relevance divided by near-zero pre-activations, e.g. a convolution and batch norm; {cure})"
             warn(
                 f"{self.method_name} gave non-finite attributions (NaN or inf) for {len(rows)} of {len(bad)} "
                 f"sample(s) (first: sample {rows[0]}) from finite inputs{hint}",
