@@ -34,7 +34,18 @@ from skimage.color import rgb2gray
 from skimage.feature import canny
 from skimage.transform import resize
 
-__all__ = ["CHANNEL_AGGREGATIONS", "TextHeatmap", "aggregate_channels", "bars", "concepts", "grid", "heatmap", "text"]
+__all__ = [
+    "CHANNEL_AGGREGATIONS",
+    "TextHeatmap",
+    "aggregate_channels",
+    "bars",
+    "concepts",
+    "curves",
+    "global_summary",
+    "grid",
+    "heatmap",
+    "text",
+]
 
 # Reductions of an (H, W, C) map over its channel axis to one value per pixel.
 _CHANNEL_REDUCTIONS = MappingProxyType(
@@ -679,6 +690,79 @@ def bars(
     if save is not None:
         _save(ax.figure, save)
     return ax
+
+
+def global_summary(attributions, labels=None, feature_names=None, top: int | None = 20, images=None,
+                   save: PathType | None = None) -> Figure:  # fmt: skip
+    """What a method says over a whole dataset (innsight's ``plot_global``), per class when ``labels`` are given.
+
+    Tabular attributions ``(N, F)``: per class, a box plot per feature of the samples' attributions (the box the
+    interquartile range, whiskers to 1.5 IQR, the features ordered by their mean |attribution| in that class, the
+    ``top`` most important shown). Images ``(N, H, W[, C])``: per class, the mean |attribution| map (channels summed),
+    over the mean image of the class when ``images`` are given.
+
+    Parameters
+    ----------
+    attributions : array_like
+        ``(N, F)`` or ``(N, H, W[, C])``.
+    labels : array_like of int, optional
+        ``(N,)`` class of each sample (true or predicted); None: one panel for all samples.
+    feature_names : sequence of str, optional
+        Names of the F features (tabular).
+    top : int, optional
+        Features per panel (tabular; None: all).
+    images : array_like, optional
+        ``(N, H, W[, C])`` the inputs, whose class means are drawn under the maps.
+    save : str or path-like, optional
+        Write the Figure there as a PNG (150 dpi).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One Axes per class (sorted), titled ``'class K (n samples)'`` (``'all N samples'`` without labels).
+    """
+    values = np.asarray(attributions, dtype=float)
+    if values.ndim not in (2, 3, 4):
+        raise ValueError(f"attributions: expected shape (N, F) or (N, H, W[, C]), got {values.shape}")
+    _check_finite(values, "attributions")
+    n = len(values)
+    groups = {None: np.arange(n)}
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != n:
+            raise ValueError(f"labels: expected one per sample ({n}), got {len(labels)}")
+        groups = {int(k): np.flatnonzero(labels == k) for k in np.unique(labels)}
+    titles = [f"all {n} samples" if k is None else f"class {k} ({len(rows)} samples)" for k, rows in groups.items()]
+    if values.ndim == 2:
+        names = [f"feature {i}" for i in range(values.shape[1])] if feature_names is None else list(feature_names)
+        if len(names) != values.shape[1]:
+            raise ValueError(f"feature_names: expected {values.shape[1]} names, got {len(names)}")
+        shown = min(top or values.shape[1], values.shape[1])
+        figure = _new_figure(4.5 * len(groups), 1.0 + 0.3 * shown, layout="constrained")
+        axes = figure.subplots(1, len(groups), squeeze=False)[0]
+        for ax, rows, title in zip(axes, groups.values(), titles, strict=True):
+            order = np.argsort(-np.abs(values[rows]).mean(axis=0), kind="stable")[:shown]
+            ax.boxplot(values[rows][:, order], vert=False, positions=np.arange(len(order)), widths=0.6,
+                       flierprops={"markersize": 2})  # fmt: skip
+            ax.set_yticks(np.arange(len(order)), labels=[names[i] for i in order])
+            ax.set_ylim(len(order) - 0.5, -0.5)
+            ax.axvline(0, color="0.4", linewidth=0.8, zorder=0)
+            ax.set_xlabel("attribution")
+            ax.set_title(title)
+    else:
+        maps = np.abs(values).sum(axis=-1) if values.ndim == 4 else np.abs(values)
+        pictures = None if images is None else np.asarray(images, dtype=float)
+        figure = _new_figure(_CELL_INCHES * len(groups), _CELL_INCHES + 0.4, layout="constrained")
+        axes = figure.subplots(1, len(groups), squeeze=False)[0]
+        for ax, rows, title in zip(axes, groups.values(), titles, strict=True):
+            mean_image = None if pictures is None else pictures[rows].mean(axis=0)
+            heatmap(maps[rows].mean(axis=0), mean_image, ax=ax, scale="positive", cmap="magma", edges=False,
+                    grey=True, alpha=0.8 if mean_image is not None else 1.0)  # fmt: skip
+            ax.set_title(title, fontsize="small")
+        figure.suptitle("mean |attribution|", fontsize="small")
+    if save is not None:
+        _save(figure, save)
+    return figure
 
 
 # ---------------------------------------------------------------------------------------------------------------------

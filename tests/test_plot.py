@@ -404,3 +404,31 @@ def test_curves_draw_one_line_per_method_with_its_auc():
     np.testing.assert_allclose(ax.lines[1].get_ydata(), [1.0, 0.8, 0.7, 0.4, 0.0])
     with pytest.raises(ValueError, match="expected a Curve"):
         plot.curves({"a": np.zeros(3)})
+
+
+def test_global_summary_of_tabular_attributions_box_plots_per_class():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(40, 5)) * np.array([0.1, 3.0, 1.0, 0.5, 2.0])
+    labels = np.arange(40) % 2
+    scores[labels == 1, 0] += 10  # feature 0 matters most for class 1 only
+    figure = plot.global_summary(scores, labels, feature_names=list("abcde"), top=3)
+    first, second = figure.axes
+    assert first.get_title() == "class 0 (20 samples)" and second.get_title() == "class 1 (20 samples)"
+    assert [t.get_text() for t in first.get_yticklabels()] == ["b", "e", "c"]  # by mean |attribution| in class 0
+    assert [t.get_text() for t in second.get_yticklabels()][0] == "a"
+    medians = [line.get_xdata()[0] for line in first.lines if len(line.get_xdata()) == 2 and line.get_color() != "0.4"]
+    assert any(np.isclose(m, np.median(scores[labels == 0, 1])) for m in medians)
+    assert plot.global_summary(scores).axes[0].get_title() == "all 40 samples"
+
+
+def test_global_summary_of_images_is_the_mean_abs_map_per_class(tmp_path):
+    rng = np.random.default_rng(1)
+    maps = rng.normal(size=(6, 8, 8, 2))
+    labels = np.array([0, 1, 0, 1, 2, 2])
+    figure = plot.global_summary(maps, labels, images=rng.random((6, 8, 8)), save=tmp_path / "g.png")
+    assert [ax.get_title() for ax in figure.axes] == [f"class {k} (2 samples)" for k in range(3)]
+    drawn = figure.axes[1].images[-1].get_array()
+    np.testing.assert_allclose(drawn, np.abs(maps[labels == 1]).sum(axis=-1).mean(axis=0))
+    assert mpimg.imread(tmp_path / "g.png").std() > 0.05
+    with pytest.raises(ValueError, match="labels: expected one per sample"):
+        plot.global_summary(maps, labels[:3])
