@@ -353,8 +353,10 @@ def method_arguments(baselines: np.ndarray, quick: bool = False, seed: int = 0, 
     }
 
     def left_out(name):
-        return (patterns is None and name.startswith("pattern.")) or (
-            layer is None and getattr(METHODS[name], "uses_layer", False)
+        return (
+            (patterns is None and name.startswith("pattern."))
+            or (layer is None and getattr(METHODS[name], "uses_layer", False))
+            or getattr(METHODS[name], "reads_attention", False)  # a CNN has no attention
         )
 
     return {name: arguments.get(name, {}) for name in METHODS if name not in ALIASES and not left_out(name)}

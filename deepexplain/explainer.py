@@ -172,6 +172,11 @@ class Explainer:
             raise InvalidInputError(f"{self.method_name} learns from data first: call explainer.fit(data) before run")
         if getattr(method, "uses_layer", False):  # one map per sample, whatever the inputs
             return self._warn_non_finite(self._layer_maps(method, request, inputs, specs, rows, show_progress))
+        if getattr(method, "reads_attention", False):  # per token, from the model's attention probabilities
+            compiled = self._compile("attention", None, specs)
+            parts = [[a[: hi - lo] for a in self._call(compiled, [x[lo:hi] for x in inputs])]
+                     for lo, hi in batching.chunks(n, self.runner.fixed_rows or rows)]  # fmt: skip
+            return method.rollout([np.concatenate(layer) for layer in zip(*parts, strict=True)])
         if self._inner is not None:
             result = self._noise_tunnel(method, request, inputs, specs, rows, show_progress)
         elif isinstance(method, GradientMethod) and not method.needs_gradient:
@@ -410,6 +415,8 @@ class Explainer:
         if getattr(self.method, "uses_layer", False):
             for kind in ("maps",) if self.method.needs_gradient else ("activations", "row_values"):
                 self._compile(kind, None, specs)
+        elif getattr(self.method, "reads_attention", False):
+            self._compile("attention", None, specs)
         elif isinstance(self.method, GradientMethod):
             if self.method.needs_fit:
                 self._compile("fit", None, specs)
@@ -427,7 +434,7 @@ class Explainer:
                 compiled = _Compiled(self._weights_dtype(specs))
                 build = {"gradients": self._build_gradients, "row_values": self._build_row_values,
                          "outputs": self._build_outputs, "fit": self._build_fit, "maps": self._build_maps,
-                         "activations": self._build_activations,
+                         "activations": self._build_activations, "attention": self._build_attention,
                          "conditional": self._build_conditional}[kind](score, compiled)  # fmt: skip
                 compiled.run = self.runner.compile(build, self._extra_specs(kind, compiled, score), specs)
                 self._compiled[key] = compiled
@@ -438,7 +445,7 @@ class Explainer:
             return self._compiled[key]
 
     def _extra_specs(self, kind: str, compiled: _Compiled, program=None) -> list:
-        if kind in ("outputs", "activations"):
+        if kind in ("outputs", "activations", "attention"):
             return []
         if kind == "conditional":
             return program.extra_specs(compiled.weights_dtype)
@@ -532,6 +539,31 @@ class Explainer:
         """The target weights fed (``extra[0]``), or each row's largest unit when ``extra[1]`` (select max) is on."""
         weights, select_max = self._cast_weights(extra[0], target), extra[1]
         return tf.where(select_max, _one_hot_max(target), weights) if target.shape.rank else weights
+
+    def _build_attention(self, score, compiled: _Compiled):
+        """The attention probabilities of the model's ``MultiHeadAttention`` layers, in forward order."""
+        from deepexplain.tensorflow.methods.attention import attention_probabilities
+
+        def build(traced, extras):
+            model = getattr(self.adapter, "model", None)
+            layers = [] if model is None or not hasattr(model, "_flatten_layers") else [
+                layer.name for layer in model._flatten_layers(include_self=False, recursive=True)
+                if type(layer).__name__ == "MultiHeadAttention"]  # fmt: skip
+            found = attention_probabilities(traced.output.graph, layers)
+            if not found:
+                raise InvalidInputError(
+                    f"{self.method_name} reads the attention of Keras MultiHeadAttention layers; the model has none"
+                    + ("" if model is not None else " (it needs a Keras model)")
+                )
+            for probabilities in found:
+                if probabilities.shape[-1] != probabilities.shape[-2]:
+                    raise InvalidInputError(
+                        f"{self.method_name} multiplies self-attention matrices (T x T); {probabilities.name} has "
+                        f"shape {probabilities.shape} (cross-attention)"
+                    )
+            return [tf.cast(p, tf.float32) for p in found]
+
+        return build
 
     def _build_conditional(self, program, compiled: _Compiled):
         """A conditional backward pass (:mod:`deepexplain.crp`): ``program`` reads the runner's taps, seeds the

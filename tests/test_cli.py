@@ -28,7 +28,8 @@ from deepexplain.tensorflow.methods import ALIASES
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg")
 COMPLETENESS = {"intgrad", "deeplift", "deepshap", "expected_gradients"}
-SHOWN = [name for name in METHODS if name not in ALIASES]  # the demo skips other libraries' aliases
+# the demo skips other libraries' aliases and the transformer methods
+SHOWN = [name for name in METHODS if name not in ALIASES and not getattr(METHODS[name], "reads_attention", False)]
 
 
 def _deepexplain(*args, env=ENV, timeout=180):

@@ -6,7 +6,17 @@ import inspect
 from types import MappingProxyType
 
 from deepexplain.errors import InvalidInputError, UnknownMethodError, closest
-from deepexplain.tensorflow.methods import cam, gradient, noise, paths, patterns, perturbation, relevance, xrai
+from deepexplain.tensorflow.methods import (
+    attention,
+    cam,
+    gradient,
+    noise,
+    paths,
+    patterns,
+    perturbation,
+    relevance,
+    xrai,
+)
 from deepexplain.tensorflow.methods.base import GradientMethod
 
 METHODS = MappingProxyType(
@@ -64,6 +74,7 @@ METHODS = MappingProxyType(
         "layercam": cam.LayerCAM,
         "scorecam": cam.ScoreCAM,
         "guided_gradcam": cam.GuidedGradCAM,
+        "attention_rollout": attention.AttentionRollout,
         # iNNvestigate's names, so its users can switch
         "gradient": gradient.Gradient,
         "input_t_gradient": gradient.GradientXInput,
