@@ -35,6 +35,7 @@ EXPECTED = {
     "dataset_scale.py": ["dataset_class_means.png"],
     "concepts_digits.py": ["concepts_digits.png"],
     "concepts_images.py": ["concepts_chelsea.png", "concepts_coffee.png", "concepts_rocket.png"],
+    "transformer_text.py": ["transformer_reviews.html"],
 }
 # script -> text its standard output must contain
 PRINTS = {
@@ -49,12 +50,20 @@ PRINTS = {
     "dataset_scale.py": "second call (resumes): 0 of 2 shards run",
     "concepts_digits.py": "carries",
     "concepts_images.py": "32 channels sum to the heatmap",
+    "transformer_text.py": "attention rollout: \x1b[48;2;",
 }
 # One worker process per lane, its scripts in this order; the lanes take about as long (~8 s of work each after the
 # ~6 s import). explainer_loop follows compare_methods: it loads the digits CNN that compare_methods trained and
 # cached (or found cached by tests/test_cli.py's demo).
 LANES = (
-    ("compare_methods.py", "explainer_loop.py", "tabular.py", "evaluate_methods.py", "concepts_digits.py"),
+    (
+        "compare_methods.py",
+        "explainer_loop.py",
+        "tabular.py",
+        "evaluate_methods.py",
+        "concepts_digits.py",
+        "transformer_text.py",
+    ),
     (
         "quickstart.py",
         "keras_eager.py",
