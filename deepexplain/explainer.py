@@ -913,17 +913,21 @@ class _Compiled:
 
 
 def _has_rule(op: tf.Operation, types, path: Path, method) -> bool:
+    # a product (or quotient) of two tensors that depend on the input
+    product = len(path.data_inputs(op)) > 1 and (
+        ops.is_a(op.type, ops.MULTILINEAR) or ops.is_a(op.type, ops.LINEAR_IN_FIRST)
+    )
+    factor_cut = method.products == "factor" and any((op, i) in path.cut for i in range(len(op.inputs)))
+    if product and factor_cut:
+        return True  # linear in its other input once the modulating factor is a constant
     if op.type not in types:
         return False
     if op.type == "IdentityN" and has_custom_gradient(op):
         return False  # a custom gradient that is not a recognised activation: its closure is opaque
     if ops.is_a(op.type, ops.CALL) and called_layer(op) is None:
         return False  # a function call whose body is not one dense/convolution op is opaque
-    if len(path.data_inputs(op)) > 1 and (ops.is_a(op.type, ops.MULTILINEAR) or ops.is_a(op.type, ops.LINEAR_IN_FIRST)):
-        # a product (or quotient) of two tensors that depend on the input
-        if method.products == "shapley":
-            return op.type == "Mul"
-        return method.products == "factor" and any((op, i) in path.cut for i in range(len(op.inputs)))
+    if product:
+        return method.products == "shapley" and op.type == "Mul"
     return True
 
 

@@ -75,3 +75,89 @@ def test_bad_arguments_and_models_without_attention():
                             keras.layers.Dense(2)])  # fmt: skip
     with pytest.raises(InvalidInputError, match="MultiHeadAttention layers; the model has none"):
         deepexplain.Explainer("attention_rollout", cnn)
+
+
+def bias_free_block(seed=3):
+    """Embedding -> self-attention (bias-free) + residual -> LayerNorm (no centre shift) -> ReLU feed-forward +
+    residual -> mean -> logits, all bias-free: with the attention weights and the 1/sigma of the normalisation held
+    constant it is piecewise linear in the embedding, so the z-rule equals gradient x input of that model."""
+    keras.utils.set_random_seed(seed)
+    ids = keras.Input((T,), dtype="int32")
+    e = keras.layers.Embedding(20, 8, name="tokens")(ids)
+    attention = keras.layers.MultiHeadAttention(2, 4, use_bias=False, name="attention")
+    h = keras.layers.LayerNormalization(center=False, name="norm")(e + attention(e, e))
+    f = keras.layers.Dense(8, use_bias=False)(keras.layers.Dense(16, activation="relu", use_bias=False)(h))
+    logits = keras.layers.Dense(3, use_bias=False)(keras.layers.GlobalAveragePooling1D()(h + f))
+    return keras.Model(ids, logits)
+
+
+def frozen_gradient_times_input(model, embedded, target):
+    """Gradient x input at the embedding output of the model re-written in TensorFlow with ``tf.stop_gradient`` on
+    the attention probabilities and on the normaliser 1/sigma (CP-LRP's constants, Ali et al. 2022)."""
+    import tensorflow as tf
+
+    attention, norm = model.get_layer("attention"), model.get_layer("norm")
+    wq, wk, wv, wo = (layer.kernel for layer in (attention._query_dense, attention._key_dense,
+                                                 attention._value_dense, attention._output_dense))  # fmt: skip
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    x = tf.constant(embedded)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        q = tf.einsum("btd,dhk->bthk", x, wq) / np.sqrt(4.0)
+        k, v = tf.einsum("btd,dhk->bthk", x, wk), tf.einsum("btd,dhk->bthk", x, wv)
+        probabilities = tf.stop_gradient(tf.nn.softmax(tf.einsum("bshk,bthk->bhts", k, q), axis=-1))
+        attended = tf.einsum("bthk,hkd->btd", tf.einsum("bhts,bshk->bthk", probabilities, v), wo)
+        s = x + attended
+        centred = s - tf.reduce_mean(s, axis=-1, keepdims=True)
+        scale = tf.stop_gradient(tf.math.rsqrt(tf.reduce_mean(centred**2, axis=-1, keepdims=True) + norm.epsilon))
+        h = centred * scale * norm.gamma
+        f = tf.nn.relu(h @ dense[0].kernel) @ dense[1].kernel
+        logits = tf.reduce_mean(h + f, axis=1) @ dense[2].kernel
+        score = tf.reduce_sum(logits * tf.one_hot(target, 3))
+    np.testing.assert_allclose(logits.numpy(), model(IDS).numpy(), rtol=1e-4, atol=1e-5)  # the same function
+    return (tape.gradient(score, x) * x).numpy()
+
+
+def test_lrp_treats_attention_weights_and_the_normaliser_as_constants_cp_lrp():
+    model = bias_free_block()
+    embedded = model.get_layer("tokens")(IDS).numpy()
+    target = model(IDS).numpy().argmax(axis=1)
+    ours = deepexplain.explain("lrp.z", model, IDS, target=target, layer="tokens", bias=False)
+    expected = frozen_gradient_times_input(model, embedded, target)
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    logits = model(IDS).numpy()[np.arange(len(IDS)), target]
+    np.testing.assert_allclose(ours.reshape(len(IDS), -1).sum(axis=1), logits, rtol=1e-4)  # conserved
+    # eps-LRP's modified gradient (elrp) treats the same factors as constants, without a warning for the attention
+    # products; its stabiliser sits at the activations, so it agrees closely, not exactly
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        elrp = deepexplain.explain("elrp", model, IDS, target=target, layer="tokens", epsilon=1e-9)
+    assert np.corrcoef(elrp.ravel(), expected.ravel())[0, 1] > 0.999
+
+
+def test_the_attention_products_pass_relevance_through_the_values_only():
+    """With the attention probabilities constant, ``einsum(P, V)`` is a layer with weights P: the z-rule there
+    equals gradient x input of the value path (an attention written with tf.einsum inside a custom layer)."""
+    import tensorflow as tf
+
+    class Mixing(keras.layers.Layer):
+        def __init__(self, frozen=False, **kwargs):
+            super().__init__(**kwargs)
+            self.frozen = frozen
+
+        def call(self, x):
+            p = tf.nn.softmax(tf.einsum("btd,bsd->bts", x, x), axis=-1)
+            return tf.einsum("bts,bsd->btd", tf.stop_gradient(p) if self.frozen else p, x)
+
+    def model(frozen):
+        keras.utils.set_random_seed(3)
+        ids = keras.Input((T,), dtype="int32")
+        e = keras.layers.Embedding(20, 8, name="tokens")(ids)
+        pooled = keras.layers.GlobalAveragePooling1D()(Mixing(frozen)(e))
+        return keras.Model(ids, keras.layers.Dense(3, use_bias=False)(pooled))
+
+    ours = deepexplain.explain("lrp.z", model(False), IDS, target=1, layer="tokens", bias=False)
+    oracle = deepexplain.explain("grad*input", model(True), IDS, target=1, layer="tokens")
+    np.testing.assert_allclose(ours, oracle, rtol=1e-4, atol=1e-6 * np.abs(oracle).max())

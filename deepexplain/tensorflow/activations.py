@@ -80,6 +80,8 @@ def find_activations(path: Path) -> dict:
 
 # What produces a factor that modulates another tensor: a gate (sigmoid, hard sigmoid) or a normaliser (1 / sigma).
 _FACTOR_SOURCES = frozenset({"Sigmoid", "Rsqrt", "Reciprocal", "Inv", "Relu6"})
+_ATTENTION_SOURCES = frozenset({"Softmax"})
+_MATRIX_PRODUCTS = frozenset({"Einsum", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "MatMul"})
 _PASSING = frozenset({"Reshape", "ExpandDims", "Squeeze", "Identity", "Cast", "Tile", "BroadcastTo", "Transpose"})
 
 
@@ -89,18 +91,22 @@ def modulating_factor(op: tf.Operation, path: Path) -> int | None:
     A product ``s * g`` of two tensors that depend on the input where ``g`` comes (through scalings, shifts and
     reshapes by parameters) out of a sigmoid or a hard sigmoid (a gate: squeeze-and-excitation, LSTM) or out of an
     ``rsqrt``/reciprocal (a normaliser: layer and RMS normalisation), and ``s`` does not; also the denominator of a
-    division ``s / d``. Relevance rules treat that factor as a constant (Arras et al. 2017, "Explaining recurrent
-    neural network predictions in sentiment analysis", gates; Ali et al. 2022, "XAI for Transformers", CP-LRP, the
-    normalising factor), so the whole relevance goes to ``s``.
+    division ``s / d``, and the attention probabilities (a softmax's output) in a matrix product with the values
+    (``einsum``/``matmul`` of attention). Relevance rules treat that factor as a constant (Arras et al. 2017,
+    "Explaining recurrent neural network predictions in sentiment analysis", gates; Ali et al. 2022, "XAI for
+    Transformers", CP-LRP, the normalising factor and the attention weights), so the whole relevance goes to ``s``.
     """
     data = path.data_inputs(op)
     if data != [0, 1] or len(op.outputs) != 1:
         return None
     if op.type in ("RealDiv", "Div"):
         return 1
-    if op.type != "Mul":
+    if op.type in _MATRIX_PRODUCTS:  # attention probabilities times values: the probabilities are the factor
+        kinds = [_is_factor(op.inputs[i], path, sources=_ATTENTION_SOURCES) for i in (0, 1)]
+    elif op.type == "Mul":
+        kinds = [_is_factor(op.inputs[i], path) for i in (0, 1)]
+    else:
         return None
-    kinds = [_is_factor(op.inputs[i], path) for i in (0, 1)]
     if kinds == [True, False]:
         return 0
     if kinds == [False, True]:
@@ -108,15 +114,15 @@ def modulating_factor(op: tf.Operation, path: Path) -> int | None:
     return None
 
 
-def _is_factor(tensor: tf.Tensor, path: Path, depth: int = 8) -> bool:
+def _is_factor(tensor: tf.Tensor, path: Path, depth: int = 8, sources=None) -> bool:
     op = tensor.op
-    if op.type in _FACTOR_SOURCES:
+    if op.type in (sources or _FACTOR_SOURCES):
         return True
     if depth == 0:
         return False
     data = path.data_inputs(op)
     passing = op.type in _PASSING or _adds_parameter(op, path)
-    return passing and len(data) == 1 and _is_factor(op.inputs[data[0]], path, depth - 1)
+    return passing and len(data) == 1 and _is_factor(op.inputs[data[0]], path, depth - 1, sources)
 
 
 def rules_for(activations, head_rule: Callable) -> dict:

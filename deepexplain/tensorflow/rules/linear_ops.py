@@ -72,7 +72,8 @@ class LinearLayer:
         self.op = op
         self.path = path
         floating = [i for i, t in enumerate(op.inputs) if t.dtype.is_floating]
-        data = path.data_inputs(op)
+        # a cut input (attention probabilities held constant: CP-LRP) plays the weights' part
+        data = [i for i in path.data_inputs(op) if (op, i) not in path.cut]
         weights = [i for i in floating if i not in data]
         if len(data) != 1 or len(weights) != 1:
             raise ValueError(f"op '{op.name}' ({op.type}) is not a layer with one data and one weight input")
