@@ -296,12 +296,8 @@ class Explainer:
     def inputs_of(self, xs, batch_size=None) -> tuple:
         """``(arrays, signature, rows per call)`` of ``xs``, checked before anything runs: what a conditional
         program (:mod:`deepexplain.crp`) is run on with :meth:`run_program`."""
-        arrays = self._model_arrays(xs)
-        batching.check_batch_size(batch_size)
-        inputs = self.runner.explained_inputs(arrays, self._rows(batch_size, arrays))
-        specs = self._specs_for(inputs)
-        self._method_for(specs)
-        return inputs, specs, self._rows(batch_size, inputs)
+        inputs, specs, _, rows = self._checked_inputs(xs, batch_size)
+        return inputs, specs, rows
 
     def run_program(self, program, rows: list, feeds: list, specs) -> list:
         """The outputs of a conditional program (compiled once per program and signature) on ``rows`` (one array
@@ -358,13 +354,20 @@ class Explainer:
         """Everything checked before the model runs: ``(target, explained input arrays, signature, method
         instance, rows per call)``."""
         request = targets.parse(target, ys, neuron_selection, self._default_target)
+        inputs, specs, method, rows = self._checked_inputs(xs, batch_size, request)
+        return request, inputs, specs, method, rows
+
+    def _checked_inputs(self, xs, batch_size, request=None) -> tuple:
+        """``(explained input arrays, signature, method instance, rows per call)`` of ``xs``, checked (and against
+        ``request``'s per-sample target) before the model runs."""
         arrays = self._model_arrays(xs)
-        request.check(len(arrays[0]))
+        if request is not None:
+            request.check(len(arrays[0]))
         batching.check_batch_size(batch_size)
         inputs = self.runner.explained_inputs(arrays, self._rows(batch_size, arrays))
         specs = self._specs_for(inputs)
         method = self._method_for(specs)
-        return request, inputs, specs, method, self._rows(batch_size, inputs, method)
+        return inputs, specs, method, self._rows(batch_size, inputs, method)
 
     def _model_arrays(self, xs) -> list:
         specs, multiple = self.runner.model_specs, self.runner.multiple_model_inputs
@@ -509,11 +512,14 @@ class Explainer:
             program.check_path(path)  # before the rules are checked: a layer off the path is the first thing to say
         self._check_rules(method, path, activations, target, compiled)
         extra = extras()
-        reference_index = None
+        reference_index = weights = seed = None
         if program is None:
-            weights = self._explained_weights(target, extra)
             reference_index = extra[2] if method.uses_references else None
             path.row_inputs = extra[3 if method.uses_references else 2 :]
+        if program is None or program.start is None:  # a program's start layer seeds itself
+            weights = self._explained_weights(target, extra)
+            if method.seeds_relevance:  # relevance starts as the weighted output's value
+                seed = (tf.nn.relu(target) if method.explains_positive_output else target) * weights
         settings = method.graph_settings(reference_index, path)
         op_rules = method.op_rules(path)
         if method.activation_rule:
@@ -522,9 +528,8 @@ class Explainer:
             op_rules = program.gated(op_rules, method.rules, extra)
         with overridden_gradients(path.ops, method.rules, settings, op_rules):
             if program is not None:
-                gradients = program.backward(target, inputs, extra)
-            elif method.seeds_relevance:  # relevance starts as the weighted output's value
-                seed = tf.nn.relu(target) * weights if method.explains_positive_output else target * weights
+                gradients = program.backward(target, inputs, extra, seed)
+            elif seed is not None:
                 gradients = tf.gradients(target, inputs, grad_ys=seed)
             else:
                 gradients = tf.gradients(target * weights, inputs)
@@ -536,9 +541,14 @@ class Explainer:
         return [tf.zeros_like(x) if g is None else g for g, x in zip(gradients, inputs, strict=True)]
 
     def _explained_weights(self, target: tf.Tensor, extra: list) -> tf.Tensor:
-        """The target weights fed (``extra[0]``), or each row's largest unit when ``extra[1]`` (select max) is on."""
+        """The target weights fed (``extra[0]``), or each row's largest unit where ``extra[1]`` (select max: one flag,
+        or one per row) is on."""
         weights, select_max = self._cast_weights(extra[0], target), extra[1]
-        return tf.where(select_max, _one_hot_max(target), weights) if target.shape.rank else weights
+        if not target.shape.rank:
+            return weights
+        if select_max.shape.rank:  # one flag per row, broadcast over the output's units
+            select_max = tf.reshape(select_max, [-1] + [1] * (target.shape.rank - 1))
+        return tf.where(select_max, _one_hot_max(target), weights)
 
     def _build_attention(self, score, compiled: _Compiled):
         """The attention probabilities of the model's ``MultiHeadAttention`` layers, in forward order."""

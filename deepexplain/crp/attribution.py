@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from deepexplain import batching
 from deepexplain.errors import InvalidInputError, InvalidTypeError, NotConnectedError
+from deepexplain.tensorflow.graph import ancestors_of
 from deepexplain.tensorflow.overrides import original_gradient
 
 MODEL_OUTPUT_NAME = "y"
@@ -149,18 +150,11 @@ class _BoundProgram:
             gated[op] = gate
         return gated
 
-    def backward(self, target: tf.Tensor, inputs: list, extra: list) -> list:
-        """``[input relevances..., prediction, recorded relevances..., recorded activations...]``."""
-        weights, select_max = tf.cast(extra[0], target.dtype), extra[1]
+    def backward(self, target: tf.Tensor, inputs: list, extra: list, seed: tf.Tensor | None) -> list:
+        """``[input relevances..., prediction, recorded relevances..., recorded activations...]``; ``seed`` is the
+        relevance at the output (the explainer's, from each row's target weights), None with a start layer."""
         masks = {index: position for position, (index, _, _) in enumerate(self.program.masked)}
-        if self.start is None:
-            flat = tf.reshape(target, [tf.shape(target)[0], -1])
-            hot = tf.reshape(tf.one_hot(tf.argmax(flat, axis=1), tf.shape(flat)[1], dtype=target.dtype),
-                             tf.shape(target))  # fmt: skip
-            use_max = tf.reshape(select_max, [-1] + [1] * (target.shape.rank - 1))
-            base = tf.nn.relu(target) if self.method.explains_positive_output else target
-            seed = base * tf.where(use_max, hot, weights)
-        else:
+        if self.start is not None:
             seed = target
             if self.program.start in masks:
                 seed = seed * self._mask(masks[self.program.start], extra, target)
@@ -186,9 +180,9 @@ class _BoundProgram:
         """exclude_parallel=True: ``tf.gradients`` from the start (the output or the start layer) to the highest
         conditioned layer, its relevance masked, from there to the next, ..., then to the inputs; a tapped layer
         that is not conditioned records what passes it in the stage whose two ends it lies between."""
-        ancestors = [_ancestors(t) for t in self.taps]
+        ancestors = [ancestors_of(t) for t in self.taps]
         chain = sorted((i for i in masks if i != self.program.start), key=lambda i: -len(ancestors[i]))
-        top_ancestors = _ancestors(target)
+        top_ancestors = ancestors_of(target)
         for upper, lower in zip([None, *chain], chain, strict=False):
             above = top_ancestors if upper is None else ancestors[upper]
             if self.taps[lower].op not in above:
@@ -216,17 +210,6 @@ class _BoundProgram:
             relevance = gradients[0] * self._mask(masks[index], extra, self.taps[index])
             top, top_ops = self.taps[index], ancestors[index]
         return []
-
-
-def _ancestors(tensor: tf.Tensor) -> set:
-    """The ops ``tensor`` is computed from (its own op included)."""
-    seen, stack = set(), [tensor.op]
-    while stack:
-        op = stack.pop()
-        if op not in seen:
-            seen.add(op)
-            stack.extend(t.op for t in op.inputs)
-    return seen
 
 
 # ----------------------------------------------------------------------------------------------------------------

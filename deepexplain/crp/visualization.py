@@ -135,7 +135,7 @@ class _FeatureTask(ExplainerTask):
         kind, value = self.target
         labels = np.asarray(columns[value]).reshape(-1) if kind == "column" else None
         n = len(inputs[0])
-        conditions = [{} if labels is None else {"y": [int(t)]} for t in (labels if labels is not None else range(n))]
+        conditions = [{"y": [int(t)]} for t in labels] if labels is not None else [{}] * n
         result = self._attribution(xs, conditions, record_layer=self.layers, exclude_parallel=False,
                                    batch_size=self.batch_size, pair=True, progress=False)  # fmt: skip
         classes = labels if labels is not None else result.prediction.reshape(n, -1).argmax(axis=1)

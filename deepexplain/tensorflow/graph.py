@@ -35,6 +35,11 @@ def _closure(start: Iterable[tf.Operation], neighbours) -> set[tf.Operation]:
     return seen
 
 
+def ancestors_of(tensor: tf.Tensor) -> set[tf.Operation]:
+    """The ops ``tensor`` is computed from, its own op included."""
+    return _closure([tensor.op], lambda op: [t.op for t in op.inputs])
+
+
 def _differentiable(tensor: tf.Tensor) -> bool:
     # variant tensors carry differentiable TensorLists through functional loops (Keras' LSTM)
     return tensor.dtype.is_floating or tensor.dtype.is_complex or tensor.dtype == tf.variant
@@ -61,7 +66,7 @@ class Path:
         self.inputs = list(inputs)
         self.target = target
         self._input_ops = {x.op for x in self.inputs}
-        ancestors = _closure([target.op], lambda op: [t.op for t in op.inputs])
+        ancestors = ancestors_of(target)
         self._ancestors = ancestors
         # every op of T's graph that depends on X at all (any dtype): what is not among them is a parameter
         self._dependent = _closure(
