@@ -104,7 +104,7 @@ class ConditionalProgram:
 
 class _BoundProgram:
     def __init__(self, program: ConditionalProgram, traced, method):
-        self.program, self.traced, self.method = program, traced, method
+        self.program, self.method = program, method
         self.taps = list(traced.taps)
         self.start = None if program.start is None else self.taps[program.start]
 
@@ -192,24 +192,28 @@ class _BoundProgram:
                     f"{self._name(lower)!r} is not below {upper_name} (they are on parallel paths); condition them in "
                     "separate conditions, or pass exclude_parallel=False"
                 )
-        recorded = [i for i in self.program.recorded if i not in masks and i != self.program.start]
-        top, relevance, top_ops = target, seed, top_ancestors
-        for index in [*chain, None]:
-            bottom = inputs if index is None else [self.taps[index]]
-            between = [i for i in recorded if self.taps[i].op in top_ops and
-                       (index is None or self.taps[index].op in ancestors[i])]  # fmt: skip
+        pending = [i for i in self.program.recorded if i not in masks and i != self.program.start]
+
+        def stage(top, top_ops, relevance, lower, bottom: list) -> list:
+            """``tf.gradients`` of ``top`` to ``bottom`` (tap ``lower``; None: the inputs), recording the pending
+            taps that lie between the two ends."""
+            between = [i for i in pending if self.taps[i].op in top_ops and
+                       (lower is None or self.taps[lower].op in ancestors[i])]  # fmt: skip
             gradients = tf.gradients(top, [*bottom, *(self.taps[i] for i in between)], grad_ys=relevance)
             for i, g in zip(between, gradients[len(bottom) :], strict=True):
                 relevances[i] = g
-            recorded = [i for i in recorded if i not in between]
-            if index is None:
-                return gradients[: len(bottom)]
-            relevances[index] = gradients[0]
-            if gradients[0] is None:
+            pending[:] = [i for i in pending if i not in between]
+            return gradients[: len(bottom)]
+
+        top, top_ops, relevance = target, top_ancestors, seed
+        for index in chain:
+            (gradient,) = stage(top, top_ops, relevance, index, [self.taps[index]])
+            if gradient is None:
                 raise NotConnectedError(f"no relevance reaches layer {self._name(index)!r}")
-            relevance = gradients[0] * self._mask(masks[index], extra, self.taps[index])
+            relevances[index] = gradient
+            relevance = gradient * self._mask(masks[index], extra, self.taps[index])
             top, top_ops = self.taps[index], ancestors[index]
-        return []
+        return stage(top, top_ops, relevance, None, inputs)
 
 
 # ----------------------------------------------------------------------------------------------------------------
