@@ -526,14 +526,19 @@ class _KerasLayers:
 
     def __init__(self, attribution: CondAttribution):
         self.attribution = attribution
+        self._paths: dict = {}  # name -> LayerPath: conditions name the same layers call after call
 
     def path(self, name: str):
         from deepexplain.adapters.layers import find_layer
 
-        path = find_layer(self.attribution.model, name)
-        if path.output_shape is None:
-            raise InvalidInputError(f"layer {name!r} has no single output; condition a layer of the model used once")
-        return path
+        if name not in self._paths:
+            path = find_layer(self.attribution.model, name)
+            if path.output_shape is None:
+                raise InvalidInputError(
+                    f"layer {name!r} has no single output; condition a layer of the model used once"
+                )
+            self._paths[name] = path
+        return self._paths[name]
 
     def shape(self, name: str) -> tuple:
         shape = tuple(self.path(name).output_shape[1:])
