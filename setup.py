@@ -1,4 +1,4 @@
-"""Installation script of deepexplain: ``pip install -e .`` (extras: ``test``, ``keras``)."""
+"""Installation script of deepexplain: ``pip install -e .`` (extras: ``test``, ``keras``, ``plot``, ``report``, ...)."""
 
 import re
 from pathlib import Path
@@ -25,13 +25,25 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "ruff", "matplotlib", "scikit-learn", "psutil", "hypothesis"],
+        # playwright drives the system's chromium in tests/test_report.py (.ci/run installs it)
+        "test": [
+            "pytest",
+            "pytest-xdist",
+            "ruff",
+            "matplotlib",
+            "scikit-learn",
+            "psutil",
+            "hypothesis",
+            "plotly",
+            "playwright",
+        ],
         # peer implementations for the optional cross-checks; install with -c constraints.txt (CPU torch)
         "crosscheck": ["torch", "captum", "tf-keras-vis==0.8.7", "shap", "saliency==0.2.1"],
         "keras": ["tf-keras"],
         "ray": ["ray[data]>=2.40"],
         "plot": ["matplotlib"],
-        "demo": ["matplotlib", "scikit-learn"],
+        "demo": ["matplotlib", "scikit-learn", "plotly"],
+        "report": ["plotly"],
     },
     entry_points={"console_scripts": ["deepexplain = deepexplain.__main__:main"]},
     classifiers=[

@@ -25,6 +25,7 @@ _LAZY = {
     "explain_dataset": ("deepexplain.dataset", "explain_dataset"),
     "DatasetExplanation": ("deepexplain.dataset", "DatasetExplanation"),
     "evaluate_dataset": ("deepexplain.dataset", "evaluate_dataset"),
+    "report": ("deepexplain.reporting", "report"),
 }
 _SUBMODULES = (
     "plot",
@@ -39,6 +40,7 @@ _SUBMODULES = (
     "stream",
     "dataset",
     "files",
+    "reporting",
 )
 
 
@@ -70,4 +72,5 @@ __all__ = [
     "explain_dataset",
     "DatasetExplanation",
     "evaluate_dataset",
+    "report",
 ]

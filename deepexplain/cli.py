@@ -1,4 +1,5 @@
-"""The command line: ``python -m deepexplain demo``, ``... explain`` and ``... explain-dataset`` (also ``deepexplain``).
+"""The command line: ``python -m deepexplain demo``, ``... explain``, ``... explain-dataset`` and ``... report`` (also
+``deepexplain``).
 
 Parsing ``--help`` imports neither TensorFlow nor matplotlib; each subcommand imports what it needs when it runs,
 TensorFlow without its start-up log lines (:func:`import_tensorflow_quietly`; ``TF_CPP_MIN_LOG_LEVEL=0`` shows them).
@@ -8,7 +9,8 @@ logits through :func:`deepexplain.strip_softmax`), compiles one :class:`deepexpl
 the inputs (images through scikit-image, resized to the model's input, or ``.npy`` arrays) and writes
 ``OUT/<name>.png`` (a heatmap over the input) and ``OUT/<name>.npy`` (the raw attributions) per input. The file
 handling is :func:`explain_files`, which takes the model as one function; :func:`load_keras_model` makes that
-function from a saved model.
+function from a saved model. ``report`` explains the same inputs with several methods and writes one interactive
+HTML page (:func:`deepexplain.report`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ BASELINES_METHODS = ("deepshap", "expected_gradients")
 BOUNDED_METHODS = ("lrp.bounded", "lrp.epsilon_gamma_box", "deep_taylor.bounded")
 # the methods that read one layer's feature maps and give one map per input (kept in step with METHODS by a test)
 CAM_METHODS = ("gradcam", "gradcam++", "layercam", "scorecam", "guided_gradcam")
+# what `report` runs without --methods: one of each family that works on any differentiable model, quickly
+REPORT_METHODS = ("saliency", "grad*input", "intgrad", "smoothgrad", "deeplift")
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Parsing
@@ -63,6 +67,13 @@ def _dataset_target(value: str) -> str | int:
     return value if value.lower().endswith(".npy") else _target(value)
 
 
+def _method_list(value: str) -> list[str]:
+    methods = [name.strip() for name in value.split(",") if name.strip()]
+    if not methods or len(set(methods)) < len(methods):
+        raise argparse.ArgumentTypeError(f"expected distinct method names separated by commas, got {value!r}")
+    return methods
+
+
 def _positive(value: str) -> int:
     try:
         number = int(value)
@@ -74,12 +85,13 @@ def _positive(value: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``deepexplain`` argument parser with its ``demo`` and ``explain`` subcommands.
+    """The ``deepexplain`` argument parser with its ``demo``, ``explain``, ``explain-dataset`` and ``report``
+    subcommands.
 
     Returns
     -------
     argparse.ArgumentParser
-        ``parse_args`` sets ``command`` (``'demo'`` or ``'explain'``) and the subcommand's options.
+        ``parse_args`` sets ``command`` (``'demo'``, ``'explain'``, ...) and the subcommand's options.
     """
     parser = argparse.ArgumentParser(
         prog="deepexplain",
@@ -95,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Train a small CNN on scikit-learn's 8x8 digits (seconds; the weights are cached under "
             "$XDG_CACHE_HOME/deepexplain, default ~/.cache/deepexplain), explain a few test digits with every "
-            "method, write OUT/methods.png (methods x samples) and print a table: per method, the seconds it took "
+            "method, write OUT/overview.png (eight methods), OUT/methods.png (methods x samples) and OUT/report.html "
+            "(every method, interactive) and print a table: per method, the seconds it took "
             "and, where it promises completeness, the largest |sum(attributions) - (f(x) - f(baseline))|."
         ),
     )
@@ -134,19 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
             "graphs use the Python API (DeepExplain(session=...))."
         ),
     )
-    explain.add_argument(
-        "model", metavar="MODEL", help="saved model: a .keras or .h5 file (Keras 3 or tf_keras), or a SavedModel folder"
-    )
-    explain.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help=f"image ({', '.join(IMAGE_SUFFIXES)}) or .npy array"
-    )
+    _add_model_and_inputs(explain)
     _add_method_options(explain)
-    explain.add_argument(
-        "--target",
-        type=_target,
-        default="max",
-        help="output unit to explain: 'max' (each input's largest output) or a class index (default: %(default)s)",
-    )
+    _add_target(explain)
     explain.add_argument("--out", default="deepexplain-out", metavar="DIR", help="output folder (default: %(default)s)")
     explain.set_defaults(command_parser=explain)
     dataset = commands.add_parser(
@@ -182,19 +185,78 @@ def build_parser() -> argparse.ArgumentParser:
     dataset.add_argument("--batch-size", type=_positive, metavar="N", help="rows per model call (default: 16 MB)")
     dataset.add_argument("--no-progress", action="store_true", help="no progress bar")
     dataset.set_defaults(command_parser=dataset)
+    _add_report_command(commands)
     return parser
 
 
-def _add_method_options(command: argparse.ArgumentParser) -> None:
-    """--method and the options of some methods, shared by ``explain`` and ``explain-dataset``."""
-    command.add_argument(
-        "--method",
-        default="deeplift",
-        help="attribution method, any name of deepexplain.METHODS: saliency, 'grad*input', intgrad, elrp, deeplift, "
-        "smoothgrad, expected_gradients, deepshap, occlusion, shapley_sampling, shapley_exact, feature_ablation, "
-        "guided_backprop, deconvnet, lrp.epsilon, lrp.alpha_2_beta_1, lrp.epsilon_plus, deep_taylor, ... "
-        "(default: %(default)s)",
+def _add_report_command(commands) -> None:
+    report = commands.add_parser(
+        "report",
+        help="explain inputs with several methods and write one interactive HTML page (offline, plotly inline)",
+        description=(
+            "Explain a saved Keras model's output for each INPUT (read as by `explain`) with each method of "
+            "--methods and write OUT, one self-contained HTML page (deepexplain.report; plotly.js inline, no network "
+            "needed): per input, a heatmap per method with the attribution under the cursor (bars for feature "
+            "vectors), captioned with the explained and the predicted class; the mean |attribution| over the "
+            "inputs. Open it in a browser. Needs plotly (pip install 'deepexplain[report]')."
+        ),
+        epilog=(
+            "Methods run with the defaults `explain` lists; --baselines, --bounds and --layer go to the methods that "
+            "take them. Exit status: 0 on success, 1 when the model cannot be loaded or explained on these inputs, "
+            "2 on usage errors and input files that do not read or fit the model."
+        ),
     )
+    _add_model_and_inputs(report)
+    report.add_argument(
+        "--methods",
+        type=_method_list,
+        default=list(REPORT_METHODS),
+        metavar="M1,M2,...",
+        help=f"attribution methods, names of deepexplain.METHODS separated by commas (default: "
+        f"{','.join(REPORT_METHODS)})",
+    )
+    _add_method_options(report, method=False)
+    _add_target(report)
+    report.add_argument("--class-names", metavar="TXT", help="a text file of class names, one per line, in order")
+    report.add_argument(
+        "--scale",
+        choices=("sample", "method", "shared"),
+        default="sample",
+        help="colour scales: one per panel, per method or one for all (default: %(default)s)",
+    )
+    report.add_argument(
+        "--max-samples", type=_positive, default=16, metavar="N", help="inputs drawn (default: %(default)s)"
+    )
+    report.add_argument(
+        "--out", default="deepexplain-report.html", metavar="HTML", help="the page to write (default: %(default)s)"
+    )
+    report.set_defaults(command_parser=report)
+
+
+def _add_model_and_inputs(command: argparse.ArgumentParser) -> None:
+    """MODEL and INPUT..., of ``explain`` and ``report``."""
+    command.add_argument(
+        "model", metavar="MODEL", help="saved model: a .keras or .h5 file (Keras 3 or tf_keras), or a SavedModel folder"
+    )
+    command.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help=f"image ({', '.join(IMAGE_SUFFIXES)}) or .npy array"
+    )
+
+
+def _add_target(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--target",
+        type=_target,
+        default="max",
+        help="output unit to explain: 'max' (each input's largest output) or a class index (default: %(default)s)",
+    )
+
+
+def _add_method_options(command: argparse.ArgumentParser, method: bool = True) -> None:
+    """--method (with ``method``) and the options of some methods, shared by ``explain``, ``explain-dataset`` and
+    ``report``."""
+    if method:
+        _add_method_option(command)
     command.add_argument(
         "--baselines",
         metavar="NPY",
@@ -217,6 +279,17 @@ def _add_method_options(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_method_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--method",
+        default="deeplift",
+        help="attribution method, any name of deepexplain.METHODS: saliency, 'grad*input', intgrad, elrp, deeplift, "
+        "smoothgrad, expected_gradients, deepshap, occlusion, shapley_sampling, shapley_exact, feature_ablation, "
+        "guided_backprop, deconvnet, lrp.epsilon, lrp.alpha_2_beta_1, lrp.epsilon_plus, deep_taylor, ... "
+        "(default: %(default)s)",
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # explain: the pieces that do not depend on how the model is loaded
 
@@ -232,6 +305,19 @@ def _output_names(inputs: Sequence[Path]) -> list[str]:
         used.add(name)
         names.append(name)
     return names
+
+
+def _read_inputs(inputs: Sequence[str | Path], sample_shape: Sequence[int | None]) -> tuple[list[Path], np.ndarray]:
+    """The input files as paths and as one batch ``(N, *sample_shape)``; ValueError when they differ in shape."""
+    paths = [Path(p) for p in inputs]
+    arrays = [read_input(p, sample_shape) for p in paths]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"the inputs differ in shape ({', '.join(map(str, sorted(shapes)))}): the model takes "
+            f"{tuple(sample_shape)}, so explain inputs of different sizes in separate runs"
+        )
+    return paths, np.stack(arrays)
 
 
 def explain_files(
@@ -277,15 +363,7 @@ def explain_files(
     """
     from deepexplain import plot
 
-    paths = [Path(p) for p in inputs]
-    arrays = [read_input(p, sample_shape) for p in paths]
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        raise ValueError(
-            f"the inputs differ in shape ({', '.join(map(str, sorted(shapes)))}): the model takes "
-            f"{tuple(sample_shape)}, so explain inputs of different sizes in separate runs"
-        )
-    xs = np.stack(arrays)
+    paths, xs = _read_inputs(inputs, sample_shape)
     attributions = np.asarray(attribute(xs, target))
     captions = captions or getattr(attribute, "captions", None)
     names = _output_names(paths)
@@ -359,13 +437,17 @@ def load_keras_model(
     TypeError
         deepexplain's ``InvalidTypeError``.
     """
+    model, shape = _loaded_model(path, log)
+    return shape, _attributor(model, shape, method, baselines, method_kwargs)
+
+
+def _attributor(model, shape: tuple, method: str, baselines: np.ndarray | None, method_kwargs: dict) -> _Attributor:
+    """One compiled explainer of ``model`` as ``attribute(xs, target)``; ``baselines`` as :func:`load_keras_model`."""
     import deepexplain
 
-    model, shape = _loaded_model(path, log)
     if method in BASELINES_METHODS:
-        method_kwargs["baselines"] = _reference_samples(baselines, shape, method)
-    explainer = deepexplain.Explainer(method, model, **method_kwargs)
-    return shape, _Attributor(explainer, model, method)
+        method_kwargs = {**method_kwargs, "baselines": _reference_samples(baselines, shape, method)}
+    return _Attributor(deepexplain.Explainer(method, model, **method_kwargs), model, method)
 
 
 class _Attributor:
@@ -378,8 +460,12 @@ class _Attributor:
     def __call__(self, xs: np.ndarray, target: str | int) -> np.ndarray:
         return self.explainer.run(xs, target=target)
 
+    def outputs(self, xs: np.ndarray) -> np.ndarray:
+        """The explained outputs of ``xs`` (the logits of a softmax model)."""
+        return np.asarray(self.model(xs, training=False) if hasattr(self.model, "layers") else self.model(xs))
+
     def captions(self, xs: np.ndarray, target: str | int) -> list[str]:
-        outputs = np.asarray(self.model(xs, training=False) if hasattr(self.model, "layers") else self.model(xs))
+        outputs = self.outputs(xs)
         if outputs.ndim != 2:
             return [f"{self.method}, target {target}"] * len(xs)
         predicted = outputs.argmax(axis=1)
@@ -434,7 +520,7 @@ def _reference_samples(baselines: np.ndarray | None, shape: tuple, method: str) 
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from deepexplain.demo import format_table, run_demo
+    from deepexplain.demo import REPORT, format_table, run_demo
 
     try:
         reports = run_demo(args.out, samples=args.samples, cache=not args.no_cache)
@@ -442,31 +528,44 @@ def _demo(args: argparse.Namespace) -> int:
         args.command_parser.error(str(error))
     print(format_table(reports), flush=True)
     print(f"wrote {Path(args.out) / 'overview.png'} and {Path(args.out) / 'methods.png'}", file=sys.stderr)
+    print(f"wrote {Path(args.out) / REPORT} (every method, interactive): open it in a browser", file=sys.stderr)
     return 0
 
 
 def _method_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     """``--method`` and the options that belong to some methods only, checked; the method's arguments from them."""
+    return _methods_arguments(args, parser, [args.method], "--method")[args.method]
+
+
+def _methods_arguments(args, parser, methods: Sequence[str], option: str) -> dict[str, dict]:
+    """Each method's arguments from the options that belong to some methods only (``--baselines``, ``--bounds``,
+    ``--layer``), checked: each must belong to one of ``methods`` at least, each method to ``METHODS``."""
+    given = ", ".join(map(repr, methods))
     if args.baselines is not None:
-        if args.method not in BASELINES_METHODS:
-            parser.error(f"--baselines: only {' and '.join(BASELINES_METHODS)} take baselines, not {args.method!r}")
+        if not set(methods) & set(BASELINES_METHODS):
+            parser.error(f"--baselines: only {' and '.join(BASELINES_METHODS)} take baselines, not {given}")
         if Path(args.baselines).suffix.lower() != ".npy" or not Path(args.baselines).is_file():
             parser.error(f"--baselines {args.baselines}: expected an existing .npy file")
-    if args.bounds is not None and args.method not in BOUNDED_METHODS:
-        parser.error(f"--bounds: only {', '.join(BOUNDED_METHODS)} take bounds, not {args.method!r}")
+    if args.bounds is not None and not set(methods) & set(BOUNDED_METHODS):
+        parser.error(f"--bounds: only {', '.join(BOUNDED_METHODS)} take bounds, not {given}")
     from deepexplain.tensorflow import METHODS  # imports TensorFlow: only once the files are known to be there
 
-    if args.method not in METHODS:
-        parser.error(f"--method {args.method!r}: expected one of {', '.join(METHODS)}")
-    if args.layer is not None and args.method not in CAM_METHODS:
-        parser.error(f"--layer: only {', '.join(CAM_METHODS)} take a layer, not {args.method!r}")
-    method_kwargs = {} if args.layer is None else {"layer": args.layer}
-    if args.method in BOUNDED_METHODS:
-        method_kwargs["low"], method_kwargs["high"] = args.bounds or (0.0, 1.0)
-    return method_kwargs
+    for method in methods:
+        if method not in METHODS:
+            parser.error(f"{option} {method!r}: expected one of {', '.join(METHODS)}")
+    if args.layer is not None and not set(methods) & set(CAM_METHODS):
+        parser.error(f"--layer: only {', '.join(CAM_METHODS)} take a layer, not {given}")
+    arguments = {}
+    for method in methods:
+        kwargs = {"layer": args.layer} if args.layer is not None and method in CAM_METHODS else {}
+        if method in BOUNDED_METHODS:
+            kwargs["low"], kwargs["high"] = args.bounds or (0.0, 1.0)
+        arguments[method] = kwargs
+    return arguments
 
 
-def _explain(args: argparse.Namespace) -> int:
+def _check_model_and_inputs(args: argparse.Namespace) -> None:
+    """MODEL and each INPUT exist, the inputs are images or .npy files; else a usage error (exit status 2)."""
     parser = args.command_parser  # usage errors read better with the subcommand's own usage line
     if not Path(args.model).exists():
         parser.error(f"MODEL {args.model}: no such file or folder")
@@ -475,22 +574,75 @@ def _explain(args: argparse.Namespace) -> int:
             parser.error(f"INPUT {path}: no such file")
         if path.suffix.lower() not in (*IMAGE_SUFFIXES, ".npy"):
             parser.error(f"INPUT {path}: expected an image ({', '.join(IMAGE_SUFFIXES)}) or a .npy array")
-    method_kwargs = _method_arguments(args, parser)
+
+
+def _exit_status(command: str, work: Callable[[], int]) -> int:
+    """``work()``, with what it cannot do as one line on stderr: status 2 for an input file that does not read or fit
+    the model (a usage error, naming the file), 1 for a model that does not load or explain these inputs."""
     try:
-        baselines = None if args.baselines is None else np.load(args.baselines)
-        sample_shape, attribute = load_keras_model(args.model, args.method, baselines=baselines, **method_kwargs)
-        written = explain_files(args.inputs, sample_shape, attribute, target=args.target, out=args.out)
-    except UnreadableInputError as error:  # a bad file is a usage error: one line naming it
-        _stderr(f"deepexplain explain: INPUT {error}")
+        return work()
+    except UnreadableInputError as error:
+        _stderr(f"deepexplain {command}: INPUT {error}")
         return 2
-    except (OSError, ValueError, TypeError) as error:  # a file that does not read, inputs that do not fit the model
-        _stderr(f"deepexplain explain: {error}")
+    except (OSError, ValueError, TypeError) as error:
+        _stderr(f"deepexplain {command}: {error}")
         return 1
+
+
+def _baselines(args: argparse.Namespace) -> np.ndarray | None:
+    return None if args.baselines is None else np.load(args.baselines)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    _check_model_and_inputs(args)
+    method_kwargs = _method_arguments(args, args.command_parser)
+
+    def work() -> int:
+        shape, attribute = load_keras_model(args.model, args.method, baselines=_baselines(args), **method_kwargs)
+        _say_written(explain_files(args.inputs, shape, attribute, target=args.target, out=args.out), args.out)
+        return 0
+
+    return _exit_status("explain", work)
+
+
+def _say_written(written: Sequence[Path], out: str) -> None:
     for path in written:
         if path.suffix == ".png":
             _stderr(f"wrote {path} (heatmap) and {path.with_suffix('.npy')} (attributions)")
-    _stderr(f"wrote {len(written)} files to {args.out}")
-    return 0
+    _stderr(f"wrote {len(written)} files to {out}")
+
+
+def _report(args: argparse.Namespace) -> int:
+    _check_model_and_inputs(args)
+    parser = args.command_parser
+    class_names = None
+    if args.class_names is not None:
+        if not Path(args.class_names).is_file():
+            parser.error(f"--class-names {args.class_names}: no such file")
+        lines = Path(args.class_names).read_text(encoding="utf-8").splitlines()
+        class_names = [line.strip() for line in lines if line.strip()]
+    method_kwargs = _methods_arguments(args, parser, args.methods, "--methods")
+    import deepexplain
+
+    def work() -> int:
+        baselines = _baselines(args)
+        model, shape = _loaded_model(args.model, _stderr)
+        paths, xs = _read_inputs(args.inputs, shape)
+        attributions = {}
+        for method in args.methods:
+            attribute = _attributor(model, shape, method, baselines, method_kwargs[method])
+            attributions[method] = attribute(xs, args.target)
+        outputs = attribute.outputs(xs)
+        path = deepexplain.report(
+            attributions, xs, args.out, predictions=outputs if outputs.ndim == 2 else None,
+            targets=None if args.target == "max" else args.target, titles=_output_names(paths),
+            class_names=class_names, scale=args.scale, max_samples=args.max_samples,
+            title=f"deepexplain report: {Path(args.model).name}",
+        )  # fmt: skip
+        _stderr(f"wrote {path} ({len(xs)} inputs x {len(attributions)} methods): open it in a browser")
+        return 0
+
+    return _exit_status("report", work)
 
 
 def _dataset_files(parser: argparse.ArgumentParser, data: Sequence[str]):
@@ -559,12 +711,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit status: 0 on success, 1 when ``explain`` cannot load the model or explain these inputs with it
-        (the reason on stderr). Usage errors exit through argparse with status 2, as does an input file that does not
-        read or does not fit the model (one line on stderr naming it).
+        The exit status: 0 on success, 1 when a command cannot load the model or explain these inputs with it (the
+        reason on stderr). Usage errors exit through argparse with status 2, as does an input file that does not read
+        or does not fit the model (one line on stderr naming it).
     """
     args = build_parser().parse_args(argv)
-    commands = {"demo": _demo, "explain": _explain, "explain-dataset": _explain_dataset}
+    commands = {"demo": _demo, "explain": _explain, "explain-dataset": _explain_dataset, "report": _report}
     import_tensorflow_quietly()
     return commands[args.command](args)
 

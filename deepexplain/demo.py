@@ -2,7 +2,8 @@
 
 ``python -m deepexplain demo --out DIR`` trains the network (or loads its cached weights), explains a handful of test
 digits with every method of :data:`deepexplain.tensorflow.METHODS` (other libraries' aliases skipped), writes
-``DIR/methods.png`` (methods × samples, drawn by :func:`deepexplain.plot.grid`) and prints, per method, the seconds
+``DIR/overview.png`` (eight methods) and ``DIR/methods.png`` (methods × samples, drawn by :func:`deepexplain.plot.grid`)
+and ``DIR/report.html`` (every method, interactive: :func:`deepexplain.report`), and prints, per method, the seconds
 it took (compile and run) and, where the method promises completeness, the largest
 ``|sum(attributions) - (f(x) - E f(baseline))|`` over the samples.
 
@@ -446,7 +447,8 @@ def run_demo(
     seed: int = 0,
     log: Log | None = _stderr,
 ) -> list[MethodReport]:
-    """Train (or load) the digits CNN, explain ``samples`` test digits with every method, save ``out/methods.png``.
+    """Train (or load) the digits CNN, explain ``samples`` test digits with every method, save ``out/overview.png``,
+    ``out/methods.png`` and ``out/report.html``.
 
     Parameters
     ----------
@@ -469,13 +471,15 @@ def run_demo(
         One per method, in the order of ``METHODS``; print them with :func:`format_table`.
     """
     from deepexplain import plot
+    from deepexplain.reporting import report
 
     data = load_digits_data(seed=seed)
     model = digits_cnn(data, cache=cache, seed=seed, log=log)
     try:
         chosen = pick_samples(data.y_test, samples)
         xs = data.x_test[chosen]
-        predicted = model.predict(xs).argmax(axis=1)
+        logits = model.predict(xs)
+        predicted = logits.argmax(axis=1)
         ys = np.eye(_CLASSES, dtype=np.float32)[predicted]
         baselines = data.x_train[np.random.default_rng(seed).choice(len(data.x_train), 32, replace=False)]
         if log:
@@ -498,7 +502,17 @@ def run_demo(
         log(f"drawing {Path(out) / 'methods.png'} (all {len(attributions)} methods)")
     plot.grid(attributions, xs, titles=titles, edges=False, alpha=1.0, colorbar=True, cell=1.0,
               save=Path(out) / "methods.png")  # fmt: skip
+    if log:
+        log(f"writing {Path(out) / REPORT} (all {len(attributions)} methods, interactive)")
+    timings = {r.method: {"seconds": r.seconds} | ({} if r.completeness is None else
+                                                    {"max |completeness error|": r.completeness})
+               for r in reports}  # fmt: skip
+    report(attributions, xs, Path(out) / REPORT, labels=data.y_test[chosen], predictions=logits, metrics=timings,
+           max_samples=None, title="deepexplain demo: a digits CNN explained by every method")  # fmt: skip
     return reports
+
+
+REPORT = "report.html"
 
 
 OVERVIEW = "overview.png"

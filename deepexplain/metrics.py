@@ -697,6 +697,12 @@ _METRICS = {
 _LOCALISATION = ("pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy")
 
 
+def higher_is_better(metric: str) -> bool | None:
+    """Whether a larger value of ``metric`` (a name that :func:`evaluate` takes) means a better explanation; None for
+    a name it does not take."""
+    return _METRICS[metric][1] == "higher" if metric in _METRICS else None
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """Per-sample metric values of several methods.
@@ -718,7 +724,7 @@ class Evaluation:
 
     def __str__(self) -> str:
         width = max(len("method"), *(len(m) for m in self.methods))
-        headers = [f"{m} {'↑' if _METRICS[m][1] == 'higher' else '↓'}" for m in self.metrics]
+        headers = [f"{m} {'↑' if higher_is_better(m) else '↓'}" for m in self.metrics]
         sizes = [max(17, len(h)) for h in headers]
         lines = ["  ".join([f"{'method':<{width}}", *(f"{h:>{n}}" for h, n in zip(headers, sizes, strict=True))])]
         for method in self.methods:
@@ -899,6 +905,7 @@ __all__ = [
     "Evaluation",
     "evaluate",
     "Scorer",
+    "higher_is_better",
     "complexity",
     "deletion",
     "infidelity",

@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 from matplotlib import colormaps
@@ -33,6 +32,18 @@ from matplotlib.figure import Figure
 from skimage.color import rgb2gray
 from skimage.feature import canny
 from skimage.transform import resize
+
+from deepexplain._maps import (
+    CHANNEL_AGGREGATIONS,
+    NEGATIVE,
+    POSITIVE,
+    ZERO,
+    aggregate_channels,
+    as_display_image,
+    check_finite,
+    check_percentile,
+    symmetric_limit,
+)
 
 __all__ = [
     "CHANNEL_AGGREGATIONS",
@@ -47,41 +58,18 @@ __all__ = [
     "text",
 ]
 
-# Reductions of an (H, W, C) map over its channel axis to one value per pixel.
-_CHANNEL_REDUCTIONS = MappingProxyType(
-    {
-        "sum": lambda values: values.sum(axis=-1),
-        "abs": lambda values: np.abs(values).sum(axis=-1),
-        "norm": lambda values: np.linalg.norm(values, axis=-1),
-    }
-)
-CHANNEL_AGGREGATIONS = tuple(_CHANNEL_REDUCTIONS)
 
 _DPI = 150
 _HEATMAP_INCHES = 4.0  # longer side of a stand-alone heatmap
 _CELL_INCHES = 2.0  # side of one cell of `grid`
 _EDGES_MIN_PIXELS = 64  # smaller images get no edge overlay by default
 _EDGE_RGBA = (0.1, 0.1, 0.1, 0.6)  # edges darken what is under them without hiding its colour
-_POSITIVE = "#d6604d"  # the red and blue of RdBu_r at about ±0.6 of its range
-_NEGATIVE = "#4393c3"
-_ZERO = "#bababa"
 
 PathType = str | PathLike
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Validation and conversion
-
-
-def _check_percentile(percentile: float) -> float:
-    if isinstance(percentile, bool) or not isinstance(percentile, int | float | np.number) or not 0 < percentile <= 100:
-        raise ValueError(f"percentile: expected a number in (0, 100], got {percentile!r}")
-    return float(percentile)
-
-
-def _check_finite(values: np.ndarray, name: str) -> None:
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"{name}: expected finite values, got {np.count_nonzero(~np.isfinite(values))} NaN or inf")
 
 
 def _colormap(cmap: str | Colormap) -> Colormap:
@@ -91,73 +79,6 @@ def _colormap(cmap: str | Colormap) -> Colormap:
         return colormaps[cmap]
     except KeyError:
         raise ValueError(f"cmap: expected a matplotlib colormap or its name, got {cmap!r}") from None
-
-
-def _symmetric_limit(values: np.ndarray, percentile: float) -> float:
-    """±limit of the colour scale: the percentile of |values|, falling back to max |values|, then to 1."""
-    magnitude = np.abs(values)
-    if magnitude.size == 0:
-        return 1.0
-    limit = float(np.percentile(magnitude, percentile))
-    if limit <= 0:  # a sparse map whose non-zeros all lie above the percentile
-        limit = float(magnitude.max())
-    return limit if limit > 0 else 1.0
-
-
-def aggregate_channels(attribution, channels: str = "sum") -> np.ndarray:
-    """Reduce an (H, W, C) attribution to one value per pixel.
-
-    Parameters
-    ----------
-    attribution : array_like, shape (H, W) or (H, W, C)
-        Attribution of one image; an (H, W) map is returned as is (as floats).
-    channels : {'sum', 'abs', 'norm'}
-        ``'sum'``: signed sum over channels; ``'abs'``: sum of absolute values; ``'norm'``: L2 norm over channels.
-        ``'abs'`` and ``'norm'`` are non-negative, so only the positive half of a diverging colormap is used.
-
-    Returns
-    -------
-    numpy.ndarray, shape (H, W)
-
-    Raises
-    ------
-    ValueError
-        If ``channels`` is not one of :data:`CHANNEL_AGGREGATIONS` or ``attribution`` is not of rank 2 or 3.
-    """
-    if channels not in _CHANNEL_REDUCTIONS:
-        raise ValueError(f"channels: expected one of {CHANNEL_AGGREGATIONS}, got {channels!r}")
-    values = np.asarray(attribution, dtype=float)
-    if values.ndim == 2:
-        return values
-    if values.ndim == 3:
-        return _CHANNEL_REDUCTIONS[channels](values)
-    raise ValueError(
-        f"attribution: expected shape (H, W) or (H, W, C) for one image, got {values.shape}"
-        + (" (for a batch, pass one sample or use grid())" if values.ndim == 4 else "")
-    )
-
-
-def _as_display_image(image) -> np.ndarray:
-    """The image as floats in [0, 1], shape (H, W) or (H, W, 3|4).
-
-    Integer images and float images within [0, 255] (but not [0, 1]) are divided by 255; anything else, such as a
-    standardised network input, is min-max scaled for display.
-    """
-    values = np.asarray(image)
-    shape = values.shape
-    if values.ndim == 3 and values.shape[-1] == 1:
-        values = values[..., 0]
-    if values.ndim not in (2, 3) or (values.ndim == 3 and values.shape[-1] not in (3, 4)):
-        raise ValueError(f"image: expected shape (H, W) or (H, W, C) with C in (1, 3, 4), got {shape}")
-    integer = np.issubdtype(values.dtype, np.integer)
-    values = values.astype(float)
-    _check_finite(values, "image")
-    low, high = values.min(), values.max()
-    if low >= 0 and high <= 1 and not integer:
-        return values
-    if low >= 0 and high <= 255:
-        return values / 255.0
-    return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
 def _grey(image01: np.ndarray) -> np.ndarray:
@@ -281,13 +202,13 @@ def heatmap(
         raise ValueError(f"scale: expected 'symmetric' or 'positive', got {scale!r}")
     positive = scale == "positive"
     values = aggregate_channels(attribution, channels)
-    _check_finite(values, "attribution")
-    percentile = _check_percentile(percentile)
+    check_finite(values, "attribution")
+    percentile = check_percentile(percentile)
     colormap = _colormap(cmap if cmap is not None else "jet" if positive else "RdBu_r")
     grey = not positive if grey is None else grey
     picture = None
     if image is not None:
-        picture = _as_display_image(image)
+        picture = as_display_image(image)
         values = _fit_to(values, picture.shape[:2])
     if edges is None:
         edges = not positive and picture is not None and min(picture.shape[:2]) >= _EDGES_MIN_PIXELS
@@ -304,7 +225,7 @@ def heatmap(
         top, bottom = (0.4 if title else 0.0), (0.7 if colorbar else 0.0)
         figure = _new_figure(width, height + top + bottom)
         ax = figure.add_axes((0, bottom / (height + top + bottom), 1, height / (height + top + bottom)))
-    limit = _symmetric_limit(values, percentile)
+    limit = symmetric_limit(values, percentile)
     if picture is not None:
         shown = _grey(picture) if grey or picture.ndim == 2 else picture[..., :3]
         ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -350,7 +271,7 @@ def concepts(explained, save: PathType | None = None, percentile: float = 99.5) 
     axes = figure.subplots(1 + len(ids), columns, squeeze=False)
     for ax in axes.ravel():
         _hide_frame(ax)
-    image = _as_display_image(explained.image)
+    image = as_display_image(explained.image)
     edges = min(image.shape[:2]) >= 64  # the edges of a small image are blocks that look like data
     axes[0, 0].imshow(image if image.ndim == 2 else image[..., :3], cmap="gray", vmin=0, vmax=1,
                       interpolation="nearest")  # fmt: skip
@@ -361,7 +282,7 @@ def concepts(explained, save: PathType | None = None, percentile: float = 99.5) 
         heatmap(heat, explained.image, ax=axes[row, 0], percentile=percentile, edges=edges)
         axes[row, 0].set_title(f"{explained.layer} #{concept}: {100 * share:+.0f}%")
         for column, crop in enumerate(explained.references.get(concept, []), 1):
-            crop = _as_display_image(crop)
+            crop = as_display_image(crop)
             axes[row, column].imshow(crop if crop.ndim == 2 else crop[..., :3], cmap="gray", vmin=0, vmax=1,
                                      interpolation="nearest")  # fmt: skip
             axes[row, column].set_title(f"reference {column}", fontsize="small")
@@ -469,7 +390,7 @@ def grid(attributions, images, titles=None, row_titles=None, save: PathType | No
     first = 0
     if samples is not None:
         for j in range(n):
-            picture = _as_display_image(samples[j])
+            picture = as_display_image(samples[j])
             axes[0, j].imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)
             _hide_frame(axes[0, j])
         axes[0, 0].set_ylabel("input", rotation=0, ha="right", va="center", fontsize=label_size)
@@ -577,8 +498,8 @@ def text(
         raise ValueError(
             f"tokens and scores: expected the same length, got {len(tokens)} tokens and {len(values)} scores"
         )
-    _check_finite(values, "scores")
-    limit = _symmetric_limit(values, _check_percentile(percentile))
+    check_finite(values, "scores")
+    limit = symmetric_limit(values, check_percentile(percentile))
     backgrounds = _colormap(cmap)(Normalize(-limit, limit)(values))[:, :3]
 
     spans, coloured = [], []
@@ -605,7 +526,7 @@ def text(
 def _strip(ax: Axes, values: np.ndarray, positions: np.ndarray) -> None:
     """Per-feature distribution: jittered per-sample points coloured by sign, the interquartile range and median."""
     jitter = np.random.default_rng(0).uniform(-0.3, 0.3, size=values.shape)  # local generator: no global state
-    colours = np.where(values > 0, _POSITIVE, np.where(values < 0, _NEGATIVE, _ZERO))
+    colours = np.where(values > 0, POSITIVE, np.where(values < 0, NEGATIVE, ZERO))
     ys = np.broadcast_to(positions, values.shape) + jitter
     ax.scatter(values.ravel(), ys.ravel(), c=colours.ravel(), s=8, alpha=0.6, linewidths=0)
     q1, median, q3 = np.percentile(values, [25, 50, 75], axis=0)
@@ -656,7 +577,7 @@ def bars(
     values = np.asarray(scores, dtype=float)
     if values.ndim not in (1, 2):
         raise ValueError(f"scores: expected shape (n_features,) or (N, n_features), got {values.shape}")
-    _check_finite(values, "scores")
+    check_finite(values, "scores")
     n_features = values.shape[-1]
     if feature_names is None:
         names = [f"feature {i}" for i in range(n_features)]
@@ -676,7 +597,7 @@ def bars(
         ax = _new_figure(6.0, 1.0 + 0.3 * len(order), layout="constrained").add_subplot()
     if values.ndim == 1:
         shown = values[order]
-        colours = np.where(shown > 0, _POSITIVE, np.where(shown < 0, _NEGATIVE, _ZERO))
+        colours = np.where(shown > 0, POSITIVE, np.where(shown < 0, NEGATIVE, ZERO))
         ax.barh(positions, shown, color=colours)
         ax.set_xlabel("attribution")
     else:
@@ -724,7 +645,7 @@ def global_summary(attributions, labels=None, feature_names=None, top: int | Non
     values = np.asarray(attributions, dtype=float)
     if values.ndim not in (2, 3, 4):
         raise ValueError(f"attributions: expected shape (N, F) or (N, H, W[, C]), got {values.shape}")
-    _check_finite(values, "attributions")
+    check_finite(values, "attributions")
     n = len(values)
     groups = {None: np.arange(n)}
     if labels is not None:

@@ -101,6 +101,18 @@ def test_demo_writes_the_methods_grid_and_the_overview(demo):
     assert "drawing" in demo.stderr
 
 
+def test_demo_writes_the_interactive_report_of_every_method(demo):
+    """report.html: per digit its input and one heatmap per method, the timings (and completeness) as a table; it is
+    opened in a browser by tests/test_report.py's pages, which are built the same way."""
+    text = (demo.out / "report.html").read_text(encoding="utf-8")
+    heatmaps = set(re.findall(r'id="(heatmap-\d+-\d+)"', text))
+    assert heatmaps == {f"heatmap-{i}-{j}" for i in range(2) for j in range(len(SHOWN))}
+    assert {"input-0", "input-1", "colorbar", "summary", "metrics"} <= set(re.findall(r'id="([^"]+)"', text))
+    assert "seconds" in text and "max |completeness error|" in text
+    assert not re.search(r"<script[^>]*\ssrc=", text)
+    assert f"wrote {demo.out / 'report.html'} (every method, interactive)" in demo.stderr
+
+
 def test_demo_caches_the_trained_weights(demo):
     assert len(list((demo.cache / "deepexplain").glob("digits_cnn-*.npz"))) == 1
     assert f"wrote {demo.out / 'overview.png'} and {demo.out / 'methods.png'}" in demo.stderr
