@@ -30,6 +30,7 @@ from deepexplain.tensorflow.graph import Path, called_layer, describe_ops
 from deepexplain.tensorflow.methods import check_method, declaration_of, make_method, method_name
 from deepexplain.tensorflow.methods.base import Expansion, GradientMethod
 from deepexplain.tensorflow.methods.gradient import noisy_copies
+from deepexplain.tensorflow.normalisation import Normalisation, find_normalisations
 from deepexplain.tensorflow.overrides import has_custom_gradient, overridden_gradients
 from deepexplain.tensorflow.runners import FunctionRunner, SessionRunner
 
@@ -504,13 +505,17 @@ class Explainer:
         if not path:
             raise NotConnectedError(_not_connected_message(target, inputs, True))
         activations = find_activations(path) if method.rules else {}
-        if method.products == "factor":  # modulating factors are constants: nothing flows into their branch
-            inside = {op for a in activations.values() for op in a.region}
-            cut = [(op, modulating_factor(op, path)) for op in path.ops if op not in inside]
-            path = path.without([(op, i) for op, i in cut if i is not None])
+        normalisations = find_normalisations(path) if method.normalisation_rule else []
+        in_normalisation = {op for n in normalisations for op in n.region}
+        activations = {head: a for head, a in activations.items() if head not in in_normalisation}
+        if method.products in ("factor", "uniform"):  # modulating factors are constants: no signal enters them
+            inside = {op for a in activations.values() for op in a.region} | in_normalisation
+            factor = method.products == "factor"
+            cut = [(op, modulating_factor(op, path, gates=factor, attention=factor)) for op in path.ops]
+            path = path.without([(op, i) for op, i in cut if i is not None and op not in inside])
         if program is not None:
             program.check_path(path)  # before the rules are checked: a layer off the path is the first thing to say
-        self._check_rules(method, path, activations, target, compiled)
+        self._check_rules(method, path, [*activations.values(), *normalisations], target, compiled)
         extra = extras()
         reference_index = weights = seed = None
         if program is None:
@@ -524,6 +529,8 @@ class Explainer:
         op_rules = method.op_rules(path)
         if method.activation_rule:
             op_rules.update(rules_for(activations.values(), method.activation_rule))
+        if normalisations:
+            op_rules.update(rules_for(normalisations, method.normalisation_rule))
         if program is not None:
             op_rules = program.gated(op_rules, method.rules, extra)
         with overridden_gradients(path.ops, method.rules, settings, op_rules):
@@ -670,15 +677,15 @@ class Explainer:
             "probabilities, which saturate; explain the logits (the softmax's input) instead."
         )
 
-    def _check_rules(self, method, path: Path, activations: dict, target, compiled: _Compiled) -> None:
+    def _check_rules(self, method, path: Path, regions: list, target, compiled: _Compiled) -> None:
         """Every nonlinear op on the path needs a rule of the method: one error (LRP, ``strict=True``) or one
         warning for all ops that have none, naming their types, counts and places, before the graph changes."""
         if not method.needs_gradient or not (method.rules or method.covers_all_ops):
             return
         covered_by_activation = set()
-        if method.activation_rule is not None:
-            for activation in activations.values():
-                covered_by_activation |= activation.region
+        for region in regions:  # activations (when the method has an activation rule) and normalisation layers
+            if method.activation_rule is not None or isinstance(region, Normalisation):
+                covered_by_activation |= region.region
         types = set(method.rules) | method.gradient_rule_types
         if method.covers_all_ops:
             types |= method.structural_types
@@ -927,7 +934,7 @@ def _has_rule(op: tf.Operation, types, path: Path, method) -> bool:
     product = len(path.data_inputs(op)) > 1 and (
         ops.is_a(op.type, ops.MULTILINEAR) or ops.is_a(op.type, ops.LINEAR_IN_FIRST)
     )
-    factor_cut = method.products == "factor" and any((op, i) in path.cut for i in range(len(op.inputs)))
+    factor_cut = method.products in ("factor", "uniform") and any((op, i) in path.cut for i in range(len(op.inputs)))
     if product and factor_cut:
         return True  # linear in its other input once the modulating factor is a constant
     if op.type not in types:
@@ -937,7 +944,8 @@ def _has_rule(op: tf.Operation, types, path: Path, method) -> bool:
     if ops.is_a(op.type, ops.CALL) and called_layer(op) is None:
         return False  # a function call whose body is not one dense/convolution op is opaque
     if product:
-        return method.products == "shapley" and op.type == "Mul"
+        uniform = method.products == "uniform" and (ops.is_a(op.type, ops.DENSE) or op.type == "Mul")
+        return uniform or (method.products == "shapley" and op.type == "Mul")
     return True
 
 

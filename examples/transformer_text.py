@@ -1,13 +1,15 @@
-"""A small Keras Transformer on the template reviews of ``text_embedding.py``: attention rollout and integrated
-gradients per token.
+"""A small Keras Transformer on the template reviews of ``text_embedding.py``: attention rollout, AttnLRP, CP-LRP
+and integrated gradients per token.
 
 The model: token embedding + learned position embedding → one self-attention block (``MultiHeadAttention``,
 residual, ``LayerNormalization``, a GELU feed-forward) → mean over positions → logits. Two token-level views:
 
 - ``attention_rollout`` (Abnar & Zuidema 2020): how much each token flows into the pooled representation through the
   attention (class-agnostic), read from the live model's attention probabilities;
-- ``intgrad`` at the embedding output (``layer='tokens'``), summed over the embedding axis: each token's share of
-  ``f(review) - f(no words)`` for the predicted class (signed).
+- ``lrp.attn`` (AttnLRP, Achtibat et al. 2024) and ``lrp.cp`` (CP-LRP, Ali et al. 2022) at the embedding output
+  (``layer='tokens'``), summed over the embedding axis: each token's relevance for the predicted class (signed);
+  AttnLRP also follows the relevance through the attention weights into the queries and keys;
+- ``intgrad`` at the embedding output, summed the same way: each token's share of ``f(review) - f(no words)``.
 
 Run::
 
@@ -77,11 +79,17 @@ def main(argv=None):
 
     shown = ids[split : split + 4]
     rollout = deepexplain.explain("attention_rollout", model, shown)  # (N, LENGTH), rows sum to 1
-    tokens = deepexplain.explain("intgrad", model, shown, layer="tokens", steps=32).sum(axis=-1)  # (N, LENGTH)
+    target = model(shown).numpy().argmax(axis=1)
+    per_token = {  # (N, LENGTH) each: the relevance at the embedding output summed over the embedding axis
+        name: deepexplain.explain(name, model, shown, target=target, layer="tokens", **kwargs).sum(axis=-1)
+        for name, kwargs in (("lrp.attn", {}), ("lrp.cp", {}), ("intgrad", {"steps": 32}))
+    }
     rows = []
-    for review, flow, scores in zip(reviews[split : split + 4], rollout, tokens, strict=True):
+    for i, (review, flow) in enumerate(zip(reviews[split : split + 4], rollout, strict=True)):
         n = len(review)
-        for name, values in (("attention rollout", flow[:n] - flow[:n].mean()), ("intgrad", scores[:n])):
+        views = [("attention rollout", flow[:n] - flow[:n].mean())]
+        views += [(name, scores[i, :n]) for name, scores in per_token.items()]
+        for name, values in views:
             coloured = plot.text(review, values)
             print(f"{name:>18}: {coloured}")
             rows.append(f"<p><b>{name}</b>: {coloured.html}</p>")

@@ -36,6 +36,7 @@ EXPECTED = {
     "concepts_digits.py": ["concepts_digits.png"],
     "concepts_images.py": ["concepts_chelsea.png", "concepts_coffee.png", "concepts_rocket.png"],
     "transformer_text.py": ["transformer_reviews.html"],
+    "vit_digits.py": ["vit_digits.png"],
 }
 # script -> text its standard output must contain
 PRINTS = {
@@ -51,6 +52,7 @@ PRINTS = {
     "concepts_digits.py": "carries",
     "concepts_images.py": "32 channels sum to the heatmap",
     "transformer_text.py": "attention rollout: \x1b[48;2;",
+    "vit_digits.py": "lrp.cp: sum of relevances / logit",
 }
 # One worker process per lane, its scripts in this order; the lanes take about as long (~8 s of work each after the
 # ~6 s import). explainer_loop follows compare_methods: it loads the digits CNN that compare_methods trained and
@@ -71,6 +73,7 @@ LANES = (
         "text_embedding.py",
         "dataset_scale.py",
         "concepts_images.py",
+        "vit_digits.py",
     ),
 )
 TIMEOUT_S = 300  # per lane

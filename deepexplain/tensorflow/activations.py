@@ -79,32 +79,35 @@ def find_activations(path: Path) -> dict:
 
 
 # What produces a factor that modulates another tensor: a gate (sigmoid, hard sigmoid) or a normaliser (1 / sigma).
-_FACTOR_SOURCES = frozenset({"Sigmoid", "Rsqrt", "Reciprocal", "Inv", "Relu6"})
+_NORMALISER_SOURCES = frozenset({"Rsqrt", "Reciprocal", "Inv"})
+_FACTOR_SOURCES = _NORMALISER_SOURCES | {"Sigmoid", "Relu6"}
 _ATTENTION_SOURCES = frozenset({"Softmax"})
 _MATRIX_PRODUCTS = frozenset({"Einsum", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "MatMul"})
 _PASSING = frozenset({"Reshape", "ExpandDims", "Squeeze", "Identity", "Cast", "Tile", "BroadcastTo", "Transpose"})
 
 
-def modulating_factor(op: tf.Operation, path: Path) -> int | None:
+def modulating_factor(op: tf.Operation, path: Path, gates: bool = True, attention: bool = True) -> int | None:
     """The input of a product that modulates the other, else None.
 
     A product ``s * g`` of two tensors that depend on the input where ``g`` comes (through scalings, shifts and
-    reshapes by parameters) out of a sigmoid or a hard sigmoid (a gate: squeeze-and-excitation, LSTM) or out of an
-    ``rsqrt``/reciprocal (a normaliser: layer and RMS normalisation), and ``s`` does not; also the denominator of a
-    division ``s / d``, and the attention probabilities (a softmax's output) in a matrix product with the values
-    (``einsum``/``matmul`` of attention). Relevance rules treat that factor as a constant (Arras et al. 2017,
-    "Explaining recurrent neural network predictions in sentiment analysis", gates; Ali et al. 2022, "XAI for
-    Transformers", CP-LRP, the normalising factor and the attention weights), so the whole relevance goes to ``s``.
+    reshapes by parameters) out of an ``rsqrt``/reciprocal (a normaliser: layer and RMS normalisation) or, with
+    ``gates``, out of a sigmoid or a hard sigmoid (a gate: squeeze-and-excitation, LSTM), and ``s`` does not; also
+    the denominator of a division ``s / d``, and, with ``attention``, the attention probabilities (a softmax's
+    output) in a matrix product with the values (``einsum``/``matmul`` of attention). Relevance rules treat that
+    factor as a constant (Arras et al. 2017, "Explaining recurrent neural network predictions in sentiment
+    analysis", gates; Ali et al. 2022, "XAI for Transformers", CP-LRP, the normalising factor and the attention
+    weights), so the whole relevance goes to ``s``.
     """
     data = path.data_inputs(op)
     if data != [0, 1] or len(op.outputs) != 1:
         return None
     if op.type in ("RealDiv", "Div"):
         return 1
-    if op.type in _MATRIX_PRODUCTS:  # attention probabilities times values: the probabilities are the factor
+    if op.type in _MATRIX_PRODUCTS and attention:  # attention probabilities times values: the probabilities
         kinds = [_is_factor(op.inputs[i], path, sources=_ATTENTION_SOURCES) for i in (0, 1)]
     elif op.type == "Mul":
-        kinds = [_is_factor(op.inputs[i], path) for i in (0, 1)]
+        sources = _FACTOR_SOURCES if gates else _NORMALISER_SOURCES
+        kinds = [_is_factor(op.inputs[i], path, sources=sources) for i in (0, 1)]
     else:
         return None
     if kinds == [True, False]:

@@ -133,12 +133,12 @@ def overridden_gradients(
                 op._gradient_function = function
 
 
-def plain_gradients(ys, xs, grad_ys=None) -> list:
+def plain_gradients(ys, xs, grad_ys=None, stop_gradients=None) -> list:
     """``tf.gradients`` with every op's own gradient, also while :func:`overridden_gradients` is active (a rule that
-    needs a true derivative, e.g. of an activation written as several ops)."""
+    needs a true derivative, e.g. of an activation written as several ops); ``stop_gradients`` are held constant."""
     token = _ACTIVE.set(None)
     try:
-        return tf.gradients(ys, xs, grad_ys=grad_ys)
+        return tf.gradients(ys, xs, grad_ys=grad_ys, stop_gradients=stop_gradients)
     finally:
         _ACTIVE.reset(token)
 

@@ -64,6 +64,8 @@ METHODS = MappingProxyType(
         "lrp.epsilon_plus_flat": relevance.EpsilonPlusFlat,
         "lrp.epsilon_gamma_box": relevance.EpsilonGammaBox,
         "lrp.composite": relevance.LRPComposite,
+        "lrp.cp": relevance.ConservativeLRP,
+        "lrp.attn": relevance.AttnLRP,
         "deep_taylor": relevance.DeepTaylor,
         "deep_taylor.bounded": relevance.DeepTaylorBounded,
         "pattern.net": patterns.PatternNet,

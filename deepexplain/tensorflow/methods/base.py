@@ -68,6 +68,9 @@ class GradientMethod:
     activation_rule : callable or None
         ``rule(activation, grad, settings) -> signal`` at an activation written as several ops (gelu, swish, ...;
         see :mod:`deepexplain.tensorflow.activations`); None: such activations keep their gradient.
+    normalisation_rule : callable or None
+        ``rule(normalisation, relevance, settings) -> relevance of x`` at a layer or RMS normalisation written as
+        several ops (:mod:`deepexplain.tensorflow.normalisation`); None: their ops are rules of their own.
     gradient_rule_types : frozenset
         Nonlinear op types whose own gradient *is* the method's rule (e.g. max-pooling for eps-LRP).
     uses_references : bool
@@ -101,12 +104,15 @@ class GradientMethod:
         Whether each row depends on the gradients of the rows before (an adaptive path such as Guided IG): the
         Explainer then calls :meth:`iterate` with a gradient function instead of :meth:`expand`.
     products : str or None
-        How the rules treat an elementwise product of two tensors that depend on the input: 'shapley' (both factors,
-        DeepLIFT), 'factor' (a modulating factor, a gate or a normaliser, is a constant: LRP, eLRP) or None (no rule).
+        How the rules treat a product of two tensors that depend on the input: 'shapley' (both factors of an
+        elementwise product, DeepLIFT), 'factor' (a modulating factor, a gate, a normaliser or attention
+        probabilities, is a constant: LRP, eLRP), 'uniform' (each factor gets an equal share; only normalisers are
+        constants: AttnLRP) or None (no rule).
     """
 
     rules: ClassVar[Mapping] = {}
     activation_rule: ClassVar[Callable | None] = None
+    normalisation_rule: ClassVar[Callable | None] = None
     gradient_rule_types: ClassVar[frozenset] = frozenset()
     uses_references: ClassVar[bool] = False
     promises_completeness: ClassVar[bool] = False

@@ -16,6 +16,7 @@ import numpy as np
 from deepexplain.errors import InvalidInputError
 from deepexplain.tensorflow.graph import layer_type
 from deepexplain.tensorflow.methods.base import GradientMethod
+from deepexplain.tensorflow.rules import attention as attention_rules
 from deepexplain.tensorflow.rules import lrp as lrp_rules
 from deepexplain.tensorflow.rules.linear_ops import CONV_TYPES, WEIGHTED_TYPES
 from deepexplain.tensorflow.rules.lrp import AlphaBeta, Bounded, Epsilon, Flat, Gamma, WSquare, ZPlusFast, z_plus
@@ -53,6 +54,7 @@ class LRP(GradientMethod):
 
     rules = lrp_rules.RULES
     activation_rule = staticmethod(lrp_rules.activation)
+    normalisation_rule = staticmethod(lrp_rules.normalisation)
     explains_logits = True
     products = "factor"
     seeds_relevance = True
@@ -265,6 +267,58 @@ class LRPComposite(LRP):
 
     def layer_rules(self):
         return self.composite, self.default, self.first_layer
+
+
+# The epsilon rule at the linear layers of a transformer (AttnLRP's and lxt's 1e-6); a frozen rule, shared safely.
+TRANSFORMER_EPSILON = Epsilon(1e-6)
+
+
+class ConservativeLRP(LRPComposite):
+    """CP-LRP (Ali et al. 2022, "XAI for Transformers: Better Explanations through Conservative Propagation", ICML,
+    Sec. 3.2): LRP where the attention probabilities and the normaliser of layer/RMS normalisation are constants, so
+    attention heads are linear layers with weights ``P`` (the AH rule) and a normalisation ``y = A x + b`` is
+    affine (the LN rule, :func:`..rules.lrp.normalisation`); in a bias-free model relevance is conserved exactly.
+    The epsilon rule (``default``, 1e-6 as AttnLRP) at linear layers; ``rules``, ``first_layer``, ``default`` and
+    ``epsilon`` (the stabiliser at normalisations and scalings) as in ``lrp.composite``.
+
+    Every LRP method of this library treats attention and normalisation this way; ``lrp.cp`` names it and gives it
+    transformer defaults. It equals ``lxt``'s CP-LRP patches (gradients stopped at the queries and keys, and at the
+    normaliser) up to the stabilisers.
+    """
+
+    def __init__(self, sample_shapes, rules=None, first_layer=None, default=TRANSFORMER_EPSILON, epsilon=1e-6,
+                 strict=True, maxpool="max"):  # fmt: skip
+        super().__init__(sample_shapes, rules, first_layer, default, epsilon, strict, maxpool)
+
+
+class AttnLRP(ConservativeLRP):
+    """AttnLRP (Achtibat et al. 2024, "AttnLRP: Attention-Aware Layer-Wise Relevance Propagation for Transformers",
+    ICML): relevance also flows through the attention weights into the queries and keys. The softmax gets the
+    Taylor-decomposition rule of Prop. 3.1, every product of two activations (query x key, attention x value,
+    gated units) the uniform rule of Prop. 3.2/3.3 (each factor half, after the epsilon rule at a matrix product,
+    ``product_epsilon``), normalisations the identity/epsilon rule with their normaliser constant (Prop. 3.4),
+    GELU/SiLU the identity rule (Eq. 9), linear layers the epsilon rule (``default``); see
+    :mod:`..rules.attention`.
+
+    Stabilisers default to those of the authors' ``lxt`` (1e-6 at linear layers and normalisations, 1e-8 at
+    products); a larger epsilon moves token relevances by ~1e-4. Differences from ``lxt``'s explicit rules: our
+    epsilon carries the sign of ``z`` (``lxt`` adds it), and residual sums and means use the z-rule (``lxt``: epsilon
+    1e-8 and 1e-6), which changes relevances by ~epsilon / |z|. Relevance is not conserved exactly: the softmax rule
+    decomposes at ``x`` with a bias term, which absorbs part of it (the paper's Prop. 3.1).
+    """
+
+    rules = attention_rules.RULES
+    products = "uniform"
+
+    def __init__(self, sample_shapes, rules=None, first_layer=None, default=TRANSFORMER_EPSILON, epsilon=1e-6,
+                 product_epsilon=1e-8, strict=True, maxpool="max"):  # fmt: skip
+        super().__init__(sample_shapes, rules, first_layer, default, epsilon, strict, maxpool)
+        self.product_epsilon = _number(product_epsilon, "product_epsilon", "lrp.attn")
+
+    def graph_settings(self, reference_index, path):
+        settings = super().graph_settings(reference_index, path)
+        fields = {f: getattr(settings, f) for f in ("rule_for", "path", "epsilon", "bias", "maxpool")}
+        return attention_rules.AttnSettings(**fields, product_epsilon=self.product_epsilon)
 
 
 class _Preset(LRP):

@@ -29,7 +29,6 @@ import tensorflow as tf
 
 from deepexplain.errors import InvalidInputError
 from deepexplain.tensorflow import ops
-from deepexplain.tensorflow.activations import modulating_factor
 from deepexplain.tensorflow.graph import Path, layer_type
 from deepexplain.tensorflow.overrides import original_gradient
 from deepexplain.tensorflow.rules.linear_ops import (
@@ -411,6 +410,15 @@ def activation(activation, relevance: tf.Tensor, settings) -> tf.Tensor:
     return relevance
 
 
+def normalisation(layer, relevance: tf.Tensor, settings: LRPSettings) -> tf.Tensor:
+    """A layer or RMS normalisation (:mod:`..normalisation`) with its normaliser held constant is an affine layer
+    ``y = A x + b``: the epsilon rule ``R_x = x A^T (R / (z + eps sign(z)))`` with ``z = y``, or ``z = A x``
+    without biases (``settings.bias`` False), ``eps = settings.epsilon`` (CP-LRP's and AttnLRP's rule)."""
+    z = layer.y if settings.bias else layer.linear_part()
+    signal = tf.math.divide_no_nan(relevance, stabilised(z, settings.epsilon))
+    return layer.x * layer.affine_gradient(signal)
+
+
 def add(op: tf.Operation, grads, settings) -> list:
     """A bias addition passes relevance through; a sum of two paths splits it: ``R_i = x_i R / (a + b)`` (summed
     over the broadcast dimensions of an input that is broadcast)."""
@@ -430,12 +438,13 @@ def subtract(op: tf.Operation, grads, settings) -> list:
 def scale(op: tf.Operation, grads, settings) -> list:
     """Multiplication/division by a parameter is a linear op (with the bias a following Add of a parameter adds:
     unfused batch normalisation ``x * c + d`` gets the same relevance as the fused op). A product with a modulating
-    factor (a sigmoid gate, layer normalisation's ``1 / sigma``; :func:`..activations.modulating_factor`) treats the
-    factor as that constant: the other input gets the whole relevance, the factor none. Any other product of two
-    paths has no LRP rule and keeps its gradient (the explainer reports it)."""
+    factor (a sigmoid gate, a normaliser ``1 / sigma`` outside a recognised normalisation layer; the explainer cuts it
+    from the path, :func:`..activations.modulating_factor`) treats the factor as that constant: the other input gets
+    the whole relevance, the factor none. Any other product of two paths has no LRP rule and keeps its gradient (the
+    explainer reports it)."""
     if len(settings.path.data_inputs(op)) < 2:
         return weightless_linear(op, grads, settings)
-    index = modulating_factor(op, settings.path)
+    index = next((i for i in range(len(op.inputs)) if (op, i) in settings.path.cut), None)
     if index is None:
         return list(original_gradient(op, *grads))
     signal_index = 1 - index
