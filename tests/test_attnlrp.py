@@ -40,20 +40,28 @@ T, D, HEADS, KEY_DIM, VOCAB = 6, 8, 2, 4, 20
 IDS = np.random.default_rng(0).integers(0, VOCAB, (5, T))
 
 
-def text_transformer(blocks=1, bias=True, seed=0):
+def text_transformer(blocks=1, bias=True, seed=0, masked=False):
     """Embedding -> blocks of (self-attention + residual -> LayerNorm -> GELU feed-forward + residual -> LayerNorm)
-    -> mean over tokens -> logits, with random non-zero biases and layer-norm parameters (when ``bias``)."""
+    -> mean over tokens -> logits, with random non-zero biases and layer-norm parameters (when ``bias``). With
+    ``masked``, the model takes the embeddings and a padding mask ``keep`` (N, T) instead of token ids, and attention
+    pairs with a padded token are masked (Keras selects a large negative score there)."""
     keras.utils.set_random_seed(seed)
-    ids = keras.Input((T,), dtype="int32")
-    h = keras.layers.Embedding(VOCAB, D, name="embedding")(ids)
+    if masked:
+        h, keep = keras.Input((T, D)), keras.Input((T,), dtype="bool")
+        inputs = [h, keep]
+        pairs = keras.ops.logical_and(keras.ops.expand_dims(keep, 1), keras.ops.expand_dims(keep, 2))
+    else:
+        inputs = keras.Input((T,), dtype="int32")
+        h, pairs = keras.layers.Embedding(VOCAB, D, name="embedding")(inputs), None
     for b in range(blocks):
-        attended = keras.layers.MultiHeadAttention(HEADS, KEY_DIM, use_bias=bias, name=f"attention_{b}")(h, h)
+        attention = keras.layers.MultiHeadAttention(HEADS, KEY_DIM, use_bias=bias, name=f"attention_{b}")
+        attended = attention(h, h, attention_mask=pairs)
         h = keras.layers.LayerNormalization(center=bias, name=f"norm_{b}a")(h + attended)
         f = keras.layers.Dense(16, activation="gelu", use_bias=bias, name=f"up_{b}")(h)
         f = keras.layers.Dense(D, use_bias=bias, name=f"down_{b}")(f)
         h = keras.layers.LayerNormalization(center=bias, name=f"norm_{b}b")(h + f)
     pooled = keras.layers.GlobalAveragePooling1D(name="pool")(h)
-    model = keras.Model(ids, keras.layers.Dense(3, use_bias=bias, name="logits")(pooled))
+    model = keras.Model(inputs, keras.layers.Dense(3, use_bias=bias, name="logits")(pooled))
     rng = np.random.default_rng(seed + 1)
     for layer in model.layers:
         if isinstance(layer, keras.layers.LayerNormalization):
@@ -69,8 +77,9 @@ class Twin:
     docstring): 'lxt' (lxt's explicit rules), 'attn' (AttnLRP as gradient changes) or 'cp' (CP-LRP as gradient
     changes)."""
 
-    def __init__(self, model, blocks, mode):
+    def __init__(self, model, blocks, mode, keep=None):
         self.mode, self.blocks = mode, blocks
+        self.pairs = None if keep is None else torch.tensor(keep[:, None, :, None] & keep[:, None, None, :])
         self.weights = {w.path: torch.tensor(np.asarray(w.numpy(), np.float32)) for w in model.weights}
         self.norm_epsilon = model.get_layer("norm_0a").epsilon
         if mode == "lxt":
@@ -126,7 +135,10 @@ class Twin:
             q, k, v = _Divided.apply(q, 4.0), _Divided.apply(k, 4.0), _Divided.apply(v, 2.0)
         elif self.mode == "cp":
             q, k = q.detach(), k.detach()
-        probabilities = self.softmax(self.matmul(q, k.transpose(-1, -2)))
+        scores = self.matmul(q, k.transpose(-1, -2))
+        if self.pairs is not None:  # Keras: where(mask, scores, large negative) before the softmax
+            scores = torch.where(self.pairs, scores, torch.tensor(-1e9))
+        probabilities = self.softmax(scores)
         mixed = self.matmul(probabilities, v).transpose(1, 2).reshape(x.shape[0], T, D)
         kernel = self.w(f"{name}/attention_output/kernel").reshape(D, D)
         return self.linear(mixed, kernel, self.w(f"{name}/attention_output/bias"))
@@ -176,11 +188,14 @@ class _IdentityRule(torch.autograd.Function):
         return grad * ctx.saved_tensors[0]
 
 
-def run_twin(model, blocks, mode):
-    embedded = model.get_layer("embedding")(IDS).numpy()
-    logits = model(IDS).numpy()
+def run_twin(model, blocks, mode, keep=None, embedded=None):
+    """The twin's relevance at the embeddings, for each sample's largest logit (token ids IDS, or ``embedded`` and
+    the padding mask ``keep`` of a masked model)."""
+    inputs = IDS if keep is None else [embedded, keep]
+    embedded = model.get_layer("embedding")(IDS).numpy() if keep is None else embedded
+    logits = model(inputs).numpy()
     target = logits.argmax(axis=1)
-    relevance, twin_logits = Twin(model, blocks, mode).relevance(embedded, target)
+    relevance, twin_logits = Twin(model, blocks, mode, keep).relevance(embedded, target)
     np.testing.assert_allclose(twin_logits, logits, rtol=1e-4, atol=1e-5)  # the twin is the same function
     return relevance, target
 
@@ -322,3 +337,43 @@ def test_an_op_without_an_attnlrp_rule_is_named():
     xs = np.random.default_rng(3).normal(size=(2, T, D)).astype("float32")
     with pytest.raises(UnsupportedOpError, match="lrp.attn: no rule covers these ops .*Maximum"):
         deepexplain.explain("lrp.attn", model, xs, target=0)
+
+
+def test_padding_masks_in_attention():
+    """Attention masked for padded tokens (Keras' select of a large negative score; ``where`` in the twin): AttnLRP
+    with its stabilisers 0 equals its gradient form and lxt (signed stabiliser), CP-LRP conserves on a bias-free model;
+    an Embedding(mask_zero=True) explained at its output is refused (the layers after it would lose the mask)."""
+    keep = np.ones((len(IDS), T), bool)
+    keep[0, 3:], keep[1, 5:] = False, False
+    embedded = np.random.default_rng(8).normal(size=(len(IDS), T, D)).astype("float32")
+    model = text_transformer(1, bias=True, seed=8, masked=True)
+    theirs, target = run_twin(model, 1, "attn", keep, embedded)
+    ours = deepexplain.explain("lrp.attn", model, [embedded, keep], target=target, default="z", epsilon=0.0,
+                               product_epsilon=0.0)[0]  # fmt: skip
+    assert_same_relevance(ours, theirs, 1e-5)
+    bias_free = text_transformer(1, bias=False, seed=8, masked=True)
+    logits = bias_free([embedded, keep]).numpy()
+    cp = deepexplain.explain("lrp.cp", bias_free, [embedded, keep], target=target, default="z", epsilon=0.0)[0]
+    np.testing.assert_allclose(cp.reshape(len(IDS), -1).sum(1), logits[np.arange(len(IDS)), target], rtol=1e-4)
+
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((T,), dtype="int32")
+    e = keras.layers.Embedding(VOCAB, D, mask_zero=True, name="embedding")(ids)
+    padded = keras.Model(ids, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(
+        keras.layers.MultiHeadAttention(HEADS, KEY_DIM)(e, e))))  # fmt: skip
+    with pytest.raises(InvalidInputError, match="layer 'embedding' outputs a Keras mask"):
+        deepexplain.explain("lrp.attn", padded, IDS, layer="embedding")
+
+
+@pytest.mark.skipif(not HAS_LXT, reason="lxt is not installed (pip install --no-deps lxt==2.1)")
+def test_padding_masks_against_lxt(monkeypatch):
+    from lxt.explicit import functional as lf
+
+    keep = np.ones((len(IDS), T), bool)
+    keep[0, 2:] = False
+    embedded = np.random.default_rng(9).normal(size=(len(IDS), T, D)).astype("float32")
+    model = text_transformer(2, bias=True, seed=9, masked=True)
+    monkeypatch.setattr(lf, "_stabilize", _signed_stabiliser)
+    theirs, target = run_twin(model, 2, "lxt", keep, embedded)
+    ours = deepexplain.explain("lrp.attn", model, [embedded, keep], target=target)[0]
+    assert_same_relevance(ours, theirs)

@@ -201,6 +201,14 @@ def split(keras, path: LayerPath) -> tuple:
     """
     inner, levels = path.models[-1], _levels(keras, path)
     layer_output = _output_of(path)
+    if getattr(layer_output, "_keras_mask", None) is not None:
+        # the layers after it would run without the mask (it is not part of the layer's output): another function
+        raise InvalidInputError(
+            f"layer {path.name!r} outputs a Keras mask (mask_zero=True, Masking) that the layers after it read "
+            "(attention masks, masked pooling), so attributions to that layer alone would explain the model without "
+            "its mask; explain, without layer=, a model that takes the embeddings and the mask as inputs of their "
+            "own (keras.Model([embeddings, mask], ...) passing MultiHeadAttention(attention_mask=...))"
+        )
     try:
         head = _part(keras, _flat(inner.inputs), [layer_output])
         tail = _part(keras, [layer_output], _flat(inner.outputs))

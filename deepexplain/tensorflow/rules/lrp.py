@@ -480,6 +480,12 @@ def max_pool(op: tf.Operation, grads, settings: LRPSettings) -> list:
     return [x * spread] + [None] * (len(op.inputs) - 1)
 
 
+def select(op: tf.Operation, grads, settings) -> list:
+    """``where(c, a, b)`` (an attention mask, a clipped value) passes each output's relevance to the input it took,
+    as its gradient does; the condition gets none."""
+    return [None, *list(original_gradient(op, *grads))[1:]]
+
+
 RULES = {
     **{t: weighted_layer for t in WEIGHTED_TYPES | ops.having(ops.CALL)},
     **{t: weightless_linear for t in ops.having(ops.AVG_POOL) | ops.having(ops.REDUCTION)},
@@ -489,6 +495,7 @@ RULES = {
     **{t: scale for t in ("Mul", "RealDiv", "Div")},
     "Sub": subtract,
     **{t: max_pool for t in ops.having(ops.MAX_POOL)},
+    **{t: select for t in ("Select", "SelectV2")},
 }
 
 # Ops whose own gradient already moves relevance correctly (they rearrange or select values, without mixing them).
