@@ -669,9 +669,10 @@ class Explainer:
             return
         explained = getattr(self.runner, "target", None)
         method = self.method
-        has_rules = getattr(method, "rules", None) or getattr(method, "covers_all_ops", False)
-        if explained is None or softmax_input(explained) is None or has_rules:
-            return  # methods with rules name the softmax among the ops they have no rule for (_check_rules)
+        rules = getattr(method, "rules", None) or {}
+        uncovered = (rules or getattr(method, "covers_all_ops", False)) and "Softmax" not in rules
+        if explained is None or softmax_input(explained) is None or uncovered:
+            return  # methods with rules name a softmax they have no rule for among such ops (_check_rules)
         compiled.messages.append(
             f"{self.method_name}: T ({explained.name}) comes out of a softmax, so the attributions explain "
             "probabilities, which saturate; explain the logits (the softmax's input) instead."
@@ -943,9 +944,8 @@ def _has_rule(op: tf.Operation, types, path: Path, method) -> bool:
         return False  # a custom gradient that is not a recognised activation: its closure is opaque
     if ops.is_a(op.type, ops.CALL) and called_layer(op) is None:
         return False  # a function call whose body is not one dense/convolution op is opaque
-    if product:
-        uniform = method.products == "uniform" and (ops.is_a(op.type, ops.DENSE) or op.type == "Mul")
-        return uniform or (method.products == "shapley" and op.type == "Mul")
+    if product:  # matrix and elementwise products: AttnLRP's uniform rule, DeepLIFT's midpoint (Shapley) rule
+        return method.products in ("uniform", "shapley") and (ops.is_a(op.type, ops.DENSE) or op.type == "Mul")
     return True
 
 

@@ -161,3 +161,52 @@ def test_the_attention_products_pass_relevance_through_the_values_only():
     ours = deepexplain.explain("lrp.z", model(False), IDS, target=1, layer="tokens", bias=False)
     oracle = deepexplain.explain("grad*input", model(True), IDS, target=1, layer="tokens")
     np.testing.assert_allclose(ours, oracle, rtol=1e-4, atol=1e-6 * np.abs(oracle).max())
+
+
+def embedded_transformer(blocks=2, seed=1):
+    """The blocks of :func:`transformer` on embeddings (N, T, 8) given as the input, with biases."""
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((T, 8))
+    h = x
+    for b in range(blocks):
+        h = keras.layers.LayerNormalization()(h + keras.layers.MultiHeadAttention(2, 4, name=f"attention_{b}")(h, h))
+        h = keras.layers.LayerNormalization()(h + keras.layers.Dense(8)(keras.layers.Dense(16, activation="gelu")(h)))
+    return keras.Model(x, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(h)))
+
+
+@pytest.mark.parametrize("rule", ["rescale", "reveal_cancel"])
+def test_deeplift_sums_to_delta_through_attention_softmax_and_layer_norm(rule):
+    """DeepLIFT's midpoint rule at query x key and attention x value and its softmax rule keep summation-to-delta
+    through every block, with no op left to its gradient (no warning); DeepSHAP over several references too."""
+    import warnings
+
+    model = embedded_transformer()
+    xs = np.random.default_rng(2).normal(size=(4, T, 8)).astype("float32")
+    baseline = np.random.default_rng(3).normal(size=(T, 8)).astype("float32") * 0.5
+    with warnings.catch_warnings():
+        # RevealCancel notes that a Dense applied per token (a matmul between reshapes) gets the Rescale rule
+        warnings.simplefilter("error" if rule == "rescale" else "ignore")
+        ours = deepexplain.explain("deeplift", model, xs, target=1, baseline=baseline, rule=rule)
+    delta = model(xs).numpy()[:, 1] - model(baseline[None]).numpy()[0, 1]
+    np.testing.assert_allclose(ours.reshape(4, -1).sum(axis=1), delta, rtol=1e-4, atol=1e-5)
+    references = np.random.default_rng(4).normal(size=(3, T, 8)).astype("float32")
+    shap = deepexplain.explain("deepshap", model, xs, target=1, baselines=references)
+    expected = model(xs).numpy()[:, 1] - model(references).numpy()[:, 1].mean()
+    np.testing.assert_allclose(shap.reshape(4, -1).sum(axis=1), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_deeplift_on_a_product_of_two_projections_is_the_exact_shapley_value():
+    """``f(x) = w . vec((x A)(x B)^T)`` is a polynomial of degree two, for which DeepLIFT's midpoint rule gives the
+    Shapley values of the input features exactly (here 6, enumerated by shapley_exact)."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(5)
+    x = keras.Input((2, 3))
+    q, k = keras.layers.Dense(2, use_bias=False)(x), keras.layers.Dense(2, use_bias=False)(x)
+    scores = keras.layers.Lambda(lambda t: tf.einsum("btd,bsd->bts", t[0], t[1]), output_shape=(2, 2))([q, k])
+    model = keras.Model(x, keras.layers.Dense(1)(keras.layers.Flatten()(scores)))
+    xs = np.random.default_rng(6).normal(size=(3, 2, 3)).astype("float32")
+    baseline = np.random.default_rng(7).normal(size=(2, 3)).astype("float32")
+    ours = deepexplain.explain("deeplift", model, xs, target=0, baseline=baseline)
+    exact = deepexplain.explain("shapley_exact", model, xs, target=0, baseline=baseline)
+    np.testing.assert_allclose(ours, exact, rtol=1e-4, atol=1e-5)

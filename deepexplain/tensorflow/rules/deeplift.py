@@ -190,18 +190,36 @@ def _upsample(pooled: tf.Tensor, window: tuple[int, int]) -> tf.Tensor:
 
 
 def midpoint(op: tf.Operation, grads, settings) -> list:
-    """A product ``y = a * b`` of two tensors that depend on the input (a gate, a normalisation), or a squared
-    difference ``(a - b)^2``: the op's gradient taken at the midpoints ``(a + a_ref) / 2``, ``(b + b_ref) / 2``.
+    """A product ``y = a * b`` of two tensors that depend on the input (a gate, a normalisation), a matrix product of
+    two of them (attention's query x key and attention x value), or a squared difference ``(a - b)^2``: the op's
+    gradient taken at the midpoints ``(a + a_ref) / 2``, ``(b + b_ref) / 2``.
 
     For a product that gives ``m_a = (b + b_ref) / 2`` and ``m_b = (a + a_ref) / 2``, the Shapley values of the two
     factors' differences: ``Δy = m_a Δa + m_b Δb`` exactly. For any function of degree two the gradient at the
     midpoint is the exact secant, so summation-to-delta holds (it is what the Rescale rule gives for
     ``y = f(x) = a(x) b(x)``). A product with a parameter is linear and keeps its gradient."""
     data = settings.path.data_inputs(op)
-    if op.type == "Mul" and len(data) < 2:
+    if len(data) < 2:
         return list(original_gradient(op, *grads))
     means = {i: 0.5 * (op.inputs[i] + reference_of(op.inputs[i], settings)) for i in data}
     return list(original_gradient(clone_op(op, means), *grads))
+
+
+def softmax(op: tf.Operation, grads, settings) -> list:
+    """``s = u / sum(u)`` with ``u = exp(x - c)`` (``c`` the larger row maximum of ``x`` and ``x_ref``, the same for
+    both, so nothing overflows): the Rescale rule at the exponential and, at the quotient ``q = u / v``, the Shapley
+    values of its two inputs' differences, ``Δq = (1/v + 1/v_ref) / 2 Δu - (u + u_ref) / (2 v v_ref) Δv``, so that
+    summation-to-delta holds exactly (for attention probabilities and for an explained softmax alike)."""
+    (grad,) = grads
+    x = op.inputs[0]
+    x_ref = reference_of(x, settings)
+    shift = tf.maximum(tf.reduce_max(x, axis=-1, keepdims=True), tf.reduce_max(x_ref, axis=-1, keepdims=True))
+    u, u_ref = tf.exp(x - shift), tf.exp(x_ref - shift)
+    v, v_ref = tf.reduce_sum(u, axis=-1, keepdims=True), tf.reduce_sum(u_ref, axis=-1, keepdims=True)
+    to_u = 0.5 * grad * (1 / v + 1 / v_ref)
+    to_u -= 0.5 * tf.reduce_sum(grad * (u + u_ref), axis=-1, keepdims=True) / (v * v_ref)
+    delta_x = difference_from_reference(x, settings)
+    return [to_u * _secant(u - u_ref, delta_x, lambda: 0.5 * (u + u_ref))]
 
 
 PIECEWISE_LINEAR = ops.having(ops.RELU_LIKE)
@@ -212,8 +230,8 @@ RULES = {
     **{op_type: rescale for op_type in UNARY - PIECEWISE_LINEAR},
     **{op_type: rescale_piecewise_linear for op_type in PIECEWISE_LINEAR},
     **{op_type: max_pool for op_type in POOLING},
-    "Mul": midpoint,
-    "SquaredDifference": midpoint,
+    **{op_type: midpoint for op_type in ops.having(ops.DENSE) | {"Mul", "SquaredDifference"}},
+    "Softmax": softmax,
 }
 
 
@@ -324,8 +342,8 @@ def reveal_cancel_linear(op: tf.Operation, grads, settings) -> list:
     gradient, which is DeepLIFT's linear rule.
     """
     pending = settings.reveal_cancel.pop(op, None)
-    if pending is None:  # a product of two inputs is reported by the explainer's coverage check
-        return list(original_gradient(op, *grads))
+    if pending is None:  # no nonlinearity follows (or a product of two inputs): DeepLIFT's linear or midpoint rule
+        return midpoint(op, grads, settings)
     m_pos, m_neg, passed, data_index = pending
     data, weights = op.inputs[data_index], op.inputs[1 - data_index]
     w_pos, w_neg = tf.maximum(weights, 0), tf.minimum(weights, 0)
