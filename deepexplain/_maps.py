@@ -5,6 +5,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from deepexplain.errors import InvalidInputError
+
 # Reductions of an (H, W, C) map over its channel axis to one value per pixel.
 _CHANNEL_REDUCTIONS = MappingProxyType(
     {
@@ -28,7 +30,8 @@ def check_percentile(percentile: float) -> float:
 
 def check_finite(values: np.ndarray, name: str) -> None:
     if not np.all(np.isfinite(values)):
-        raise ValueError(f"{name}: expected finite values, got {np.count_nonzero(~np.isfinite(values))} NaN or inf")
+        count = np.count_nonzero(~np.isfinite(values))
+        raise InvalidInputError(f"{name}: expected finite values, got {count} NaN or inf")
 
 
 def symmetric_limit(values: np.ndarray, percentile: float) -> float:

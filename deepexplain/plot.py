@@ -44,6 +44,7 @@ from deepexplain._maps import (
     check_percentile,
     symmetric_limit,
 )
+from deepexplain.errors import InvalidInputError
 
 __all__ = [
     "CHANNEL_AGGREGATIONS",
@@ -52,18 +53,22 @@ __all__ = [
     "bars",
     "concepts",
     "curves",
+    "force",
     "global_summary",
     "grid",
     "heatmap",
     "text",
+    "waterfall",
 ]
 
 
 _DPI = 150
 _HEATMAP_INCHES = 4.0  # longer side of a stand-alone heatmap
 _CELL_INCHES = 2.0  # side of one cell of `grid`
+_GAP = 0.06  # gap between the panels of `grid`, a share of a panel's side
 _EDGES_MIN_PIXELS = 64  # smaller images get no edge overlay by default
 _EDGE_RGBA = (0.1, 0.1, 0.1, 0.6)  # edges darken what is under them without hiding its colour
+_OVERLAY_ALPHA = 0.5  # a map drawn over its image with overlay=True, as Grad-CAM figures are
 
 PathType = str | PathLike
 
@@ -139,13 +144,15 @@ def heatmap(
     grey: bool | None = None,
     title: str | None = None,
     colorbar: bool = False,
+    overlay: bool = False,
 ) -> Axes:
     """Draw one attribution map, optionally over the edges or the picture of its input image.
 
     The colour scale is symmetric, ±(``percentile`` of |map|), so zero is the colormap's neutral middle and the few
     most extreme pixels saturate instead of washing out the rest. A class activation map (non-negative, coarse) is
     drawn with ``scale='positive'``: from 0 to the percentile, in 'jet', over the colour image, as Grad-CAM figures
-    are (``plot.heatmap(cam, image, scale='positive')``).
+    are (``plot.heatmap(cam, image, scale='positive')``); ``overlay=True`` keeps the map translucent over the image
+    whatever its size (``plot.heatmap(cam, image, scale='positive', overlay=True)``, the Grad-CAM figure).
 
     Parameters
     ----------
@@ -180,6 +187,10 @@ def heatmap(
         A title above the map (on a new figure, which grows to hold it).
     colorbar : bool
         A colour bar under the map, its ends the colour limits (on a new figure, which grows to hold it).
+    overlay : bool, default False
+        Draw the map translucent over the colour ``image``, as Grad-CAM figures do (Selvaraju et al., 2017): ``alpha``
+        0.5 and no edges by default, whatever the image's size; 'jet' with ``scale='positive'``, the diverging
+        colormap otherwise. A coarser map (a CAM) is stretched bilinearly onto the image. Needs an ``image``.
 
     Returns
     -------
@@ -192,27 +203,34 @@ def heatmap(
     ValueError
         If ``attribution`` is not (H, W) or (H, W, C), is larger than ``image`` or not finite; if ``image`` is not
         (H, W) or (H, W, C) with C in (1, 3, 4); if ``channels``, ``percentile``, ``cmap``, ``alpha`` or ``scale`` is
-        not valid.
+        not valid; if ``overlay`` is asked for without an ``image``.
 
     References
     ----------
     Canny, J. (1986). A computational approach to edge detection. IEEE TPAMI 8(6).
+
+    Selvaraju, R. R., Cogswell, M., Das, A., Vedantam, R., Parikh, D. and Batra, D. (2017). Grad-CAM: visual
+    explanations from deep networks via gradient-based localization. ICCV.
     """
     if scale not in ("symmetric", "positive"):
         raise ValueError(f"scale: expected 'symmetric' or 'positive', got {scale!r}")
     positive = scale == "positive"
+    if overlay and image is None:
+        raise InvalidInputError("overlay: expected an image to draw the map over, got image=None")
     values = aggregate_channels(attribution, channels)
     check_finite(values, "attribution")
     percentile = check_percentile(percentile)
     colormap = _colormap(cmap if cmap is not None else "jet" if positive else "RdBu_r")
-    grey = not positive if grey is None else grey
+    grey = not (positive or overlay) if grey is None else grey
     picture = None
     if image is not None:
         picture = as_display_image(image)
         values = _fit_to(values, picture.shape[:2])
     if edges is None:
-        edges = not positive and picture is not None and min(picture.shape[:2]) >= _EDGES_MIN_PIXELS
-    if alpha is None:
+        edges = not (positive or overlay) and picture is not None and min(picture.shape[:2]) >= _EDGES_MIN_PIXELS
+    if alpha is None and overlay:
+        alpha = _OVERLAY_ALPHA
+    elif alpha is None:
         small = picture is not None and min(picture.shape[:2]) < _EDGES_MIN_PIXELS
         alpha = 1.0 if picture is None or edges or small else 0.6
     if not 0 <= alpha <= 1:
@@ -329,11 +347,14 @@ def grid(attributions, images, titles=None, row_titles=None, save: PathType | No
         and the colour bar).
     colorbar : bool
         Add a colour bar under the grid that says how to read the colours: each panel from minus to plus the
-        ``percentile`` of its own |attribution|, red for the explained output, blue against it.
+        ``percentile`` of its own |attribution|, red for the explained output, blue against it (with
+        ``scale='positive'``: from 0 to the ``percentile`` of its own map).
     cell : float
         Inches per cell (default 2).
     **heatmap_kwargs
-        Passed to every :func:`heatmap` call: ``percentile``, ``cmap``, ``channels``, ``edges``, ``alpha``.
+        Passed to every :func:`heatmap` call: ``percentile``, ``cmap``, ``channels``, ``edges``, ``alpha``,
+        ``scale``, ``grey``, ``overlay`` (``grid(cams, images, scale='positive', overlay=True)``: CAMs over the
+        images).
 
     Returns
     -------
@@ -382,11 +403,14 @@ def grid(attributions, images, titles=None, row_titles=None, save: PathType | No
     left = 0.15 + 0.6 * label_size / 72 * max([len(str(t)) for t in labels_shown] or [0])
     top = 0.35 if titles is not None else 0.1
     bottom = 0.8 if colorbar else 0.1
-    width, height = left + cell * n + 0.1, top + cell * rows + bottom
+    # Every cell (panel and the gap after it) is `cell` inches whatever the number of samples, so panel j sits at
+    # the same pixels in a figure of 2 samples as in one of 6 (tests/test_cli.py compares the demo with the README).
+    gap = _GAP * cell / (1 + _GAP)
+    width, height = left + cell * n - gap + 0.1, top + cell * rows - gap + bottom
     figure = _new_figure(width, height)
     axes = figure.subplots(rows, n, squeeze=False, gridspec_kw={
         "left": left / width, "right": 1 - 0.1 / width, "top": 1 - top / height, "bottom": bottom / height,
-        "wspace": 0.06, "hspace": 0.06})  # fmt: skip
+        "wspace": _GAP, "hspace": _GAP})  # fmt: skip
     first = 0
     if samples is not None:
         for j in range(n):
@@ -406,13 +430,21 @@ def grid(attributions, images, titles=None, row_titles=None, save: PathType | No
             axes[0, j].set_title(str(title))
     if colorbar:
         percentile = heatmap_kwargs.get("percentile", 99.5)
-        mappable = ScalarMappable(Normalize(-1, 1), _colormap(heatmap_kwargs.get("cmap") or "RdBu_r"))
-        box = (left / width, 0.45 / height, cell * n / width, 0.12 / height)
-        bar = figure.colorbar(mappable, cax=figure.add_axes(box), orientation="horizontal", ticks=[-1, 0, 1])
-        ticks = bar.ax.set_xticklabels(["against", "0", "for the output"])
-        ticks[0].set_horizontalalignment("left")  # inside the figure at both ends
-        ticks[-1].set_horizontalalignment("right")
-        bar.set_label(f"each panel from -{percentile:g}th to +{percentile:g}th percentile of its own |attribution|")
+        positive = heatmap_kwargs.get("scale") == "positive"
+        cmap = heatmap_kwargs.get("cmap") or ("jet" if positive else "RdBu_r")
+        mappable = ScalarMappable(Normalize(-1 + positive, 1), _colormap(cmap))
+        box = (left / width, 0.45 / height, (cell * n - gap) / width, 0.12 / height)
+        if positive:
+            ticks, labels = [0, 1], ["0", "most active"]
+            label = f"each panel from 0 to the {percentile:g}th percentile of its own map"
+        else:
+            ticks, labels = [-1, 0, 1], ["against", "0", "for the output"]
+            label = f"each panel from -{percentile:g}th to +{percentile:g}th percentile of its own |attribution|"
+        bar = figure.colorbar(mappable, cax=figure.add_axes(box), orientation="horizontal", ticks=ticks)
+        texts = bar.ax.set_xticklabels(labels)
+        texts[0].set_horizontalalignment("left")  # inside the figure at both ends
+        texts[-1].set_horizontalalignment("right")
+        bar.set_label(label)
     if save is not None:
         _save(figure, save)
     return figure
@@ -523,6 +555,22 @@ def text(
 # Tabular
 
 
+def _feature_names(feature_names, shape: tuple[int, ...], of: str) -> list[str]:
+    """One name per feature (the last axis of an array of ``shape`` called ``of``), by default 'feature i'."""
+    if feature_names is None:
+        return [f"feature {i}" for i in range(shape[-1])]
+    names = [str(name) for name in feature_names]
+    if len(names) != shape[-1]:
+        raise InvalidInputError(f"feature_names: expected {shape[-1]} names ({of} has shape {shape}), got {len(names)}")
+    return names
+
+
+def _check_top(top) -> int:
+    if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1:
+        raise InvalidInputError(f"top: expected a positive int, got {top!r}")
+    return int(top)
+
+
 def _strip(ax: Axes, values: np.ndarray, positions: np.ndarray) -> None:
     """Per-feature distribution: jittered per-sample points coloured by sign, the interquartile range and median."""
     jitter = np.random.default_rng(0).uniform(-0.3, 0.3, size=values.shape)  # local generator: no global state
@@ -578,17 +626,9 @@ def bars(
     if values.ndim not in (1, 2):
         raise ValueError(f"scores: expected shape (n_features,) or (N, n_features), got {values.shape}")
     check_finite(values, "scores")
-    n_features = values.shape[-1]
-    if feature_names is None:
-        names = [f"feature {i}" for i in range(n_features)]
-    else:
-        names = [str(name) for name in feature_names]
-        if len(names) != n_features:
-            raise ValueError(
-                f"feature_names: expected {n_features} names (scores has shape {values.shape}), got {len(names)}"
-            )
-    if top is not None and (isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1):
-        raise ValueError(f"top: expected a positive int, got {top!r}")
+    names = _feature_names(feature_names, values.shape, "scores")
+    if top is not None:
+        _check_top(top)
 
     importance = np.abs(values) if values.ndim == 1 else np.abs(values).mean(axis=0)
     order = np.argsort(-importance, kind="stable")[:top]
@@ -655,9 +695,7 @@ def global_summary(attributions, labels=None, feature_names=None, top: int | Non
         groups = {int(k): np.flatnonzero(labels == k) for k in np.unique(labels)}
     titles = [f"all {n} samples" if k is None else f"class {k} ({len(rows)} samples)" for k, rows in groups.items()]
     if values.ndim == 2:
-        names = [f"feature {i}" for i in range(values.shape[1])] if feature_names is None else list(feature_names)
-        if len(names) != values.shape[1]:
-            raise ValueError(f"feature_names: expected {values.shape[1]} names, got {len(names)}")
+        names = _feature_names(feature_names, values.shape, "attributions")
         shown = min(top or values.shape[1], values.shape[1])
         figure = _new_figure(4.5 * len(groups), 1.0 + 0.3 * shown, layout="constrained")
         axes = figure.subplots(1, len(groups), squeeze=False)[0]
@@ -684,6 +722,267 @@ def global_summary(attributions, labels=None, feature_names=None, top: int | Non
     if save is not None:
         _save(figure, save)
     return figure
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One prediction as a sum: shap's waterfall and force plots
+
+_COMPLETENESS_RTOL = 1e-3  # base + Σ attribution this far from f(x) (a share of the largest term) is a gap
+_FORCE_LABEL_SHARE = 0.05  # force segments narrower than this share of Σ |attribution| go unlabelled (shap's default)
+
+
+@dataclass(frozen=True)
+class _Sum:
+    """One sample's attributions read as ``base + Σ values = end``, beside the model's ``output``."""
+
+    values: np.ndarray  # (F,)
+    labels: list[str]  # 'age = 42', or the name alone
+    named: np.ndarray  # the features shown one by one, largest |value| first
+    rest: np.ndarray  # the others, collapsed
+    base: float
+    end: float
+    output: float  # f(x) when given, else `end`
+    base_text: str
+    output_text: str
+    gap: float | None  # output - end, when both ends were given and they differ
+
+    def note(self, title: str | None) -> str | None:
+        """The title, then (when base + Σ attribution misses f(x)) the completeness gap on a line of its own."""
+        gap = None if self.gap is None else f"completeness gap: f(x) − f(baseline) − Σ attribution = {self.gap:+.4g}"
+        return "\n".join(line for line in (title, gap) if line) or None
+
+
+def _number(value, name: str, meaning: str) -> float:
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name}: expected a number ({meaning}), got {value!r}") from None
+    if array.size != 1:
+        raise InvalidInputError(f"{name}: expected one number ({meaning}), got an array of shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise InvalidInputError(f"{name}: expected a finite number ({meaning}), got {array.item()!r}")
+    return float(array.item())
+
+
+def _shown(value) -> str:
+    """A feature's value as a label shows it: whole numbers in full, other numbers to 4 significant digits, anything
+    else as str."""
+    if isinstance(value, float | np.floating):
+        return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:.4g}"
+    return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def _one_sum(attribution, features, feature_names, base_value, output, top) -> _Sum:
+    values = np.asarray(attribution, dtype=float)
+    if values.ndim != 1 or values.size == 0:
+        hint = " (pass one row, attribution[i], for sample i)" if values.ndim == 2 else ""
+        raise InvalidInputError(
+            f"attribution: expected one sample's attributions, shape (n_features,), got {values.shape}{hint}"
+        )
+    check_finite(values, "attribution")
+    names = _feature_names(feature_names, values.shape, "attribution")
+    if features is not None:
+        shown = np.asarray(features, dtype=object)
+        if shown.shape != values.shape:
+            raise InvalidInputError(
+                f"features: expected the sample's value of each feature, shape {values.shape}, got {shown.shape}"
+            )
+        names = [f"{name} = {_shown(value)}" for name, value in zip(names, shown, strict=True)]
+    top = _check_top(top)
+    total = float(values.sum())
+    base = None if base_value is None else _number(base_value, "base_value", "f(baseline)")
+    given = None if output is None else _number(output, "output", "f(x), the explained output")
+    if base is not None:
+        base_text = f"f(baseline) = {base:.4g}"
+    elif given is not None:
+        base, base_text = given - total, f"f(x) − Σ attribution = {given - total:.4g}"
+    else:
+        base, base_text = 0.0, "0"
+    end, gap = base + total, None
+    if given is None:
+        output_text = ("Σ attribution" if base_value is None else "f(baseline) + Σ attribution") + f" = {end:.4g}"
+    else:
+        output_text = f"f(x) = {given:.4g}"
+        scale = max(abs(base), abs(given), float(np.abs(values).sum()))
+        if base_value is not None and abs(given - end) > _COMPLETENESS_RTOL * scale:
+            gap = given - end
+    # shap's max_display: `top` rows in all, the last of them the features beyond the first top - 1
+    order = np.argsort(-np.abs(values), kind="stable")
+    named, rest = (order, order[:0]) if len(order) <= top else (order[: top - 1], order[top - 1 :])
+    return _Sum(values, names, named, rest, base, end, end if given is None else given, base_text, output_text, gap)
+
+
+def _sign_colours(values: np.ndarray) -> np.ndarray:
+    return np.where(values > 0, POSITIVE, np.where(values < 0, NEGATIVE, ZERO))
+
+
+def _sum_axes(title: str | None, width: float, height: float) -> Axes:
+    """A new Axes of ``width`` × ``height`` inches, plus a quarter inch per line of its title."""
+    lines = title.count("\n") + 1 if title else 0
+    return _new_figure(width, height + 0.25 * lines, layout="constrained").add_subplot()
+
+
+def _finish(ax: Axes, title: str | None, save: PathType | None) -> Axes:
+    if title:
+        ax.set_title(title)
+    if save is not None:
+        _save(ax.figure, save)
+    return ax
+
+
+_SUM_PARAMETERS = """Parameters
+    ----------
+    attribution : array_like, shape (n_features,)
+        Attributions of one sample, e.g. its SHAP values (DeepSHAP, KernelSHAP, exact Shapley values).
+    features : array_like, shape (n_features,), optional
+        The sample's feature values, shown in the labels as ``'age = 42'``.
+    feature_names : sequence of str, optional
+        One name per feature; default ``'feature 0'``, ``'feature 1'``, ...
+    base_value : float, optional
+        The output at the baseline, f(baseline), where the sum starts: ``E[f(X)]`` over the background for DeepSHAP
+        and KernelSHAP, f(x') for DeepLIFT and Integrated Gradients. Default: ``output - Σ attribution`` when
+        ``output`` is given, else 0.
+    output : float, optional
+        The explained output f(x), where the sum should end. With ``base_value`` too, a completeness gap
+        ``f(x) - f(baseline) - Σ attribution`` larger than 1e-3 of the largest term is stated under the title.
+    top : int, default 10
+        Entries shown (shap's ``max_display``): the ``top`` - 1 features of largest |attribution| one by one and the
+        others collapsed as ``'N other features'`` (in a force plot, one such segment per sign); all features one by
+        one if there are at most ``top``.
+    title : str, optional
+    ax : matplotlib.axes.Axes, optional
+        Where to draw. If omitted, a new Figure (not registered with pyplot) is made.
+    save : str or path-like, optional
+        Write the Axes' whole Figure there as a PNG (150 dpi).
+
+    Returns
+    -------
+    matplotlib.axes.Axes"""
+
+_SUM_RAISES_AND_REFERENCES = """Raises
+    ------
+    InvalidInputError
+        If ``attribution`` is not one-dimensional or not finite; if ``features`` or ``feature_names`` do not have one
+        entry per feature; if ``base_value`` or ``output`` is not one finite number; if ``top`` is not a positive
+        int.
+
+    References
+    ----------
+    Lundberg, S. M. and Lee, S.-I. (2017). A unified approach to interpreting model predictions.
+    NeurIPS.
+
+    Lundberg, S. M., Nair, B., Vavilala, M. S., et al. (2018). Explainable machine-learning predictions for the
+    prevention of hypoxaemia during surgery. Nature Biomedical Engineering 2(10)."""
+
+
+def waterfall(attribution, features=None, feature_names=None, base_value=None, output=None, top: int = 10,
+              title: str | None = None, ax: Axes | None = None, save: PathType | None = None) -> Axes:  # fmt: skip
+    """One prediction as a waterfall (shap's ``plots.waterfall``): from the base value at the bottom, each feature's
+    attribution moves the output right (red, for the output) or left (blue, against), up to f(x) at the top.
+
+    The largest |attribution| is the top row; the rows below it, and the collapsed others at the bottom, are where
+    the sum starts, so the bars cumulate from ``base_value`` upwards to ``base_value + Σ attribution``, which for an
+    explanation that is complete (Lundberg & Lee 2017's local accuracy) is the output f(x). Each bar is labelled
+    with its attribution; the bottom axis marks the base value and the top axis the output.
+
+    {parameters}
+        ``ax.patches``: one bar per row, top row first; the y tick labels name the rows (feature, '= value' with
+        ``features``, 'N other features'); ``ax.texts``: the bars' values.
+
+    {raises_and_references}
+    """
+    summed = _one_sum(attribution, features, feature_names, base_value, output, top)
+    values = [summed.values[i] for i in summed.named]
+    labels = [summed.labels[i] for i in summed.named]
+    if summed.rest.size:
+        values.append(summed.values[summed.rest].sum())
+        labels.append(f"{summed.rest.size} other features")
+    values = np.asarray(values)
+    # the bottom row starts at the base value, each row above where the one below it ends
+    starts = summed.base + np.concatenate([np.cumsum(values[::-1])[::-1][1:], [0.0]])
+    rows = np.arange(len(values))
+    if ax is None:
+        ax = _sum_axes(summed.note(title), 7.0, 1.6 + 0.35 * len(values))
+    drawn = ax.barh(rows, values, left=starts, height=0.7, color=_sign_colours(values))
+    ax.bar_label(drawn, labels=[f"{v:+.3g}" for v in values], padding=3, fontsize="small")
+    ax.vlines(starts[:-1], rows[:-1] + 0.35, rows[:-1] + 0.65, colors="0.5", linewidth=0.8)  # row i ends row i+1
+    ax.axvline(summed.base, color="0.5", linestyle="--", linewidth=0.8, zorder=0)
+    ax.axvline(summed.output, color="0.2", linewidth=0.8, zorder=0)
+    if summed.gap is not None:
+        ax.axvline(summed.end, color="0.5", linestyle=":", linewidth=0.8, zorder=0)
+    ax.set_yticks(rows, labels=labels)
+    ax.set_ylim(len(values) - 0.5, -0.5)
+    ax.use_sticky_edges = False  # a bar's base is sticky: without this, no margin for the labels of the outer bars
+    ax.margins(x=0.12)
+    ax.secondary_xaxis("top").set_xticks([summed.output], labels=[summed.output_text])
+    below = ax.secondary_xaxis("bottom")
+    below.set_xticks([summed.base], labels=[summed.base_text])
+    below.tick_params(pad=20, length=0)  # under the output axis' own tick labels
+    below.set_xlabel("model output")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return _finish(ax, summed.note(title), save)
+
+
+def force(attribution, features=None, feature_names=None, base_value=None, output=None, top: int = 10,
+          title: str | None = None, ax: Axes | None = None, save: PathType | None = None) -> Axes:  # fmt: skip
+    """One prediction as a force plot (shap's ``plots.force``, drawn with matplotlib): one horizontal bar of
+    stacked contributions, those for the output (red) pushing it right up to f(x), those against it (blue) pushing
+    it left, each the wider the larger its attribution.
+
+    The red segments end at ``base_value + Σ attribution`` from the left and the blue ones start there to the
+    right, the largest of each next to it, so the red part is longer than the blue one by exactly the distance from
+    the base value (a dashed line, labelled on the top axis) to the output (labelled in bold above the bar).
+    Segments of at least 5% of Σ |attribution| are labelled under the bar.
+
+    {parameters}
+        ``ax.patches``: the red segments from the output leftwards, then the blue ones from the output rightwards
+        (the collapsed others last on each side as ``'N other features'``); ``ax.texts``: the output, the
+        'higher'/'lower' legend and the labels of the wide segments.
+
+    {raises_and_references}
+    """
+    summed = _one_sum(attribution, features, feature_names, base_value, output, top)
+    if ax is None:
+        ax = _sum_axes(summed.note(title), 9.0, 2.6)
+    threshold = _FORCE_LABEL_SHARE * float(np.abs(summed.values).sum())
+    for sign, colour, side in ((1, POSITIVE, -1), (-1, NEGATIVE, 1)):
+        named = [i for i in summed.named if sign * summed.values[i] > 0]
+        widths = [abs(summed.values[i]) for i in named]
+        labels = [summed.labels[i] for i in named]
+        others = [i for i in summed.rest if sign * summed.values[i] > 0]
+        if others:
+            widths.append(float(np.abs(summed.values[others]).sum()))
+            labels.append(f"{len(others)} other features")
+        edges = summed.end + side * np.concatenate([[0.0], np.cumsum(widths)])  # outwards from the end
+        lefts = np.minimum(edges[:-1], edges[1:])
+        ax.barh(np.zeros(len(widths)), widths, left=lefts, height=0.5, color=colour, edgecolor="white", linewidth=1)
+        for left, width, label in zip(lefts, widths, labels, strict=True):
+            if width >= threshold:
+                ax.text(left + width / 2, -0.32, label, ha="right", va="top", rotation=30, rotation_mode="anchor",
+                        fontsize="small")  # fmt: skip
+    ax.text(summed.end, 0.33, "higher ", color=POSITIVE, ha="right", va="bottom", fontsize="small")
+    ax.text(summed.end, 0.33, " lower", color=NEGATIVE, ha="left", va="bottom", fontsize="small")
+    ax.text(summed.output, 0.75 if summed.gap is not None else 0.55, summed.output_text, ha="center", va="bottom",
+            fontweight="bold")  # fmt: skip
+    ax.axvline(summed.base, color="0.4", linestyle="--", linewidth=0.8, zorder=0)
+    if summed.gap is not None:  # the bar ends short of (or beyond) the output: both marked
+        ax.axvline(summed.output, color="0.2", linewidth=0.8, zorder=0)
+        ax.text(summed.end, 0.55, f"f(baseline) + Σ attribution = {summed.end:.4g}", ha="center", va="bottom")
+    ax.secondary_xaxis("top").set_xticks([summed.base], labels=[summed.base_text])
+    ax.set_ylim(-1.6, 1.0)
+    ax.margins(x=0.05)
+    ax.set_yticks([])
+    ax.set_xlabel("model output")
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    return _finish(ax, summed.note(title), save)
+
+
+for _drawing in (waterfall, force):
+    _drawing.__doc__ = _drawing.__doc__.format(
+        parameters=_SUM_PARAMETERS, raises_and_references=_SUM_RAISES_AND_REFERENCES
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------

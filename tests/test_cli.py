@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -99,6 +100,28 @@ def test_demo_writes_the_methods_grid_and_the_overview(demo):
     red = np.argwhere((bar[..., 0] - bar[..., 2]) > 60)
     assert len(blue) and len(red) and blue[:, 1].mean() < red[:, 1].mean()
     assert "drawing" in demo.stderr
+
+
+def test_demo_draws_the_picture_the_readme_shows(demo):
+    """docs/overview.png, shown in the README, is what the README's command (``deepexplain demo --out demo/``, six
+    digits) draws. The fixture's demo explains the first two of those digits (the same two: samples cycle through
+    the classes and each panel has its own colour scale), and plot.grid puts panel j at the same pixels whatever the
+    number of columns, so its picture is the README's left part, row labels, column titles and panels, up to the
+    colour bar (whose width follows the columns). Oracle: mean |pixel difference| (RGB in [0, 1]) under 0.01 and
+    under 1% of the pixels off by more than 0.1, which allows for another CPU's float rounding or another
+    matplotlib's text rendering; today the two are pixel-identical."""
+    from deepexplain.cli import build_parser
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    assert '<img src="docs/overview.png"' in readme and "python -m deepexplain demo --out demo/ " in readme
+    columns = build_parser().parse_args(["demo"]).samples  # the README's command: the default number of digits
+    ours = io.imread(demo.out / "overview.png")[..., :3] / 255.0
+    shown = io.imread(Path(__file__).parents[1] / "docs" / "overview.png")[..., :3] / 255.0
+    regenerate = "docs/overview.png is stale: run `python -m deepexplain demo --out demo/` and copy demo/*.png to docs/"
+    assert shown.shape == (ours.shape[0], ours.shape[1] + (columns - 2) * 150, 3), regenerate  # 1-inch cells
+    bar, margin = 120, 15  # the colour bar's strip (0.8 inch) and the right margin (0.1 inch), at 150 dpi
+    difference = np.abs(ours[:-bar, :-margin] - shown[: ours.shape[0] - bar, : ours.shape[1] - margin]).max(axis=-1)
+    assert difference.mean() < 0.01 and np.mean(difference > 0.1) < 0.01, regenerate
 
 
 def test_demo_writes_the_interactive_report_of_every_method(demo):

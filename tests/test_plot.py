@@ -432,3 +432,209 @@ def test_global_summary_of_images_is_the_mean_abs_map_per_class(tmp_path):
     assert mpimg.imread(tmp_path / "g.png").std() > 0.05
     with pytest.raises(ValueError, match="labels: expected one per sample"):
         plot.global_summary(maps, labels[:3])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CAM overlays
+
+
+def test_overlay_stretches_a_coarse_cam_bilinearly_and_draws_it_half_transparent_over_the_colour_image(png):
+    """The oracle is alpha compositing: pixel = 0.5 * jet(map) + 0.5 * image, with the map resized by skimage."""
+    from matplotlib import colormaps
+    from skimage.transform import resize
+
+    cam = np.zeros((4, 4))
+    cam[0, 0] = 1.0
+    image = np.zeros((64, 64, 3))
+    image[..., 1] = 0.8  # green: a colour image, kept in colour
+    ax = plot.heatmap(cam, image, scale="positive", overlay=True, percentile=100)
+    assert len(ax.images) == 2  # picture and map: no edge layer, though the image is large enough for one
+    np.testing.assert_allclose(ax.images[0].get_array(), image)
+    stretched = resize(cam, (64, 64), order=1, mode="edge", anti_aliasing=False, preserve_range=True)
+    np.testing.assert_allclose(ax.images[1].get_array(), stretched)
+    assert ax.images[1].get_alpha() == 0.5 and ax.images[1].get_cmap().name == "jet"
+
+    rendered = png(lambda p: plot.heatmap(cam, image, scale="positive", overlay=True, percentile=100, save=p))
+    for row, col in ((0, 0), (40, 40)):
+        value = stretched[row, col] / stretched.max()
+        expected = 0.5 * np.asarray(colormaps["jet"](value)[:3]) + 0.5 * image[row, col]
+        np.testing.assert_allclose(pixel(rendered, (64, 64), row, col), expected, atol=0.02)
+
+
+def test_overlay_of_a_signed_map_uses_the_diverging_colormap_over_a_small_image():
+    """Without overlay a map over an 8×8 image is opaque (the grid's input row gives the context); with it, not."""
+    image = np.linspace(0, 1, 64).reshape(8, 8)
+    assert plot.heatmap(two_blobs(8), image).images[1].get_alpha() == 1.0
+    ax = plot.heatmap(two_blobs(8), image, overlay=True)
+    assert ax.images[1].get_alpha() == 0.5 and ax.images[1].get_cmap().name == "RdBu_r"
+    assert plot.heatmap(two_blobs(8), image, overlay=True, alpha=0.3).images[1].get_alpha() == 0.3
+
+
+def test_grid_draws_cam_overlays_with_a_colour_bar_from_zero(tmp_path):
+    images = np.random.default_rng(5).uniform(size=(2, 32, 32, 3))
+    cams = np.random.default_rng(6).uniform(size=(2, 4, 4))
+    figure = plot.grid({"grad-cam": cams}, images, scale="positive", overlay=True, colorbar=True, cell=1.0,
+                       save=tmp_path / "cams.png")  # fmt: skip
+    overlays = figure.axes[2:4]
+    assert all(ax.images[1].get_alpha() == 0.5 and ax.images[1].get_array().shape == (32, 32) for ax in overlays)
+    np.testing.assert_allclose(overlays[1].images[0].get_array(), images[1])  # the colour image under the map
+    bar = figure.axes[-1]
+    assert [t.get_text() for t in bar.get_xticklabels()] == ["0", "most active"]
+    assert bar.get_xlabel() == "each panel from 0 to the 99.5th percentile of its own map"
+    assert mpimg.imread(tmp_path / "cams.png").shape[1] > 2 * DPI
+
+
+def test_overlay_without_an_image_is_refused():
+    from deepexplain.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=r"overlay: expected an image to draw the map over, got image=None"):
+        plot.heatmap(np.ones((4, 4)), overlay=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# waterfall and force (shap's views of one prediction)
+
+SHAP_VALUES = np.array([0.5, -2.0, 0.1, 1.2, -0.3])  # Σ = -0.5
+NAMES = ["age", "income", "height", "hours", "children"]
+
+
+def figure_texts(figure) -> list[str]:
+    from matplotlib.text import Text
+
+    return [t.get_text() for t in figure.findobj(Text) if t.get_visible() and t.get_text()]
+
+
+def test_waterfall_rows_by_abs_attribution_with_feature_values_in_the_labels():
+    ax = plot.waterfall(SHAP_VALUES, features=[42, 1e5, 1.85, 40, 2], feature_names=NAMES)
+    assert tick_labels(ax) == ["income = 100000", "hours = 40", "age = 42", "children = 2", "height = 1.85"]
+    bottom, top = ax.get_ylim()
+    assert top < bottom  # the first row at the top
+    assert [t.get_text() for t in ax.texts] == ["-2", "+1.2", "+0.5", "-0.3", "+0.1"]  # each bar's value
+
+
+def test_waterfall_bars_cumulate_from_the_base_value_at_the_bottom_to_the_output_at_the_top():
+    base = 0.25
+    ax = plot.waterfall(SHAP_VALUES, feature_names=NAMES, base_value=base, output=base + SHAP_VALUES.sum())
+    bars = ax.patches  # top row first
+    assert len(bars) == 5
+    np.testing.assert_allclose([b.get_width() for b in bars], [-2.0, 1.2, 0.5, -0.3, 0.1])
+    assert bars[-1].get_x() == pytest.approx(base)  # the bottom row starts at the base value
+    for upper, lower in zip(bars[:-1], bars[1:], strict=True):  # each row starts where the one below it ends
+        assert upper.get_x() == pytest.approx(lower.get_x() + lower.get_width())
+    assert bars[0].get_x() + bars[0].get_width() == pytest.approx(base + SHAP_VALUES.sum())
+    assert is_red(bars[1].get_facecolor()) and is_blue(bars[0].get_facecolor())
+    texts = figure_texts(ax.figure)
+    assert "f(baseline) = 0.25" in texts and "f(x) = -0.25" in texts
+    assert not any("gap" in t for t in texts)  # complete: nothing to report
+
+
+def test_waterfall_collapses_all_but_top_minus_one_features_into_one_row_as_shap_max_display():
+    values = np.arange(1, 13, dtype=float) * (-1) ** np.arange(12)  # |values| 1..12, alternating signs
+    ax = plot.waterfall(values, top=4)
+    assert tick_labels(ax) == ["feature 11", "feature 10", "feature 9", "9 other features"]
+    assert ax.patches[-1].get_width() == pytest.approx(values[:9].sum())
+    assert len(plot.waterfall(values[:4], top=4).patches) == 4  # no row of others when all fit
+    assert tick_labels(plot.waterfall(values, top=1)) == ["12 other features"]
+
+
+def test_waterfall_rows_and_collapsed_row_match_shap():
+    """The oracle: shap.plots.waterfall's rows (top to bottom) for the same values and max_display."""
+    shap = pytest.importorskip("shap")
+    import matplotlib.pyplot as plt
+
+    values = np.random.default_rng(7).normal(size=12)
+    names = [f"f{i}" for i in range(12)]
+    explanation = shap.Explanation(values=values, base_values=0.3, feature_names=names)
+    try:
+        theirs = shap.plots.waterfall(explanation, max_display=5, show=False)
+        ticks = zip(theirs.get_yticks(), theirs.get_yticklabels(), strict=True)
+        rows = {round(y): label.get_text() for y, label in ticks}  # shap sets each tick twice, 1e-8 apart
+        expected = [rows[y] for y in sorted(rows, reverse=True)]
+    finally:
+        plt.close("all")
+    assert tick_labels(plot.waterfall(values, feature_names=names, base_value=0.3, top=5)) == expected
+
+
+def test_waterfall_states_the_completeness_gap_when_base_plus_sum_misses_the_output():
+    ax = plot.waterfall(SHAP_VALUES, base_value=1.0, output=1.0, title="sample 3")  # Σ = -0.5: a gap of +0.5
+    assert ax.get_title() == "sample 3\ncompleteness gap: f(x) − f(baseline) − Σ attribution = +0.5"
+    assert ax.patches[0].get_x() + ax.patches[0].get_width() == pytest.approx(0.5)  # the bars end at base + Σ
+    assert [line.get_xdata()[0] for line in ax.lines[-3:]] == pytest.approx([1.0, 1.0, 0.5])  # base, f(x), end
+    ax = plot.waterfall(SHAP_VALUES, base_value=1.0, output=0.5 + 1e-5)  # within float noise
+    assert ax.get_title() == ""
+
+
+def test_waterfall_without_a_base_value_infers_it_from_the_output_or_starts_at_zero():
+    ax = plot.waterfall(SHAP_VALUES, output=2.0)
+    assert ax.patches[-1].get_x() == pytest.approx(2.5)
+    assert "f(x) − Σ attribution = 2.5" in figure_texts(ax.figure)
+    ax = plot.waterfall(SHAP_VALUES)
+    assert ax.patches[-1].get_x() == 0.0
+    assert {"0", "Σ attribution = -0.5"} <= set(figure_texts(ax.figure))
+
+
+def test_waterfall_png_shows_red_and_blue_bars_at_its_documented_size(png):
+    rendered = png(lambda p: plot.waterfall(SHAP_VALUES, feature_names=NAMES, base_value=0.0, save=p))
+    assert rendered.shape[:2] == (int(DPI * (1.6 + 0.35 * 5)), 7 * DPI)
+    rgb = rendered[..., :3].reshape(-1, 3)
+    assert np.sum((rgb[:, 0] - rgb[:, 2]) > 0.3) > 1000 and np.sum((rgb[:, 2] - rgb[:, 0]) > 0.3) > 1000
+
+
+def test_force_stacks_red_segments_up_to_the_output_and_blue_ones_beyond_it():
+    base = 0.25
+    output = base + SHAP_VALUES.sum()
+    ax = plot.force(SHAP_VALUES, features=[42, 1e5, 1.85, 40, 2], feature_names=NAMES, base_value=base,
+                    output=output)  # fmt: skip
+    red = [p for p in ax.patches if is_red(p.get_facecolor())]
+    blue = [p for p in ax.patches if is_blue(p.get_facecolor())]
+    assert len(red) == 3 and len(blue) == 2
+    np.testing.assert_allclose([p.get_width() for p in red], [1.2, 0.5, 0.1])  # largest next to the output
+    np.testing.assert_allclose([p.get_width() for p in blue], [2.0, 0.3])
+    assert red[0].get_x() + red[0].get_width() == pytest.approx(output) and blue[0].get_x() == pytest.approx(output)
+    for near, far in zip(red[:-1], red[1:], strict=True):  # contiguous leftwards
+        assert far.get_x() + far.get_width() == pytest.approx(near.get_x())
+    # the red part is longer than the blue one by f(x) - f(baseline)
+    assert sum(p.get_width() for p in red) - sum(p.get_width() for p in blue) == pytest.approx(output - base)
+    texts = figure_texts(ax.figure)
+    assert {"f(x) = -0.25", "f(baseline) = 0.25", "higher ", " lower"} <= set(texts)
+    assert {"income = 100000", "hours = 40", "age = 42", "children = 2"} <= set(texts)
+    assert "height = 1.85" not in texts  # 0.1 of Σ|attribution| = 4.1 is under 5%: too narrow to label
+
+
+def test_force_collapses_the_rest_into_one_segment_per_sign():
+    values = np.array([3.0, -2.5, 0.4, -0.3, 0.2, -0.1])
+    ax = plot.force(values, top=3)
+    widths = sorted(p.get_width() for p in ax.patches)
+    assert widths == pytest.approx([0.4, 0.6, 2.5, 3.0])  # 0.3 + 0.1 against, 0.4 + 0.2 for
+    assert {"2 other features"} <= set(figure_texts(ax.figure))
+
+
+def test_force_states_the_completeness_gap_and_marks_where_the_attributions_end(png):
+    ax = plot.force(SHAP_VALUES, base_value=1.0, output=1.0)
+    assert ax.get_title() == "completeness gap: f(x) − f(baseline) − Σ attribution = +0.5"
+    assert "f(baseline) + Σ attribution = 0.5" in figure_texts(ax.figure)
+    rendered = png(lambda p: plot.force(SHAP_VALUES, base_value=1.0, save=p))
+    assert rendered.shape[:2] == (int(DPI * 2.6), 9 * DPI)
+
+
+@pytest.mark.parametrize("draw", [plot.waterfall, plot.force])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"attribution": np.ones((2, 3))}, r"attribution: expected one sample's .*, got \(2, 3\) \(pass one row"),
+        ({"attribution": []}, r"attribution: expected one sample's attributions.*got \(0,\)"),
+        ({"attribution": [1.0, np.nan]}, r"attribution: expected finite values, got 1 NaN or inf"),
+        ({"attribution": [1.0, 2.0], "top": 0}, r"top: expected a positive int, got 0"),
+        ({"attribution": [1.0, 2.0], "top": 2.5}, r"top: expected a positive int, got 2.5"),
+        ({"attribution": [1.0, 2.0], "feature_names": ["a"]}, r"feature_names: expected 2 names .*got 1"),
+        ({"attribution": [1.0, 2.0], "features": [1, 2, 3]}, r"features: expected .* shape \(2,\), got \(3,\)"),
+        ({"attribution": [1.0, 2.0], "base_value": np.inf}, r"base_value: expected a finite number .*got inf"),
+        ({"attribution": [1.0, 2.0], "output": [1.0, 2.0]}, r"output: expected one number .*shape \(2,\)"),
+        ({"attribution": [1.0, 2.0], "output": "high"}, r"output: expected a number .*'high'"),
+    ],
+)
+def test_waterfall_and_force_reject_bad_input_naming_the_argument(draw, kwargs, message):
+    from deepexplain.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=message):
+        draw(**kwargs)
