@@ -82,7 +82,13 @@ class Patterns(Mapping):
 
 def fit_patterns(model, data, *, pattern_type="relu", batch_size=256, progress=True, output=None, engine="local",
                  num_workers=None) -> Patterns:  # fmt: skip
-    """Fit the pattern of every dense and convolution layer of ``model`` on ``data``, in one streaming pass.
+    """Fit the pattern of every kernel layer of ``model`` on ``data``, in one streaming pass.
+
+    Kernel layers: Dense (on inputs of any rank: applied per token), EinsumDense (MultiHeadAttention's projections),
+    Conv1D/2D/3D (strided, dilated), DepthwiseConv1D/2D, SeparableConv1D/2D and Conv1D/2D/3DTranspose, and their
+    TensorFlow ops. Each output unit is one linear neuron whose samples are the rows, or every position of the axes
+    its kernel does not index (the tokens of a per-token layer, the patches of a convolution's output positions,
+    for a transposed convolution those of its zero-upsampled input).
 
     Parameters
     ----------
@@ -112,6 +118,11 @@ def fit_patterns(model, data, *, pattern_type="relu", batch_size=256, progress=T
     Patterns
         Keyed by layer name; each pattern has its kernel's shape and ``w_o^T a_o = 1`` for every unit ``o`` that is
         active on some sample (a unit never active gets 0).
+
+    Raises
+    ------
+    UnsupportedOpError
+        Before any data is read, for a kernel layer patterns are not defined for (a grouped convolution), naming it.
 
     Notes
     -----
@@ -184,7 +195,9 @@ def signal_quality(model, data, patterns=None, *, batch_size=256, per_unit=False
     Returns
     -------
     dict
-        Layer name -> rho, for the dense and 2-D convolution layers (NHWC); other layers are left out.
+        Layer name -> rho, for the dense layers (also those applied per token, and EinsumDense layers Keras
+        computes as one matrix product) and the 2-D convolutions (NHWC, also Conv1D and dilated ones); other layers
+        are left out.
 
     Notes
     -----
@@ -217,12 +230,17 @@ def _quality(explainer, data, patterns, batch_size, per_unit) -> dict:
     method = explainer.method
     result = {}
     for key in method.layers:
-        rho = _layer_quality(method.sums[key], patterns, key)
+        if patterns is not None and key not in patterns:
+            raise InvalidInputError(f"signal_quality: patterns has no entry for layer {key!r}")
+        given = None if patterns is None else method.layouts[key].to_op(patterns[key])
+        rho = _layer_quality(method.sums[key], given, patterns.pattern_type if patterns is not None else None)
         result[key] = rho if per_unit else float(np.nanmean(rho)) if np.any(np.isfinite(rho)) else float("nan")
     return result
 
 
-def _layer_quality(sums: list, patterns, key: str) -> np.ndarray:
+def _layer_quality(sums: list, given: np.ndarray | None, kind: str | None) -> np.ndarray:
+    """rho per unit from the sums of :class:`QualityStatistics`; ``given``: the patterns laid out as the layer's op
+    reads its kernel (None: the gradient's estimator), fitted with ``kind``."""
     kernel, n, sum_x, sum_xx, sum_xm, sum_xz, sum_xz_neg, count, sum_z, sum_z_neg, sum_zz, sum_zz_neg = sums
     mean_x = sum_x / n
     covariance = sum_xx / n - np.outer(mean_x, mean_x)
@@ -242,14 +260,12 @@ def _layer_quality(sums: list, patterns, key: str) -> np.ndarray:
 
     positive = fitted(sum_xz, sum_xm, count)
     negative = fitted(sum_xz_neg, sum_x[:, None] - sum_xm, n - count)
-    if patterns is None:
+    if given is None:
         a = b = kernel / np.sum(kernel**2, axis=0)
     else:
-        if key not in patterns:
-            raise InvalidInputError(f"signal_quality: patterns has no entry for layer {key!r}")
-        given = np.asarray(patterns[key], np.float64).reshape(kernel.shape)
-        kind = patterns.pattern_type or "linear"
-        a, b = {"linear": (given, given), "relu": (given, negative), "relu.negative": (positive, given)}[kind]
+        given = np.asarray(given, np.float64).reshape(kernel.shape)
+        pairs = {"linear": (given, given), "relu": (given, negative), "relu.negative": (positive, given)}
+        a, b = pairs[kind or "linear"]
     # w^T a = 1 makes w^T (x - S(x)) = 0 exactly; restore it in float64 (patterns are stored in float32), else the
     # rounding leaves a trace of y in that direction that the regression would find
     a, b = a / _nonzero(np.sum(kernel * a, axis=0)), b / _nonzero(np.sum(kernel * b, axis=0))

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import deepexplain
-from deepexplain.errors import InvalidInputError, InvalidTypeError
+from deepexplain.errors import InvalidInputError, InvalidTypeError, UnsupportedOpError
 
 keras = pytest.importorskip("keras")
 
@@ -27,34 +27,105 @@ def same_padding(size, kernel, stride):
     return out, (total // 2, total - total // 2)
 
 
-def im2col(x, kh, kw, stride, padding):
-    """(N, H, W, C) -> (N, Ho, Wo, kh * kw * C) patches in the (kh, kw, C) order of a Keras kernel."""
-    n, h, w, c = x.shape
+def _per_axis(value, rank):
+    return tuple(value) if np.ndim(value) else (value,) * rank
+
+
+def im2col(x, kernel, stride, padding, dilation=1):
+    """(N, *spatial, C) -> (N, *out, prod(kernel) * C) patches in the (*kernel, C) order of a Keras kernel; any
+    number of spatial axes, strided or dilated."""
+    rank = x.ndim - 2
+    kernel, stride, dilation = (_per_axis(v, rank) for v in (kernel, stride, dilation))
+    extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]
     if padding == "same":
-        ho, ph = same_padding(h, kh, stride)
-        wo, pw = same_padding(w, kw, stride)
-        x = np.pad(x, ((0, 0), ph, pw, (0, 0)))
+        found = [same_padding(n, e, s) for n, e, s in zip(x.shape[1:-1], extent, stride, strict=True)]
+        out, pads = [o for o, _ in found], [p for _, p in found]
+        x = np.pad(x, ((0, 0), *pads, (0, 0)))
     else:
-        ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
-    cols = np.empty((n, ho, wo, kh, kw, c))
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, :, i, j, :] = x[:, i : i + stride * ho : stride, j : j + stride * wo : stride, :]
-    return cols.reshape(n, ho, wo, kh * kw * c)
+        out = [(n - e) // s + 1 for n, e, s in zip(x.shape[1:-1], extent, stride, strict=True)]
+    cols = np.empty((len(x), *out, *kernel, x.shape[-1]))
+    for offset in np.ndindex(*kernel):
+        window = tuple(slice(o * d, o * d + s * (n - 1) + 1, s)
+                       for o, d, s, n in zip(offset, dilation, stride, out, strict=True))  # fmt: skip
+        cols[(slice(None),) * (rank + 1) + offset] = x[(slice(None), *window)]
+    return cols.reshape(len(x), *out, -1)
 
 
-def col2im(cols, shape, kh, kw, stride, padding):
-    """The transpose of :func:`im2col`: patch values summed back into an input of ``shape``."""
-    n, h, w, c = shape
-    ph = same_padding(h, kh, stride)[1] if padding == "same" else (0, 0)
-    pw = same_padding(w, kw, stride)[1] if padding == "same" else (0, 0)
-    out = np.zeros((n, h + sum(ph), w + sum(pw), c))
-    ho, wo = cols.shape[1:3]
-    cols = cols.reshape(n, ho, wo, kh, kw, c)
-    for i in range(kh):
-        for j in range(kw):
-            out[:, i : i + stride * ho : stride, j : j + stride * wo : stride, :] += cols[:, :, :, i, j, :]
-    return out[:, ph[0] : ph[0] + h, pw[0] : pw[0] + w, :]
+def transposed_cols(x, kernel, stride, padding, out):
+    """The patches a transposed convolution's output positions read, (N, *out, prod(kernel) * C) in the (*kernel, C)
+    order: entry (offset, c) of position p is x[q, c] where stride * q + offset - pad = p, and 0 where no input
+    position q is (the zero-upsampled input); pad is the SAME padding of the convolution it transposes."""
+    rank = x.ndim - 2
+    kernel, stride = _per_axis(kernel, rank), _per_axis(stride, rank)
+    pads = [same_padding(o, k, s)[1][0] if padding == "same" else 0
+            for o, k, s in zip(out, kernel, stride, strict=True)]  # fmt: skip
+    cols = np.zeros((len(x), *out, *kernel, x.shape[-1]))
+    for offset in np.ndindex(*kernel):
+        sources, targets = [], []
+        for size, o, s, pad, n in zip(x.shape[1:-1], offset, stride, pads, out, strict=True):
+            p = s * np.arange(size) + o - pad
+            sources.append(np.flatnonzero((p >= 0) & (p < n)))
+            targets.append(p[(p >= 0) & (p < n)])
+        cols[np.ix_(range(len(x)), *targets) + offset] = x[np.ix_(range(len(x)), *sources)]
+    return cols.reshape(len(x), *out, -1)
+
+
+CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+
+
+def layer_matrix(layer, kernel=None):
+    """``(K, back)``: ``kernel`` (an array of the layer's kernel shape, default the kernel) as the (inputs per
+    sample, units) matrix of ``y = x K`` (float64) and the map of such a matrix back to the kernel's shape. A
+    transposed convolution's kernel is (..., out, in); an EinsumDense's contracted axes are those it shares with its
+    input."""
+    kernel = np.asarray(layer.kernel.numpy() if kernel is None else kernel, np.float64)
+    if isinstance(layer, TRANSPOSED):
+        swapped = np.swapaxes(kernel, -1, -2)
+        return swapped.reshape(-1, kernel.shape[-2]), lambda a: np.swapaxes(a.reshape(swapped.shape), -1, -2)
+    if isinstance(layer, keras.layers.EinsumDense):
+        x_term, k_term = layer.equation.split("->")[0].split(",")
+        order = [i for i, c in enumerate(k_term) if c in x_term] + [i for i, c in enumerate(k_term) if c not in x_term]
+        moved = kernel.transpose(order)
+        inputs = int(np.prod([kernel.shape[i] for i, c in enumerate(k_term) if c in x_term]))
+        return moved.reshape(inputs, -1), lambda a: a.reshape(moved.shape).transpose(np.argsort(order))
+    return kernel.reshape(-1, kernel.shape[-1]), lambda a: a.reshape(kernel.shape)
+
+
+def rows_of(layer, x):
+    """(N, positions, inputs per sample): the samples of every output unit of ``layer`` on its input ``x``."""
+    if isinstance(layer, CONVOLUTIONS):
+        cols = im2col(x, layer.kernel_size, layer.strides, layer.padding, layer.dilation_rate)
+    elif isinstance(layer, TRANSPOSED):
+        out = layer.compute_output_shape((None, *x.shape[1:]))[1:-1]
+        cols = transposed_cols(x, layer.kernel_size, layer.strides, layer.padding, out)
+    else:  # Dense, EinsumDense: per token
+        cols = x
+    return cols.reshape(len(x), -1, layer_matrix(layer)[0].shape[0])
+
+
+def adjoint(function, x, g):
+    """``J^T g`` for the linear map ``function`` (its Jacobian built from the unit inputs of one sample)."""
+    basis = np.eye(x[0].size).reshape(-1, *x.shape[1:])
+    jacobian = function(basis).reshape(len(basis), -1)
+    return (g.reshape(len(x), -1) @ jacobian.T).reshape(x.shape)
+
+
+def sequential_values(model, data):
+    """The input of every layer of a Sequential model and the output (float64), computed layer by layer."""
+    values = [np.asarray(data, np.float64)]
+    for layer in model.layers:
+        values.append(layer(values[-1].astype(layer.compute_dtype)).numpy().astype(np.float64))
+    return values
+
+
+def layer_rows(model, layer, values):
+    """(x rows, bias-free y rows, activated output rows, kernel matrix) of a kernel layer (float64) from the
+    :func:`sequential_values` of the data."""
+    index = model.layers.index(layer)
+    matrix = layer_matrix(layer)[0]
+    x_rows = rows_of(layer, values[index]).reshape(-1, matrix.shape[0])
+    return x_rows, x_rows @ matrix, values[index + 1].reshape(-1, matrix.shape[1]), matrix
 
 
 def numpy_pattern(x_rows, y_rows, mask, kernel_2d):
@@ -69,38 +140,23 @@ def numpy_pattern(x_rows, y_rows, mask, kernel_2d):
     return cov / (norm + (norm == 0))[None]
 
 
-def layer_rows(model, layer, data):
-    """(x rows, bias-free y rows, activated output rows) of a Dense or Conv2D layer on ``data`` (float64)."""
-    inputs = keras.Model(model.inputs, layer.input).predict(data, verbose=0).astype(np.float64)
-    outputs = keras.Model(model.inputs, layer.output).predict(data, verbose=0).astype(np.float64)
-    kernel = layer.kernel.numpy().astype(np.float64)
-    if isinstance(layer, keras.layers.Conv2D):
-        kh, kw, _, units = kernel.shape
-        cols = im2col(inputs, kh, kw, layer.strides[0], layer.padding)
-        x_rows = cols.reshape(-1, cols.shape[-1])
-        return x_rows, x_rows @ kernel.reshape(-1, units), outputs.reshape(-1, units)
-    return inputs, inputs @ kernel, outputs
-
-
 def oracle_patterns(model, data, pattern_type):
+    values = sequential_values(model, data)
     result = {}
     for layer in model.layers:
         if not hasattr(layer, "kernel"):
             continue
-        x_rows, y_rows, activated = layer_rows(model, layer, data)
+        x_rows, y_rows, activated, matrix = layer_rows(model, layer, values)
         mask = {"linear": np.ones_like(y_rows), "relu": (activated > 0) * 1.0, "relu.negative": (activated <= 0) * 1.0}
-        kernel = layer.kernel.numpy().astype(np.float64)
-        result[layer.name] = numpy_pattern(x_rows, y_rows, mask[pattern_type], kernel.reshape(-1, kernel.shape[-1]))
-        result[layer.name] = result[layer.name].reshape(kernel.shape)
+        result[layer.name] = layer_matrix(layer)[1](numpy_pattern(x_rows, y_rows, mask[pattern_type], matrix))
     return result
 
 
 def numpy_backward(model, patterns, xs, unit, attribution):
-    """PatternNet (``attribution=False``) or PatternAttribution by hand through Conv2D / MaxPooling2D / Flatten /
-    Dense layers with ReLU activations: signal = y_c at the output, kernels replaced, forward switches kept."""
-    values = [xs.astype(np.float64)]
-    for layer in model.layers:
-        values.append(layer(values[-1].astype(np.float32)).numpy().astype(np.float64))
+    """PatternNet (``attribution=False``) or PatternAttribution by hand through the kernel layers (each one's
+    samples' signal ``s P^T`` summed back into its input), max-pooling, average pooling over tokens, flattening and
+    reshaping, with ReLU activations: signal = y_c at the output, kernels replaced, forward switches kept."""
+    values = sequential_values(model, xs)
     signal = np.zeros_like(values[-1])
     signal[:, unit] = values[-1][:, unit]
     for index in range(len(model.layers) - 1, -1, -1):
@@ -109,13 +165,9 @@ def numpy_backward(model, patterns, xs, unit, attribution):
             signal = signal * (out > 0)
         if hasattr(layer, "kernel"):
             kernel = layer.kernel.numpy().astype(np.float64)
-            p = patterns[layer.name] * (kernel if attribution else 1)
-            if isinstance(layer, keras.layers.Conv2D):
-                kh, kw, _, units = p.shape
-                cols = signal @ p.reshape(-1, units).T
-                signal = col2im(cols, x.shape, kh, kw, layer.strides[0], layer.padding)
-            else:
-                signal = signal @ p.T
+            p, _ = layer_matrix(layer, patterns[layer.name] * (kernel if attribution else 1))
+            rows = signal.reshape(len(x), -1, p.shape[1]) @ p.T
+            signal = adjoint(lambda v, layer=layer: rows_of(layer, v), x, rows)
         elif isinstance(layer, keras.layers.MaxPooling2D):
             n, h, w, c = x.shape
             windows = x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
@@ -123,7 +175,9 @@ def numpy_backward(model, patterns, xs, unit, attribution):
             routed = first_max * signal[:, :, None, :, None, :]
             signal = np.zeros_like(x)
             signal[:, : h // 2 * 2, : w // 2 * 2] = routed.reshape(n, h // 2 * 2, w // 2 * 2, c)
-        elif isinstance(layer, keras.layers.Flatten):
+        elif isinstance(layer, keras.layers.GlobalAveragePooling1D):
+            signal = np.broadcast_to(signal[:, None] / x.shape[1], x.shape)
+        else:  # Flatten, Reshape
             signal = signal.reshape(x.shape)
     return signal
 
@@ -268,7 +322,7 @@ def test_conv1d_and_depthwise_layers_get_patterns_of_their_kernels_shape():
     assert patterns["depthwise"].shape == kernel.shape
     activated = keras.Model(model.inputs, model.get_layer("depthwise").output).predict(data, verbose=0)
     for channel in range(2):
-        cols = im2col(data[..., channel : channel + 1].astype(np.float64), 3, 3, 1, "valid").reshape(-1, 9)
+        cols = im2col(data[..., channel : channel + 1].astype(np.float64), 3, 1, "valid").reshape(-1, 9)
         for m in range(2):
             w = kernel[:, :, channel, m].reshape(9, 1)
             mask = (activated[..., channel * 2 + m].reshape(-1, 1) > 0) * 1.0
@@ -471,6 +525,157 @@ def test_the_explainer_reads_the_live_weights():
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# more kernel layers: dense layers per token (EinsumDense, Dense on rank-3 inputs), transposed, dilated, 1-D and
+# 3-D convolutions
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def token_model(length=5, seed=20):
+    """Dense layers applied per token (float64): the two EinsumDense equations of MultiHeadAttention's projections,
+    one of them on a transposed kernel, a Dense on rank-3 inputs and a linear EinsumDense before token pooling.
+    With ``length=None`` Keras computes the 3-D kernels with an Einsum op, else with BatchMatMulV2."""
+    layers = keras.layers
+    model = keras.Sequential([
+        keras.Input((length, 4), dtype="float64"),
+        layers.EinsumDense("abc,cde->abde", (length, 2, 3), bias_axes="de", activation="relu", name="heads",
+                           dtype="float64"),
+        layers.Reshape((-1, 6), dtype="float64"),
+        layers.EinsumDense("abc,dce->abde", (length, 2, 2), bias_axes="e", activation="relu", name="swapped",
+                           dtype="float64"),
+        layers.Reshape((-1, 4), dtype="float64"),
+        layers.Dense(3, activation="relu", name="per_token", dtype="float64"),
+        layers.EinsumDense("abc,cd->abd", (length, 3), bias_axes="d", name="projection", dtype="float64"),
+        layers.GlobalAveragePooling1D(dtype="float64"),
+        layers.Dense(2, name="logits", dtype="float64"),
+    ])  # fmt: skip
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.7, size=w.shape) for w in model.get_weights()])
+    return model
+
+
+def tokens(n=40, seed=21):
+    return np.random.default_rng(seed).normal(size=(n, 5, 4))
+
+
+def conv_model(layer, shape, seed=22):
+    """``layer`` (a ReLU convolution), flattened into dense logits, float64."""
+    model = keras.Sequential([keras.Input(shape, dtype="float64"), layer, keras.layers.Flatten(dtype="float64"),
+                              keras.layers.Dense(3, name="logits", dtype="float64")])  # fmt: skip
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.6, size=w.shape) for w in model.get_weights()])
+    return model
+
+
+CONV_CASES = {  # layer arguments, input shape
+    "transposed_2d_same": (keras.layers.Conv2DTranspose, dict(filters=3, kernel_size=3, strides=2, padding="same"),
+                           (5, 5, 2)),
+    "transposed_2d_valid": (keras.layers.Conv2DTranspose, dict(filters=3, kernel_size=3, strides=2), (5, 5, 2)),
+    "transposed_1d": (keras.layers.Conv1DTranspose, dict(filters=3, kernel_size=4, strides=2, padding="same"), (6, 2)),
+    "transposed_3d": (keras.layers.Conv3DTranspose, dict(filters=2, kernel_size=2, strides=2), (3, 3, 3, 2)),
+    "conv_3d": (keras.layers.Conv3D, dict(filters=3, kernel_size=2, strides=(1, 2, 1), padding="same"), (5, 5, 5, 2)),
+    "conv_1d_dilated": (keras.layers.Conv1D, dict(filters=3, kernel_size=3, dilation_rate=2, padding="same"), (11, 2)),
+    "conv_2d_dilated": (keras.layers.Conv2D, dict(filters=3, kernel_size=3, dilation_rate=2), (9, 9, 2)),
+}  # fmt: skip
+
+
+def conv_case(name):
+    kind, arguments, shape = CONV_CASES[name]
+    layer = kind(**arguments, activation="relu", name="conv", dtype="float64")
+    data = np.random.default_rng(23).normal(size=(30, *shape))
+    return conv_model(layer, shape), data
+
+
+PATTERN_TYPES = ("linear", "relu", "relu.negative")
+
+
+def assert_patterns_are_the_definitions(model, data, pattern_types, batch_size=7):
+    for pattern_type in pattern_types:
+        fitted = deepexplain.fit_patterns(model, data, pattern_type=pattern_type, batch_size=batch_size,
+                                          progress=False)  # fmt: skip
+        expected = oracle_patterns(model, data, pattern_type)
+        assert sorted(fitted) == sorted(expected)
+        for name, pattern in expected.items():
+            assert fitted[name].shape == model.get_layer(name).kernel.shape
+            np.testing.assert_allclose(fitted[name], pattern, rtol=1e-5, atol=1e-7, err_msg=f"{pattern_type} {name}")
+
+
+@pytest.mark.parametrize("length", [5, None])
+def test_per_token_dense_patterns_equal_the_numpy_definition(length):
+    """Each EinsumDense / rank-3 Dense unit is one neuron whose samples are all tokens of all rows: the float64
+    definition on the tokens as rows, for every pattern type, in batches of 7 (the statistics merge exactly)."""
+    assert_patterns_are_the_definitions(token_model(length), tokens(), PATTERN_TYPES)
+
+
+@pytest.mark.parametrize("case", sorted(CONV_CASES))
+def test_transposed_dilated_1d_and_3d_convolution_patterns_equal_the_numpy_definition(case):
+    """The samples of a transposed convolution are the patches of its zero-upsampled input (its kernel gradient
+    swaps input and output), those of a dilated convolution its dilated patches (Keras computes it between
+    SpaceToBatchND and BatchToSpaceND; the positions that cropping drops are no samples)."""
+    model, data = conv_case(case)
+    assert_patterns_are_the_definitions(model, data, PATTERN_TYPES if case == "transposed_2d_same" else ["relu"])
+
+
+def random_patterns(model, seed=24):
+    """Any patterns of the kernels' shapes (the backward pass is checked for any, not only fitted ones)."""
+    rng = np.random.default_rng(seed)
+    return {layer.name: rng.normal(size=layer.kernel.shape).astype(np.float32)  # as Patterns stores them
+            for layer in model.layers if hasattr(layer, "kernel")}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["tokens", "tokens_einsum", *sorted(CONV_CASES)])
+def test_explanations_of_more_kernel_layers_equal_a_numpy_backward_pass(case):
+    if case.startswith("tokens"):
+        model, xs = token_model(None if case == "tokens_einsum" else 5), tokens(3, seed=25)
+    else:
+        model, xs = conv_case(case)
+        xs = xs[:3]
+    patterns = random_patterns(model)
+    method = "pattern.net" if case in ("tokens", "transposed_2d_valid", "conv_3d") else "pattern.attribution"
+    result = deepexplain.Explainer(method, model, patterns=patterns).run(xs, target=1)
+    expected = numpy_backward(model, patterns, xs, 1, attribution=method == "pattern.attribution")
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-9 * np.abs(expected).max())
+
+
+def test_signal_quality_of_per_token_dense_layers_equals_an_explicit_regression():
+    assert_quality_is_the_regressions(token_model(), tokens(200), "linear")
+
+
+def test_padding_rows_do_not_count_through_reshaped_and_cropped_outputs():
+    """A TF1 graph with a fixed batch of 8 fed 30 rows: a SAME dilated convolution (SpaceToBatchND, then a crop)
+    and a tensordot over tokens (a MatMul of batch x tokens rows) fit what they fit on an input of any size."""
+    from deepexplain.tensorflow import DeepExplain
+
+    rng = np.random.default_rng(26)
+    k1, k2, k3 = (rng.normal(size=s).astype(np.float32) for s in ((3, 3, 2, 3), (3, 4), (4, 2)))
+    b1, b2 = (np.abs(rng.normal(size=s)).astype(np.float32) + 0.1 for s in (3, 4))
+    data = rng.normal(size=(30, 9, 9, 2)).astype(np.float32)
+    fitted = []
+    for batch in (None, 8):
+        graph = tf.Graph()
+        with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+            X = tf.compat.v1.placeholder(tf.float32, (batch, 9, 9, 2))
+            h = tf.nn.relu(tf.nn.convolution(X, k1, padding="SAME", dilations=2, name="dilated") + b1)
+            h = tf.nn.relu(tf.tensordot(tf.reshape(h, (-1, 81, 3)), k2, axes=1, name="tokens") + b2)
+            T = tf.matmul(tf.reduce_mean(h, axis=1), k3, name="out")
+            with DeepExplain(session=session) as de:
+                fitted.append(de.fit_patterns(T, X, data, batch_size=8))
+    assert len(fitted[0]) == 3
+    for name in fitted[0]:
+        np.testing.assert_allclose(fitted[1][name], fitted[0][name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_grouped_convolutions_are_refused_naming_the_layer():
+    model = keras.Sequential([keras.Input((6, 6, 4)), keras.layers.Conv2D(4, 3, groups=2, name="grouped"),
+                              keras.layers.Flatten(), keras.layers.Dense(2)])  # fmt: skip
+    refused = r"patterns are defined for Dense .* the path from X to T also has grouped \(Conv2D with groups=2\)"
+    with pytest.raises(UnsupportedOpError, match="fit_patterns: " + refused):
+        deepexplain.fit_patterns(model, np.ones((3, 6, 6, 4), np.float32), progress=False)
+    patterns = {"grouped": np.ones((3, 3, 2, 4)), model.layers[-1].name: np.ones((64, 2))}
+    with pytest.raises(UnsupportedOpError, match="pattern.net: " + refused):
+        deepexplain.Explainer("pattern.net", model, patterns=patterns)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # bad input
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -583,22 +788,26 @@ def brute_force_quality(x_rows, y_rows, mask, a, b):
 
 @pytest.mark.parametrize("estimator", ["gradient", "linear", "relu"])
 def test_signal_quality_equals_an_explicit_regression(estimator):
-    model, data = cnn("float64"), images(300).astype(np.float64)
+    assert_quality_is_the_regressions(cnn("float64"), images(300).astype(np.float64), estimator)
+
+
+def assert_quality_is_the_regressions(model, data, estimator):
+    """rho of every layer signal_quality rates equals :func:`brute_force_quality` on its samples."""
     patterns = None if estimator == "gradient" else deepexplain.fit_patterns(model, data, pattern_type=estimator,
                                                                              progress=False)  # fmt: skip
     rho = deepexplain.signal_quality(model, data, patterns, per_unit=True, batch_size=64, progress=False)
-    for layer in model.layers:
-        if not hasattr(layer, "kernel"):
-            continue
-        x_rows, y_rows, activated = layer_rows(model, layer, data)
-        kernel = layer.kernel.numpy().astype(np.float64).reshape(-1, y_rows.shape[1])
+    rated = [layer for layer in model.layers if hasattr(layer, "kernel")]
+    assert sorted(rho) == sorted(layer.name for layer in rated)
+    values = sequential_values(model, data)
+    for layer in rated:
+        x_rows, y_rows, activated, kernel = layer_rows(model, layer, values)
         mask = (activated > 0) * 1.0
         if estimator == "gradient":
             a = b = kernel / np.sum(kernel**2, axis=0)
         elif estimator == "linear":
-            a = b = patterns[layer.name].reshape(kernel.shape).astype(np.float64)
+            a = b = layer_matrix(layer, patterns[layer.name])[0]
         else:
-            a = patterns[layer.name].reshape(kernel.shape).astype(np.float64)
+            a = layer_matrix(layer, patterns[layer.name])[0]
             b = numpy_pattern(x_rows, y_rows, 1 - mask, kernel)
         a, b = (v / np.where(np.sum(kernel * v, axis=0) == 0, 1, np.sum(kernel * v, axis=0)) for v in (a, b))
         expected = brute_force_quality(x_rows, y_rows, mask, a, b)

@@ -132,7 +132,7 @@ class DeepExplain:
         return CondAttribution.of_graph(self.session, T, X, method, progress=progress, **kwargs)
 
     def fit_patterns(self, T, X, data, pattern_type="relu", batch_size=256, progress=True):
-        """Fit the patterns of every dense/convolution op between ``X`` and ``T`` on ``data`` (one streaming pass),
+        """Fit the patterns of every kernel op between ``X`` and ``T`` on ``data`` (one streaming pass),
         for the methods 'pattern.net', 'pattern.attribution' and 'pattern.net.guided'.
 
         See :func:`deepexplain.fit_patterns` for the arguments and the estimator.

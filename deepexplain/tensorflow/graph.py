@@ -233,15 +233,25 @@ def layer_type(op: tf.Operation) -> str:
     return op.type
 
 
-_WEIGHT_PLUMBING = frozenset({"Identity", "Snapshot", "Cast", "ExpandDims", "Reshape", "Squeeze"})
+_WEIGHT_PLUMBING = frozenset({"Identity", "Snapshot", "Cast", "ExpandDims", "Reshape", "Squeeze", "Transpose"})
+
+
+def weight_plumbing(tensor: tf.Tensor) -> list[tf.Operation]:
+    """The reshapes, transposes and casts a weight input is made of its origin with (Keras' Conv1D expands its
+    kernel, EinsumDense reshapes and transposes it), nearest the origin first."""
+    chain = []
+    while tensor.op.type in _WEIGHT_PLUMBING and tensor.op.inputs:
+        chain.append(tensor.op)
+        tensor = tensor.op.inputs[0]
+    return chain[::-1]
 
 
 def weight_origin(tensor: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """``(value, handle)`` of a weight input: the tensor it is before reshapes and casts (Keras' Conv1D expands its
-    kernel), and what that value is read from (a variable's resource handle; the value itself for a constant or a
-    TF1 reference variable)."""
-    while tensor.op.type in _WEIGHT_PLUMBING and tensor.op.inputs:
-        tensor = tensor.op.inputs[0]
+    """``(value, handle)`` of a weight input: the tensor it is before :func:`weight_plumbing`, and what that value is
+    read from (a variable's resource handle; the value itself for a constant or a TF1 reference variable)."""
+    chain = weight_plumbing(tensor)
+    if chain:
+        tensor = chain[0].inputs[0]
     handle = tensor.op.inputs[0] if tensor.op.type == "ReadVariableOp" else tensor
     return tensor, handle
 

@@ -36,7 +36,7 @@ def _accumulate(sums: dict, keys: list, values: list, count: int, keep_first: bo
 
 
 class PatternStatistics(GradientMethod):
-    """Fits the patterns of every dense/convolution layer (used by :func:`deepexplain.fit_patterns`).
+    """Fits the patterns of every kernel layer (used by :func:`deepexplain.fit_patterns`).
 
     For each layer and unit ``o`` (Kindermans et al. 2018, Eq. 7 for 'linear', Eq. 8 for the two-component
     estimator; the mixed form both reference implementations compute):
@@ -67,9 +67,8 @@ class PatternStatistics(GradientMethod):
 
     def fit_tensors(self, path, valid) -> list:
         layers, others = pattern_rules.kernel_layers(path)
-        if not layers:
-            raise InvalidInputError("fit_patterns: the model has no dense or convolution layer to fit patterns for")
-        self._layers = [(k.key, k.shape) for k in layers]
+        pattern_rules.check_layers(layers, others, path, "fit_patterns")
+        self._layers = [(k.key, k.layout) for k in layers]
         return [t for k in layers for t in pattern_rules.statistics(k, path, valid, self.pattern_type)]
 
     def fit_batch(self, values: list) -> None:
@@ -90,12 +89,12 @@ class PatternStatistics(GradientMethod):
     def patterns(self) -> dict:
         """Layer key -> pattern (float32, the kernel's shape)."""
         result = {}
-        for key, shape in self._layers:
+        for key, layout in self._layers:
             sum_xm, sum_xym, count, sum_ym, sum_yym, sum_y, rows = self._sums[key]
             mean_y = sum_y / _safe(rows)
             covariance = (sum_xym - sum_xm * mean_y) / _safe(count)
             normaliser = (sum_yym - sum_ym * mean_y) / _safe(count)  # w^T covariance
-            result[key] = (covariance / _safe(normaliser)).reshape(shape).astype(np.float32)
+            result[key] = layout.to_model(covariance / _safe(normaliser)).astype(np.float32)
         return result
 
 
@@ -146,10 +145,10 @@ class PatternNet(GradientMethod):
 
     def op_rules(self, path) -> dict:
         layers, others = pattern_rules.kernel_layers(path)
-        pattern_rules.check_patterns(layers, others, self.patterns, self._name())
+        pattern_rules.check_patterns(layers, others, self.patterns, path, self._name())
         rules = {}
         for kernel in layers:
-            pattern = self.patterns[kernel.key].reshape(kernel.layer.weights.shape.as_list())
+            pattern = kernel.layout.to_op(self.patterns[kernel.key])
             tensor = pattern_rules.constant(pattern, kernel.layer.weights.dtype)
             rules[kernel.op] = pattern_rules.pattern_rule(self._kernel(tensor), self.project_bottlenecks)
         return rules
@@ -179,7 +178,7 @@ class GuidedPatternNet(PatternNet):
 
 class QualityStatistics(GradientMethod):
     """The moments :func:`deepexplain.signal_quality` rates signal estimators with (one streaming pass, float64
-    sums), for the dense and 2-D convolution layers of the path."""
+    sums), for the dense and 2-D convolution layers of the path (those ``rules.patterns.quality_layer`` takes)."""
 
     name = "signal_quality"
     needs_fit = True
@@ -189,6 +188,7 @@ class QualityStatistics(GradientMethod):
     def __init__(self, sample_shapes):
         super().__init__(sample_shapes)
         self.layers: list = []
+        self.layouts: dict = {}  # key -> KernelLayout: where the op's kernel lies in the model's
         self.sums: dict = {}
 
     def fit_tensors(self, path, valid) -> list:
@@ -197,6 +197,7 @@ class QualityStatistics(GradientMethod):
         if not layers:
             raise InvalidInputError("signal_quality: the model has no dense or 2-D convolution layer to rate")
         self.layers = [k.key for k in layers]
+        self.layouts = {k.key: k.layout for k in layers}
         return [t for k in layers for t in pattern_rules.quality_statistics(k, path, valid)]
 
     def fit_batch(self, values: list) -> None:

@@ -2,12 +2,15 @@
 that replaces a layer's kernel by its pattern (Kindermans et al. 2018, "Learning how to explain neural networks:
 PatternNet and PatternAttribution", ICLR, Sec. 3-4).
 
-Every dense/convolution op ``y = W x`` is seen as one linear neuron per output unit ``o`` whose samples are the
-rows of ``x`` (a dense layer) or the input patches of every output position (a convolution). The statistics of the
-two-component estimator (Eq. 8) are sums over those samples, ``sum x m``, ``sum x y m`` (``m`` the unit's mask), and
-per unit ``sum m``, ``sum y m``, ``sum y^2 m``, ``sum y`` and the sample count. The kernel-shaped sums are the op's
-own kernel gradient with ``m`` (or ``y m``) as the incoming signal, so convolutions never materialise patches and
-every op type whose kernel gradient TensorFlow knows is handled by the same code.
+Every kernel op ``y = W x`` is seen as one linear neuron per output unit ``o`` whose samples are the rows of ``x``
+(a dense layer), every position of the axes the kernel does not index (a dense layer applied per token, Keras'
+EinsumDense), or the input patches of every output position (a convolution; for a transposed convolution the
+patches of its zero-upsampled input). The statistics of the two-component estimator (Eq. 8) are sums over those
+samples, ``sum x m``, ``sum x y m`` (``m`` the unit's mask), and per unit ``sum m``, ``sum y m``, ``sum y^2 m``,
+``sum y`` and the sample count. The kernel-shaped sums are the op's own kernel gradient with ``m`` (or ``y m``) as
+the incoming signal, so convolutions never materialise patches (for a transposed convolution the kernel gradient is
+a convolution with the roles of input and output swapped) and every op type whose kernel gradient TensorFlow knows
+is handled by the same code. :data:`LAYOUTS` says, per op type, which kernel and output axes index the units.
 """
 
 from __future__ import annotations
@@ -17,24 +20,81 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from deepexplain.errors import InvalidInputError
+from deepexplain.errors import InvalidInputError, UnsupportedOpError
 from deepexplain.tensorflow import ops
-from deepexplain.tensorflow.graph import Path, layer_type, weight_name, weight_origin
-from deepexplain.tensorflow.rules.linear_ops import LinearLayer, equivalent_of_call
+from deepexplain.tensorflow.graph import Path, groups_of, layer_type, weight_name, weight_origin, weight_plumbing
+from deepexplain.tensorflow.overrides import function_body
+from deepexplain.tensorflow.rules.linear_ops import LinearLayer, equivalent_of_call, following_bias
 
 PATTERN_TYPES = ("linear", "relu", "relu.negative")
-KERNEL_TYPES = frozenset({"MatMul", "Conv2D", "Conv3D", "DepthwiseConv2dNative"})
 STATISTICS = ("sum_xm", "sum_xym", "count", "sum_ym", "sum_yym", "sum_y", "rows")
 """What :func:`statistics` gives per layer, in this order (kernel-shaped, kernel-shaped, then per unit)."""
+SUPPORTED = ("Dense (also on inputs of rank > 2), EinsumDense, Conv1D/2D/3D (strided, dilated), DepthwiseConv1D/2D, "
+             "SeparableConv1D/2D and Conv1D/2D/3DTranspose")  # fmt: skip
 
 # ops between a layer and its activation that keep one value per unit (bias, batch norm, a residual addition)
 _TOWARDS_ACTIVATION = frozenset({"BiasAdd", "Add", "AddV2", "Sub", "Mul", "Identity", "Snapshot", "Cast", "Reshape",
                                  "Squeeze", "ExpandDims", *ops.having(ops.BATCH_NORM)})  # fmt: skip
+# ops that only lay a layer's output out anew before its bias (Keras' Dense on rank-3 inputs reshapes the rows of its
+# MatMul back into tokens; a dilated convolution is a convolution between SpaceToBatchND and BatchToSpaceND)
+_OUTPUT_LAYOUT = frozenset({"Reshape", "Squeeze", "ExpandDims", "Identity", "Snapshot", "BatchToSpaceND"})
+
+
+@dataclass(frozen=True, eq=False)
+class KernelLayout:
+    """Where each element of the kernel an op reads lies in the model's kernel (which the op may read reshaped, as
+    Keras' Conv1D does, or transposed, as EinsumDense does): patterns are stored in the model's layout.
+
+    Attributes
+    ----------
+    shape : tuple
+        The model's kernel shape.
+    index : ndarray of int
+        The op's kernel shape; each element's flat index in the model's kernel.
+    """
+
+    shape: tuple
+    index: np.ndarray
+
+    def to_op(self, array) -> np.ndarray:
+        """An array of the model's kernel shape laid out as the op reads it."""
+        return np.asarray(array).reshape(-1)[self.index]
+
+    def to_model(self, array) -> np.ndarray:
+        """The inverse of :meth:`to_op`."""
+        array = np.asarray(array)
+        result = np.empty(array.size, array.dtype)
+        result[self.index.reshape(-1)] = array.reshape(-1)
+        return result.reshape(self.shape)
+
+
+def _kernel_layout(weights: tf.Tensor) -> KernelLayout:
+    """The layout of the weight input ``weights`` relative to its origin (replaying its reshapes and transposes on
+    the element indices; the op's own layout when a step is not static)."""
+    op_shape = tuple(weights.shape.as_list())
+    chain = weight_plumbing(weights)
+    value, _ = weight_origin(weights)
+    if chain and value.shape.is_fully_defined():
+        index = np.arange(value.shape.num_elements()).reshape(value.shape.as_list())
+        for step in chain:
+            if step.type == "Transpose":
+                perm = tf.get_static_value(step.inputs[1])
+                if perm is None:
+                    break
+                index = index.transpose(perm)
+            elif step.outputs[0].shape.is_fully_defined():
+                index = index.reshape(step.outputs[0].shape.as_list())
+            else:
+                break
+        else:
+            if index.shape == op_shape:
+                return KernelLayout(tuple(value.shape.as_list()), index)
+    return KernelLayout(op_shape, np.arange(int(np.prod(op_shape))).reshape(op_shape))
 
 
 @dataclass(eq=False)
 class KernelLayer:
-    """A dense/convolution op of the explained path with the layout of its kernel.
+    """A kernel op of the explained path with the layout of its kernel and its output.
 
     Attributes
     ----------
@@ -44,92 +104,206 @@ class KernelLayer:
         The op as a layer ``z = W x``.
     key : str
         The model's name for the kernel (the Keras layer), or the op's name.
-    shape : tuple
-        The kernel's own shape (patterns are stored in it; the op may read it reshaped, as Keras' Conv1D does).
+    layout : KernelLayout
+        The model's kernel shape and how the op reads it.
     unit_axes : tuple of int
-        The kernel axes that index the output units (the last; the last two of a depthwise kernel).
-    output_axis : int
-        The axis of ``z`` that indexes the output units (channels).
+        The axes of the op's kernel that index the output units (the last of a dense kernel; the last two of a
+        depthwise kernel).
+    output_axes : tuple of int
+        The axes of ``z`` that index the units, in the order of ``unit_axes`` (the flattened units of both agree;
+        a depthwise convolution's output channel is its kernel's (channel, multiplier)); every other axis of ``z``
+        indexes samples.
+    chain : list of tf.Operation
+        The layout ops between ``z`` and the tensor its bias is added to (:data:`_OUTPUT_LAYOUT`), whose first axis
+        is the batch.
     """
 
     op: tf.Operation
     layer: LinearLayer
     key: str
-    shape: tuple
+    layout: KernelLayout
     unit_axes: tuple
-    output_axis: int
+    output_axes: tuple
+    chain: list
+
+    @property
+    def shape(self) -> tuple:
+        """The model's kernel shape (what patterns are stored in)."""
+        return self.layout.shape
 
     @property
     def unit_shape(self) -> tuple:
-        """The per-unit statistics' shape, broadcasting against the kernel."""
+        """The per-unit statistics' shape, broadcasting against the op's kernel."""
         kernel = self.layer.weights.shape.as_list()
         return tuple(kernel[a] if a in self.unit_axes else 1 for a in range(len(kernel)))
 
+    @property
+    def outer(self) -> tf.Tensor:
+        """The layer's output laid out by the model (after :attr:`chain`): its first axis is the batch."""
+        return self.chain[-1].outputs[0] if self.chain else self.layer.z
+
+    def to_layer(self, tensor: tf.Tensor) -> tf.Tensor:
+        """A tensor laid out like :attr:`outer` laid out like ``z`` (positions a dilated convolution computes and
+        then crops get 0): the adjoint of :attr:`chain`."""
+        for step in reversed(self.chain):
+            if step.type == "BatchToSpaceND":
+                tensor = tf.space_to_batch_nd(tensor, step.inputs[1], step.inputs[2])
+            else:
+                tensor = tf.reshape(tensor, tf.shape(step.inputs[0]))
+        return tensor
+
+    def per_unit(self, tensor: tf.Tensor) -> tf.Tensor:
+        """A ``z``-shaped tensor summed over the samples (every axis but the units), shaped :attr:`unit_shape`."""
+        kept = sorted(self.output_axes)
+        summed = tf.reduce_sum(tensor, axis=[a for a in range(tensor.shape.rank) if a not in kept])
+        order = [kept.index(a) for a in self.output_axes]
+        if order != sorted(order):
+            summed = tf.transpose(summed, order)
+        return tf.reshape(summed, self.unit_shape)
+
+    def sample_weights(self, valid: tf.Tensor) -> tf.Tensor:
+        """``z``-shaped: 1 at a sample of the data, 0 at padding rows (``valid`` 0) and at cropped positions."""
+        outer = self.outer
+        rows = tf.shape(outer)[0]
+        # a layer that folds positions into the batch axis before its bias (a hand-written tensordot) does it
+        # batch-major, as tf.reshape of a batch-first tensor does
+        valid = tf.repeat(tf.cast(valid, outer.dtype), rows // tf.shape(valid)[0])
+        weights = tf.broadcast_to(tf.reshape(valid, [-1] + [1] * (outer.shape.rank - 1)), tf.shape(outer))
+        return self.to_layer(weights)
+
 
 def kernel_layers(path: Path) -> tuple[list[KernelLayer], list[tf.Operation]]:
-    """``(layers, others)``: the path's dense/convolution ops that patterns are defined for, ordered by key, and the
-    other ops with a weight input (transposed convolutions, batched products with a parameter) that have none."""
+    """``(layers, others)``: the path's kernel ops that patterns are defined for (:data:`LAYOUTS`), ordered by key,
+    and the other ops with a kernel (a grouped convolution, a batched product with a parameter) that have none."""
     layers, others = [], []
     for op in path.ops:
         kind = layer_type(op)
         if not ops.is_a(kind, ops.DENSE) and not ops.is_a(kind, ops.CONV):
+            if _calls_a_kernel_op(op, path):
+                others.append(op)
             continue
         try:
             compute = equivalent_of_call(op) if ops.is_a(op.type, ops.CALL) else None
             layer = LinearLayer(op, path, compute)
         except ValueError:  # a product of two tensors that depend on the input: not a layer
             continue
-        layout = _layout(layer)
-        if layout is None:
+        layout = LAYOUTS.get(layer.op.type)
+        axes = layout(layer) if layout is not None and layer.weights.shape.is_fully_defined() else None
+        if axes is None:
             others.append(op)
             continue
-        value, _ = weight_origin(layer.weights)
-        shape = tuple(value.shape.as_list()) if value.shape.is_fully_defined() else None
-        kernel_shape = tuple(layer.weights.shape.as_list())
-        if shape is None or int(np.prod(shape)) != int(np.prod(kernel_shape)):
-            shape = kernel_shape
         key = weight_name(layer.weights, path.weight_names) or op.name
-        layers.append(KernelLayer(op, layer, key, shape, *layout))
+        chain = _output_chain(layer.z, path)
+        layers.append(KernelLayer(op, layer, key, _kernel_layout(layer.weights), *axes, chain))
     return sorted(layers, key=lambda k: k.key), others
 
 
-def _layout(layer: LinearLayer):
-    """``(unit axes of the kernel, unit axis of the output)``, or None for an op patterns are not defined for."""
+def _calls_a_kernel_op(op: tf.Operation, path: Path) -> bool:
+    """Whether ``op`` is a function call on the path whose body has a kernel op that is not a layer patterns know
+    (Keras 3 runs a grouped convolution as an XLA function of one Conv2D with ``groups`` > 1)."""
+    if not ops.is_a(op.type, ops.CALL) or not path.data_inputs(op):
+        return False
+    body = function_body(op)
+    return body is not None and any(o.type in ops.WEIGHTED for o in body[0])
+
+
+def _output_chain(z: tf.Tensor, path: Path) -> list[tf.Operation]:
+    chain = []
+    while True:
+        consumers = path.consumers(z)
+        if len(consumers) != 1 or consumers[0].type not in _OUTPUT_LAYOUT or consumers[0].inputs[0] is not z:
+            return chain
+        chain.append(consumers[0])
+        z = consumers[0].outputs[0]
+
+
+def _channel_axis(layer: LinearLayer) -> int:
+    channels_last = layer.op.get_attr("data_format").decode() in ("NHWC", "NDHWC")
+    return layer.z.shape.rank - 1 if channels_last else 1
+
+
+def _matmul(layer: LinearLayer):
     op = layer.op
-    if op.type not in KERNEL_TYPES or not layer.weights.shape.is_fully_defined():
+    if layer.data_index != 0 or op.get_attr("transpose_a"):
+        return None  # rows of x are not the samples
+    return ((0,) if op.get_attr("transpose_b") else (1,)), (1,)
+
+
+def _batch_matmul(layer: LinearLayer):
+    """``x (N, ..., C) @ W (C, U)``: a dense layer applied at every position (Keras' EinsumDense)."""
+    op = layer.op
+    if layer.data_index != 0 or layer.weights.shape.rank != 2 or op.get_attr("adj_x"):
         return None
-    rank = layer.weights.shape.rank
-    if op.type == "MatMul":
-        if layer.data_index != 0 or op.get_attr("transpose_a"):
-            return None  # rows of x are not the batch
-        return ((0,) if op.get_attr("transpose_b") else (1,)), 1
-    channels_last = op.get_attr("data_format").decode() in ("NHWC", "NDHWC")
-    output_axis = layer.z.shape.rank - 1 if channels_last else 1
-    if op.type == "DepthwiseConv2dNative":
-        return (2, 3), output_axis
-    return (rank - 1,), output_axis
+    return ((0,) if op.get_attr("adj_y") else (1,)), (layer.z.shape.rank - 1,)
+
+
+def _einsum(layer: LinearLayer):
+    """An einsum of the data and a kernel: the kernel's axes that the output keeps index the units, those it shares
+    with the data are contracted; the output's other axes (the batch first) index samples."""
+    inputs, output = layer.op.get_attr("equation").decode().replace(" ", "").split("->")
+    terms = inputs.split(",")
+    if len(terms) != 2 or "." in terms[layer.weight_index]:
+        return None
+    kernel = terms[layer.weight_index]
+    x, out = _expanded(terms[layer.data_index], layer.x.shape.rank), _expanded(output, layer.z.shape.rank)
+    if x is None or out is None or len(set(kernel)) != len(kernel) or x[0] in kernel or out[:1] != x[:1]:
+        return None
+    if any(c not in x and c not in out for c in kernel) or any(c not in kernel and c not in out for c in x):
+        return None  # an axis summed away outside the product: no sample is a row of the data
+    units = tuple(a for a, c in enumerate(kernel) if c in out)
+    return units, tuple(out.index(kernel[a]) for a in units)
+
+
+def _expanded(term: str, rank: int | None) -> str | None:
+    """An einsum term with its ellipsis written out as digits (which no einsum subscript is)."""
+    if rank is None or term.count("...") > 1:
+        return None
+    if "..." in term:
+        term = term.replace("...", "0123456789"[: rank - len(term) + 3])
+    return term if len(term) == rank else None
+
+
+def _conv(layer: LinearLayer):
+    return (layer.weights.shape.rank - 1,), (_channel_axis(layer),)
+
+
+def _depthwise(layer: LinearLayer):
+    return (2, 3), (_channel_axis(layer),)
+
+
+def _transposed(layer: LinearLayer):
+    """A transposed convolution's kernel is (..., output channels, input channels)."""
+    return (layer.weights.shape.rank - 2,), (_channel_axis(layer),)
+
+
+LAYOUTS = {"MatMul": _matmul, **dict.fromkeys(["BatchMatMul", "BatchMatMulV2", "BatchMatMulV3"], _batch_matmul),
+           "Einsum": _einsum, "Conv2D": _conv, "Conv3D": _conv, "DepthwiseConv2dNative": _depthwise,
+           "Conv2DBackpropInput": _transposed, "Conv3DBackpropInputV2": _transposed}  # fmt: skip
+"""Op type -> ``layout(layer) -> (unit axes of the kernel, unit axes of the output)``, None for an op of the type
+that patterns are not defined for."""
 
 
 def activation_gate(kernel: KernelLayer, path: Path) -> tf.Tensor:
-    """The tensor whose sign says whether a unit is active: the output of the first activation after the layer
-    (through its bias, batch norm or a residual addition), reshaped like ``z``; the layer's output with its bias
-    when no activation follows (iNNvestigate's convention: at the logits the mask is ``z + b > 0``)."""
-    z = kernel.layer.z
-    size = z.shape[1:].num_elements()
-    tensor = z
+    """The tensor whose sign says whether a unit is active, laid out like ``z``: the output of the first activation
+    after the layer (through its bias, batch norm or a residual addition); the layer's output with its bias when no
+    activation follows (iNNvestigate's convention: at the logits the mask is ``z + b > 0``)."""
+    outer = kernel.outer
+    size = outer.shape[1:].num_elements()
+    tensor = outer
     while True:
         consumers = path.consumers(tensor)
         if len(consumers) != 1:
             break
         consumer = consumers[0]
         if ops.is_a(consumer.type, ops.ACTIVATION):
-            return tf.reshape(consumer.outputs[0], tf.shape(z))
+            return kernel.to_layer(tf.reshape(consumer.outputs[0], tf.shape(outer)))
         out = consumer.outputs[0]
-        same_size = out.shape[1:].num_elements() == size if size is not None else out.shape == z.shape
+        same_size = out.shape[1:].num_elements() == size if size is not None else out.shape == outer.shape
         if consumer.type not in _TOWARDS_ACTIVATION or not same_size or not _carries_one_value(consumer, tensor, path):
             break
         tensor = out
-    return kernel.layer.z_with_bias
+    bias_add, _, _ = following_bias(outer.op, path)
+    return kernel.to_layer(outer if bias_add is None else bias_add.outputs[0])
 
 
 def _carries_one_value(op: tf.Operation, tensor: tf.Tensor, path: Path) -> bool:
@@ -144,38 +318,28 @@ def _carries_one_value(op: tf.Operation, tensor: tf.Tensor, path: Path) -> bool:
 
 
 def statistics(kernel: KernelLayer, path: Path, valid: tf.Tensor, pattern_type: str) -> list[tf.Tensor]:
-    """The sums :data:`STATISTICS` of one layer over a batch's rows weighted by ``valid`` (0 for padding rows).
+    """The sums :data:`STATISTICS` of one layer over a batch's samples, weighted by ``valid`` (0 for padding rows).
 
     The sums of ``y m`` and ``y^2 m`` are ``w_o^T sum x m`` and ``w_o^T sum x y m`` (``y = w_o^T x``): kernel-sized
     products instead of passes over the layer's output."""
     z = kernel.layer.z
-    rank = z.shape.rank
-    valid = tf.cast(valid, z.dtype)
-    by_row = tf.reshape(valid, [-1] + [1] * (rank - 1))
+    weights = kernel.sample_weights(valid)
     if pattern_type == "linear":
-        mask = tf.broadcast_to(by_row, tf.shape(z))
+        mask = weights
     else:
         gate = activation_gate(kernel, path)
-        mask = tf.cast(gate > 0 if pattern_type == "relu" else gate <= 0, z.dtype) * by_row
+        mask = tf.cast(gate > 0 if pattern_type == "relu" else gate <= 0, z.dtype) * weights
     sum_xm, sum_xym = kernel.layer.weight_gradient(mask), kernel.layer.weight_gradient(z * mask)
-    weights = kernel.layer.weights
-    kernel_axes = [a for a in range(weights.shape.rank) if a not in kernel.unit_axes]
-    output_axes = [a for a in range(rank) if a != kernel.output_axis]
-    units = int(np.prod([weights.shape[a] for a in kernel.unit_axes]))
-    positions = tf.cast(tf.size(z) // tf.shape(z)[0], z.dtype) / units
-
-    def per_unit(t):
-        return tf.reshape(t, kernel.unit_shape)
-
-    sample_sums = tf.reduce_sum(z, axis=output_axes[1:]) if rank > 2 else z  # (N, units)
+    kernel_weights = kernel.layer.weights
+    kernel_axes = [a for a in range(kernel_weights.shape.rank) if a not in kernel.unit_axes]
     return [
         sum_xm,
         sum_xym,
-        per_unit(tf.reduce_sum(mask, axis=output_axes)),
-        tf.reduce_sum(weights * sum_xm, axis=kernel_axes, keepdims=True),
-        tf.reduce_sum(weights * sum_xym, axis=kernel_axes, keepdims=True),
-        per_unit(tf.linalg.matvec(sample_sums, valid, transpose_a=True)),
-        per_unit(tf.fill([units], tf.reduce_sum(valid) * positions)),
+        kernel.per_unit(mask),
+        tf.reduce_sum(kernel_weights * sum_xm, axis=kernel_axes, keepdims=True),
+        tf.reduce_sum(kernel_weights * sum_xym, axis=kernel_axes, keepdims=True),
+        kernel.per_unit(z * weights),
+        kernel.per_unit(weights),
     ]
 
 
@@ -213,16 +377,41 @@ def constant(array: np.ndarray, dtype) -> tf.Tensor:
         return tf.constant(np.asarray(array), dtype=dtype)
 
 
-def check_patterns(layers: list[KernelLayer], others: list, patterns, method: str) -> None:
-    """Every layer of the path has a pattern of its kernel's shape; no op with a kernel is left without one."""
+def check_layers(layers: list[KernelLayer], others: list, path: Path, method: str) -> None:
+    """The path has kernel layers, all of which patterns are defined for.
+
+    Raises
+    ------
+    UnsupportedOpError
+        Naming each kernel op patterns have no layout for and the layers they have.
+    InvalidInputError
+        When the path has no kernel layer.
+    """
     if others:
-        names = ", ".join(f"{op.name} ({layer_type(op)})" for op in others)
-        raise InvalidInputError(
-            f"{method}: patterns exist for dense, convolution and depthwise convolution layers only; the path from X "
-            f"to T also has {names}"
+        names = ", ".join(_described(op, path) for op in others)
+        raise UnsupportedOpError(
+            f"{method}: patterns are defined for {SUPPORTED} layers (kernels of the data on the right-hand side, "
+            f"not grouped); the path from X to T also has {names}"
         )
     if not layers:
         raise InvalidInputError(f"{method}: the model has no dense or convolution layer between X and T")
+
+
+def _described(op: tf.Operation, path: Path) -> str:
+    """``'layer (what)'``: the model's name of the op's kernel (its op name when none is known) and its kind."""
+    names = [weight_name(t, path.weight_names) for t in op.inputs if t.dtype.is_floating or t.dtype == tf.resource]
+    name = next((n for n in names if n), op.name)
+    kind = layer_type(op)
+    if ops.is_a(op.type, ops.CALL) and kind == op.type:
+        inner = [o for o in function_body(op)[0] if o.type in ops.WEIGHTED]
+        groups = groups_of(inner[0]) if len(inner) == 1 and inner[0].type == "Conv2D" else None
+        kind = f"Conv2D with groups={groups}" if groups else "a function of " + ", ".join(o.type for o in inner)
+    return f"{name} ({kind})"
+
+
+def check_patterns(layers: list[KernelLayer], others: list, patterns, path: Path, method: str) -> None:
+    """Every layer of the path has a pattern of its kernel's shape; no op with a kernel is left without one."""
+    check_layers(layers, others, path, method)
     missing = [k.key for k in layers if k.key not in patterns]
     if missing:
         known = sorted(patterns)
@@ -245,22 +434,25 @@ their cross moments with ``x`` and their own moments per unit."""
 
 
 def quality_layer(kernel: KernelLayer) -> bool:
-    """Whether :func:`quality_statistics` handles the layer: a dense layer, or a 2-D convolution (also Keras' Conv1D)
-    in NHWC with SAME or VALID padding, whose input patches it extracts."""
+    """Whether :func:`quality_statistics` handles the layer: a dense layer (also one applied per token), or a 2-D
+    convolution (also Keras' Conv1D, a dilated one) in NHWC with SAME or VALID padding, whose input patches it
+    extracts."""
     op = kernel.layer.op
     if op.type == "MatMul":
         return not op.get_attr("transpose_b")
+    if op.type in ("BatchMatMul", "BatchMatMulV2", "BatchMatMulV3"):
+        return not op.get_attr("adj_y")
     return (op.type == "Conv2D" and op.get_attr("data_format") == b"NHWC"
             and op.get_attr("padding") in (b"SAME", b"VALID"))  # fmt: skip
 
 
 def quality_statistics(kernel: KernelLayer, path: Path, valid: tf.Tensor) -> list[tf.Tensor]:
-    """The sums :data:`QUALITY_STATISTICS` of one layer over a batch (rows weighted by ``valid``), from which the
+    """The sums :data:`QUALITY_STATISTICS` of one layer over a batch (samples weighted by ``valid``), from which the
     quality of any linear or two-component signal estimator of the layer follows (Kindermans et al. 2018, Eq. 3)."""
     layer, z = kernel.layer, kernel.layer.z
     weights = layer.weights
     units = int(weights.shape[-1])
-    if layer.op.type == "MatMul":
+    if layer.op.type != "Conv2D":
         rows, matrix = layer.x, weights
     else:
         kh, kw = weights.shape[0], weights.shape[1]
@@ -269,7 +461,7 @@ def quality_statistics(kernel: KernelLayer, path: Path, valid: tf.Tensor) -> lis
             rates=layer.op.get_attr("dilations"), padding=layer.op.get_attr("padding").decode(),
         )  # fmt: skip
         rows, matrix = patches, tf.reshape(weights, [-1, units])
-    weight = tf.reshape(tf.cast(valid, z.dtype), [-1] + [1] * (z.shape.rank - 1)) * tf.ones_like(z[..., :1])
+    weight = kernel.sample_weights(valid)[..., :1]  # the same for every unit
     x = tf.reshape(rows * weight, [-1, matrix.shape[0]])  # padding rows are zero rows
     w = tf.reshape(weight, [-1, 1])
     y = tf.reshape(z, [-1, units])
