@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from deepexplain.tensorflow import METHODS, DeepExplain
 from deepexplain.tensorflow.methods import ALIASES
+from deepexplain.tensorflow.methods import method_arguments as accepted_arguments
 
 tf1 = tf.compat.v1
 
@@ -360,7 +361,11 @@ def method_arguments(baselines: np.ndarray, quick: bool = False, seed: int = 0, 
             or getattr(METHODS[name], "reads_attention", False)  # a CNN has no attention
         )
 
-    return {name: arguments.get(name, {}) for name in METHODS if name not in ALIASES and not left_out(name)}
+    def with_seed(name):  # every sampling method seeded, so the pictures are the same on every run
+        given = arguments.get(name, {})
+        return {**given, "seed": seed} if "seed" in accepted_arguments(name) and "seed" not in given else given
+
+    return {name: with_seed(name) for name in METHODS if name not in ALIASES and not left_out(name)}
 
 
 @dataclass(frozen=True)
