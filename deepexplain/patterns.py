@@ -127,8 +127,12 @@ def fit_patterns(model, data, *, pattern_type="relu", batch_size=256, progress=T
     Notes
     -----
     Each batch costs the model's forward pass and, per layer, two kernel-gradient products (``sum x m`` and
-    ``sum x y m``, computed as the op's kernel gradient, so convolutions materialise no patches); what is held is
-    six kernel-sized float64 sums per layer. Statistics are sums, so fits of parts of a dataset merge exactly.
+    ``sum x y m``, computed as the op's kernel gradient, so convolutions materialise no patches; one for 'linear',
+    whose ``sum x`` is the kernel gradient of one row, the weighted sum of the batch's rows). A 'relu' layer that is
+    a ReLU of its output plus bias (Keras' Dense/Conv with activation='relu') is fitted from the ReLU's output alone
+    (``sum x y m = sum x relu(z + b) - b sum x m``), so TensorFlow keeps its convolution, bias and ReLU one fused op.
+    Sums within a batch are in the model's dtype, across batches float64; what is held is six
+    kernel-sized float64 sums per layer. Statistics are sums, so fits of parts of a dataset merge exactly.
     """
     from deepexplain import stream
     from deepexplain.explainer import Explainer

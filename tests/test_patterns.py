@@ -557,8 +557,8 @@ def tokens(n=40, seed=21):
     return np.random.default_rng(seed).normal(size=(n, 5, 4))
 
 
-def conv_model(layer, shape, seed=22):
-    """``layer`` (a ReLU convolution), flattened into dense logits, float64."""
+def layer_model(layer, shape, seed=22):
+    """``layer`` (with a ReLU), flattened into dense logits, float64."""
     model = keras.Sequential([keras.Input(shape, dtype="float64"), layer, keras.layers.Flatten(dtype="float64"),
                               keras.layers.Dense(3, name="logits", dtype="float64")])  # fmt: skip
     rng = np.random.default_rng(seed)
@@ -566,7 +566,9 @@ def conv_model(layer, shape, seed=22):
     return model
 
 
-CONV_CASES = {  # layer arguments, input shape
+LAYER_CASES = {  # layer type, arguments, input shape
+    "conv_2d_widening": (keras.layers.Conv2D, dict(filters=6, kernel_size=3, padding="same"), (6, 6, 2)),
+    "dense_widening": (keras.layers.Dense, dict(units=8), (3,)),
     "transposed_2d_same": (keras.layers.Conv2DTranspose, dict(filters=3, kernel_size=3, strides=2, padding="same"),
                            (5, 5, 2)),
     "transposed_2d_valid": (keras.layers.Conv2DTranspose, dict(filters=3, kernel_size=3, strides=2), (5, 5, 2)),
@@ -578,11 +580,11 @@ CONV_CASES = {  # layer arguments, input shape
 }  # fmt: skip
 
 
-def conv_case(name):
-    kind, arguments, shape = CONV_CASES[name]
+def layer_case(name):
+    kind, arguments, shape = LAYER_CASES[name]
     layer = kind(**arguments, activation="relu", name="conv", dtype="float64")
     data = np.random.default_rng(23).normal(size=(30, *shape))
-    return conv_model(layer, shape), data
+    return layer_model(layer, shape), data
 
 
 PATTERN_TYPES = ("linear", "relu", "relu.negative")
@@ -606,13 +608,15 @@ def test_per_token_dense_patterns_equal_the_numpy_definition(length):
     assert_patterns_are_the_definitions(token_model(length), tokens(), PATTERN_TYPES)
 
 
-@pytest.mark.parametrize("case", sorted(CONV_CASES))
-def test_transposed_dilated_1d_and_3d_convolution_patterns_equal_the_numpy_definition(case):
+@pytest.mark.parametrize("case", sorted(LAYER_CASES))
+def test_transposed_dilated_1d_3d_and_widening_layer_patterns_equal_the_numpy_definition(case):
     """The samples of a transposed convolution are the patches of its zero-upsampled input (its kernel gradient
     swaps input and output), those of a dilated convolution its dilated patches (Keras computes it between
-    SpaceToBatchND and BatchToSpaceND; the positions that cropping drops are no samples)."""
-    model, data = conv_case(case)
-    assert_patterns_are_the_definitions(model, data, PATTERN_TYPES if case == "transposed_2d_same" else ["relu"])
+    SpaceToBatchND and BatchToSpaceND; the positions that cropping drops are no samples). A layer with more
+    outputs than inputs per row weights its input rows instead of its mask."""
+    model, data = layer_case(case)
+    every_type = case in ("transposed_2d_same", "conv_2d_widening", "dense_widening")
+    assert_patterns_are_the_definitions(model, data, PATTERN_TYPES if every_type else ["relu"])
 
 
 def random_patterns(model, seed=24):
@@ -622,12 +626,12 @@ def random_patterns(model, seed=24):
             for layer in model.layers if hasattr(layer, "kernel")}  # fmt: skip
 
 
-@pytest.mark.parametrize("case", ["tokens", "tokens_einsum", *sorted(CONV_CASES)])
+@pytest.mark.parametrize("case", ["tokens", "tokens_einsum", *sorted(LAYER_CASES)])
 def test_explanations_of_more_kernel_layers_equal_a_numpy_backward_pass(case):
     if case.startswith("tokens"):
         model, xs = token_model(None if case == "tokens_einsum" else 5), tokens(3, seed=25)
     else:
-        model, xs = conv_case(case)
+        model, xs = layer_case(case)
         xs = xs[:3]
     patterns = random_patterns(model)
     method = "pattern.net" if case in ("tokens", "transposed_2d_valid", "conv_3d") else "pattern.attribution"
@@ -641,27 +645,30 @@ def test_signal_quality_of_per_token_dense_layers_equals_an_explicit_regression(
 
 
 def test_padding_rows_do_not_count_through_reshaped_and_cropped_outputs():
-    """A TF1 graph with a fixed batch of 8 fed 30 rows: a SAME dilated convolution (SpaceToBatchND, then a crop)
-    and a tensordot over tokens (a MatMul of batch x tokens rows) fit what they fit on an input of any size."""
+    """A TF1 graph with a fixed batch of 8 fed 30 rows: a widening convolution (its input rows weighted), a SAME
+    dilated convolution (SpaceToBatchND, then a crop) and a tensordot over tokens (a MatMul of batch x tokens rows)
+    fit what they fit on an input of any size, for every pattern type."""
     from deepexplain.tensorflow import DeepExplain
 
     rng = np.random.default_rng(26)
-    k1, k2, k3 = (rng.normal(size=s).astype(np.float32) for s in ((3, 3, 2, 3), (3, 4), (4, 2)))
-    b1, b2 = (np.abs(rng.normal(size=s)).astype(np.float32) + 0.1 for s in (3, 4))
+    k0, k1, k2, k3 = (rng.normal(size=s).astype(np.float32) for s in ((3, 3, 2, 5), (3, 3, 5, 3), (3, 4), (4, 2)))
+    b0, b1, b2 = (np.abs(rng.normal(size=s)).astype(np.float32) + 0.1 for s in (5, 3, 4))
     data = rng.normal(size=(30, 9, 9, 2)).astype(np.float32)
     fitted = []
     for batch in (None, 8):
         graph = tf.Graph()
         with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
             X = tf.compat.v1.placeholder(tf.float32, (batch, 9, 9, 2))
-            h = tf.nn.relu(tf.nn.convolution(X, k1, padding="SAME", dilations=2, name="dilated") + b1)
+            h = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(X, k0, 1, "SAME", name="widening"), b0))
+            h = tf.nn.relu(tf.nn.convolution(h, k1, padding="SAME", dilations=2, name="dilated") + b1)
             h = tf.nn.relu(tf.tensordot(tf.reshape(h, (-1, 81, 3)), k2, axes=1, name="tokens") + b2)
             T = tf.matmul(tf.reduce_mean(h, axis=1), k3, name="out")
             with DeepExplain(session=session) as de:
-                fitted.append(de.fit_patterns(T, X, data, batch_size=8))
-    assert len(fitted[0]) == 3
-    for name in fitted[0]:
-        np.testing.assert_allclose(fitted[1][name], fitted[0][name], rtol=1e-5, atol=1e-7, err_msg=name)
+                fitted.append([de.fit_patterns(T, X, data, pattern_type=t, batch_size=8) for t in PATTERN_TYPES])
+    for any_size, fixed in zip(*fitted, strict=True):
+        assert len(any_size) == 4
+        for name in any_size:
+            np.testing.assert_allclose(fixed[name], any_size[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_grouped_convolutions_are_refused_naming_the_layer():

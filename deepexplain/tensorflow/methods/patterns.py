@@ -24,15 +24,20 @@ def _safe(values: np.ndarray) -> np.ndarray:
 
 
 def _accumulate(sums: dict, keys: list, values: list, count: int, keep_first: bool = False) -> None:
-    """Add one batch's statistics (``count`` arrays per key, in order) to ``sums`` in float64; with ``keep_first``
-    the first array of each key is not a sum but the same at every batch (a kernel) and is kept as it comes."""
+    """Add one batch's statistics (``count`` arrays per key, in order) to ``sums`` in float64, in place; with
+    ``keep_first`` the first array of each key is not a sum but the same at every batch (a kernel) and is kept as it
+    comes."""
     for i, key in enumerate(keys):
-        batch = [np.asarray(v, np.float64) for v in values[i * count : (i + 1) * count]]
+        batch = values[i * count : (i + 1) * count]
         total = sums.get(key)
-        if total is not None:
-            added = [t + b for t, b in zip(total, batch, strict=True)]
-            batch = [batch[0], *added[1:]] if keep_first else added
-        sums[key] = batch
+        if total is None:
+            sums[key] = [np.array(v, np.float64) for v in batch]  # copies: the sums are added to in place
+            continue
+        for j, value in enumerate(batch):
+            if keep_first and j == 0:
+                total[0] = np.array(value, np.float64)
+            else:
+                np.add(total[j], value, out=total[j])
 
 
 class PatternStatistics(GradientMethod):
@@ -83,7 +88,8 @@ class PatternStatistics(GradientMethod):
     def set_statistics(self, flat: list) -> None:
         """Fit on the sums ``flat`` (:meth:`take_statistics`'s layout, added over the parts of a dataset)."""
         k = len(pattern_rules.STATISTICS)
-        self._sums = {key: list(flat[i * k : (i + 1) * k]) for i, (key, _) in enumerate(self._layers)}
+        self._sums = {key: [np.array(a, np.float64) for a in flat[i * k : (i + 1) * k]]
+                      for i, (key, _) in enumerate(self._layers)}  # fmt: skip
         self.fit_end()
 
     def patterns(self) -> dict:

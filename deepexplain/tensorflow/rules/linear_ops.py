@@ -155,11 +155,13 @@ class LinearLayer:
         clone = self._clone(self.x, stacked_weights)
         return original_gradient(clone, tf.concat(signals, axis=self._output_axis))[self.data_index]
 
-    def weight_gradient(self, signal: tf.Tensor) -> tf.Tensor:
+    def weight_gradient(self, signal: tf.Tensor, x: tf.Tensor | None = None, weights: tf.Tensor | None = None):
         """``sum over rows of x * signal``, shaped like the weights: the op's gradient with respect to its weights
-        (for a convolution, a kernel-gradient convolution: no patches are materialised). Two signals cost less as two
+        (for a convolution, a kernel-gradient convolution: no patches are materialised), of the op on the data input
+        ``x`` and with ``weights`` of another shape (fewer output units) when given. Two signals cost less as two
         such ops than as one on signals concatenated along the output axis (measured on CPU: the copy costs more)."""
-        return original_gradient(self.op, signal)[self.weight_index]
+        op = self.op if x is None and weights is None else self._clone(self.x if x is None else x, weights)
+        return original_gradient(op, signal)[self.weight_index]
 
     def apply(self, x: tf.Tensor, weights: tf.Tensor | None = None) -> tf.Tensor:
         """The op on input ``x`` with ``weights`` (default: its own), without bias."""

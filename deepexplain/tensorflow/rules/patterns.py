@@ -143,8 +143,8 @@ class KernelLayer:
         return self.chain[-1].outputs[0] if self.chain else self.layer.z
 
     def to_layer(self, tensor: tf.Tensor) -> tf.Tensor:
-        """A tensor laid out like :attr:`outer` laid out like ``z`` (positions a dilated convolution computes and
-        then crops get 0): the adjoint of :attr:`chain`."""
+        """``tensor``, laid out like :attr:`outer`, in the layout of ``z`` (the positions a dilated convolution
+        computes and then crops get 0): the adjoint of :attr:`chain`."""
         for step in reversed(self.chain):
             if step.type == "BatchToSpaceND":
                 tensor = tf.space_to_batch_nd(tensor, step.inputs[1], step.inputs[2])
@@ -152,24 +152,78 @@ class KernelLayer:
                 tensor = tf.reshape(tensor, tf.shape(step.inputs[0]))
         return tensor
 
-    def per_unit(self, tensor: tf.Tensor) -> tf.Tensor:
-        """A ``z``-shaped tensor summed over the samples (every axis but the units), shaped :attr:`unit_shape`."""
+    @property
+    def units(self) -> int:
+        """The number of output units."""
+        return int(np.prod([self.layer.z.shape[a] for a in self.output_axes]))
+
+    def per_unit(self, tensor: tf.Tensor, weights: tf.Tensor | None = None) -> tf.Tensor:
+        """``tensor * weights`` (``z``-shaped; :meth:`sample_weights`) summed over the samples (every axis but the
+        units), shaped :attr:`unit_shape`.
+
+        Where the units are the trailing axes (channels last, dense layers) the sum is a matrix-vector product, which
+        reads the tensor once at memory speed (a reduction over the leading axes is several times slower on CPU),
+        and weights of one value per row are its vector: no product of the tensor's size is formed."""
+        rank = tensor.shape.rank
+        if self.output_axes == tuple(range(rank - len(self.output_axes), rank)):
+            if weights is not None and _per_row(weights):
+                by_row = tf.reshape(tensor, [-1, _row_size(tensor)])  # (rows, positions x units)
+                summed = tf.linalg.matvec(by_row, tf.reshape(weights, [-1]), transpose_a=True)
+                return tf.reshape(tf.reduce_sum(tf.reshape(summed, [-1, self.units]), axis=0), self.unit_shape)
+            if weights is not None:
+                tensor = tensor * weights
+            samples = tf.reshape(tensor, [-1, self.units])
+            ones = tf.ones(tf.shape(samples)[:1], samples.dtype)
+            return tf.reshape(tf.linalg.matvec(samples, ones, transpose_a=True), self.unit_shape)
+        if weights is not None:
+            tensor = tensor * weights
         kept = sorted(self.output_axes)
-        summed = tf.reduce_sum(tensor, axis=[a for a in range(tensor.shape.rank) if a not in kept])
+        summed = tf.reduce_sum(tensor, axis=[a for a in range(rank) if a not in kept])
         order = [kept.index(a) for a in self.output_axes]
         if order != sorted(order):
             summed = tf.transpose(summed, order)
         return tf.reshape(summed, self.unit_shape)
 
+    def sample_count(self, weights: tf.Tensor) -> tf.Tensor:
+        """The samples of each unit (the sum of :meth:`sample_weights` over them), shaped :attr:`unit_shape`."""
+        if not _per_row(weights):
+            return self.per_unit(weights)
+        per_row = _row_size(self.layer.z)
+        return tf.fill(self.unit_shape, tf.reduce_sum(weights) * tf.cast(per_row // self.units, weights.dtype))
+
     def sample_weights(self, valid: tf.Tensor) -> tf.Tensor:
-        """``z``-shaped: 1 at a sample of the data, 0 at padding rows (``valid`` 0) and at cropped positions."""
+        """1 at a sample of the data, 0 at padding rows (``valid`` 0) and at the positions a dilated convolution
+        computes and crops: one value per row (broadcasting against ``z``) when ``z`` is laid out as the model lays
+        it out, else ``z``-shaped."""
         outer = self.outer
-        rows = tf.shape(outer)[0]
-        # a layer that folds positions into the batch axis before its bias (a hand-written tensordot) does it
-        # batch-major, as tf.reshape of a batch-first tensor does
-        valid = tf.repeat(tf.cast(valid, outer.dtype), rows // tf.shape(valid)[0])
-        weights = tf.broadcast_to(tf.reshape(valid, [-1] + [1] * (outer.shape.rank - 1)), tf.shape(outer))
-        return self.to_layer(weights)
+        valid = tf.cast(valid, outer.dtype)
+        if self.chain or self.layer.op.type == "MatMul":
+            # a layer that folds positions into the batch axis before its bias (a hand-written tensordot) does it
+            # batch-major, as tf.reshape of a batch-first tensor does (z's shape is not read: see statistics)
+            rows = tf.shape(outer)[0] if self.chain else tf.shape(self.layer.x)[0]
+            valid = tf.reshape(tf.tile(valid[:, None], [1, rows // tf.shape(valid)[0]]), [-1])
+        by_row = tf.reshape(valid, [-1] + [1] * (outer.shape.rank - 1))
+        return self.to_layer(tf.broadcast_to(by_row, tf.shape(outer))) if self.chain else by_row
+
+
+def _per_row(weights: tf.Tensor) -> bool:
+    """Whether :meth:`KernelLayer.sample_weights` gave one weight per row."""
+    return weights.shape[1:].num_elements() == 1
+
+
+def _row_size(tensor: tf.Tensor):
+    """The values per row of ``tensor`` (static where known: fewer ops to trace and optimise)."""
+    size = tensor.shape[1:].num_elements()
+    return size if size is not None else tf.size(tensor) // tf.shape(tensor)[0]
+
+
+def _static_or_dynamic(tensor: tf.Tensor) -> list:
+    """``tensor``'s shape, each dimension static where known."""
+    dims = tensor.shape.as_list()
+    if None not in dims[1:]:
+        return [-1 if dims[0] is None else dims[0], *dims[1:]]
+    dynamic = tf.shape(tensor)
+    return [dynamic[i] if d is None else d for i, d in enumerate(dims)]
 
 
 def kernel_layers(path: Path) -> tuple[list[KernelLayer], list[tf.Operation]]:
@@ -287,6 +341,25 @@ def activation_gate(kernel: KernelLayer, path: Path) -> tf.Tensor:
     """The tensor whose sign says whether a unit is active, laid out like ``z``: the output of the first activation
     after the layer (through its bias, batch norm or a residual addition); the layer's output with its bias when no
     activation follows (iNNvestigate's convention: at the logits the mask is ``z + b > 0``)."""
+    return kernel.to_layer(_gate(kernel, path))
+
+
+def active_mask(kernel: KernelLayer, path: Path, pattern_type: str) -> tf.Tensor:
+    """1 where a unit is active ('relu': its :func:`activation_gate` > 0; 'relu.negative': <= 0), laid out like
+    ``z``; one pass over the gate where the activation is >= 0 (a ReLU's sign is the mask)."""
+    gate = _gate(kernel, path)
+    z = kernel.layer.z
+    if ops.is_a(gate.op.type, ops.NONNEGATIVE):
+        sign = tf.sign(tf.cast(gate, z.dtype))
+        mask = sign if pattern_type == "relu" else 1 - sign
+    else:
+        mask = tf.cast(gate > 0 if pattern_type == "relu" else gate <= 0, z.dtype)
+    return kernel.to_layer(mask)
+
+
+def _gate(kernel: KernelLayer, path: Path) -> tf.Tensor:
+    """:func:`activation_gate` laid out like :attr:`KernelLayer.outer` (the activation's own output when shapes
+    agree)."""
     outer = kernel.outer
     size = outer.shape[1:].num_elements()
     tensor = outer
@@ -296,14 +369,15 @@ def activation_gate(kernel: KernelLayer, path: Path) -> tf.Tensor:
             break
         consumer = consumers[0]
         if ops.is_a(consumer.type, ops.ACTIVATION):
-            return kernel.to_layer(tf.reshape(consumer.outputs[0], tf.shape(outer)))
+            gate = consumer.outputs[0]
+            return gate if gate.shape.as_list() == outer.shape.as_list() else tf.reshape(gate, tf.shape(outer))
         out = consumer.outputs[0]
         same_size = out.shape[1:].num_elements() == size if size is not None else out.shape == outer.shape
         if consumer.type not in _TOWARDS_ACTIVATION or not same_size or not _carries_one_value(consumer, tensor, path):
             break
         tensor = out
     bias_add, _, _ = following_bias(outer.op, path)
-    return kernel.to_layer(outer if bias_add is None else bias_add.outputs[0])
+    return outer if bias_add is None else bias_add.outputs[0]
 
 
 def _carries_one_value(op: tf.Operation, tensor: tf.Tensor, path: Path) -> bool:
@@ -321,26 +395,101 @@ def statistics(kernel: KernelLayer, path: Path, valid: tf.Tensor, pattern_type: 
     """The sums :data:`STATISTICS` of one layer over a batch's samples, weighted by ``valid`` (0 for padding rows).
 
     The sums of ``y m`` and ``y^2 m`` are ``w_o^T sum x m`` and ``w_o^T sum x y m`` (``y = w_o^T x``): kernel-sized
-    products instead of passes over the layer's output."""
-    z = kernel.layer.z
+    products instead of passes over the layer's output. Weights of one value per row weight whichever is smaller,
+    the layer's input or the mask. Where the samples' sums follow from one row (:func:`_input_sums`), 'linear'
+    needs one kernel gradient, and a 'relu' layer whose activation is a ReLU of ``z + b`` (Keras' Dense and Conv
+    with activation='relu') is fitted from the ReLU's output alone (:func:`_relu_statistics`)."""
+    layer, z = kernel.layer, kernel.layer.z
     weights = kernel.sample_weights(valid)
-    if pattern_type == "linear":
-        mask = weights
+    inputs, outputs = layer.x.shape[1:].num_elements(), z.shape[1:].num_elements()
+    on_input = _per_row(weights) and None not in (inputs, outputs) and inputs < outputs
+    x = _times_rows(layer.x, weights) if on_input else None
+    relu = _relu_of_bias(kernel, path) if pattern_type == "relu" else None
+    if relu is not None:
+        sum_xm, sum_xym, count, sum_y = _relu_statistics(kernel, *relu, weights, x)
+    elif pattern_type == "linear" and _has_input_sums(kernel):
+        sum_x = _input_sums(kernel, weights, z)  # every unit's sum x m, m = 1
+        sum_xm = tf.broadcast_to(sum_x, layer.weights.shape)
+        sum_xym = layer.weight_gradient(z if on_input else z * weights, x)
+        count, sum_y = kernel.sample_count(weights), _times_kernel(kernel, sum_x)
     else:
-        gate = activation_gate(kernel, path)
-        mask = tf.cast(gate > 0 if pattern_type == "relu" else gate <= 0, z.dtype) * weights
-    sum_xm, sum_xym = kernel.layer.weight_gradient(mask), kernel.layer.weight_gradient(z * mask)
-    kernel_weights = kernel.layer.weights
-    kernel_axes = [a for a in range(kernel_weights.shape.rank) if a not in kernel.unit_axes]
-    return [
-        sum_xm,
-        sum_xym,
-        kernel.per_unit(mask),
-        tf.reduce_sum(kernel_weights * sum_xm, axis=kernel_axes, keepdims=True),
-        tf.reduce_sum(kernel_weights * sum_xym, axis=kernel_axes, keepdims=True),
-        kernel.per_unit(z * weights),
-        kernel.per_unit(weights),
-    ]
+        if pattern_type == "linear":
+            mask = tf.ones_like(z) if on_input else tf.broadcast_to(weights, tf.shape(z))
+        else:
+            mask = active_mask(kernel, path, pattern_type)
+            mask = mask if on_input else mask * weights
+        sum_xm, sum_xym = layer.weight_gradient(mask, x), layer.weight_gradient(z * mask, x)
+        count, sum_y = kernel.per_unit(mask, weights if on_input else None), kernel.per_unit(z, weights)
+    return [sum_xm, sum_xym, count, _times_kernel(kernel, sum_xm), _times_kernel(kernel, sum_xym), sum_y,
+            kernel.sample_count(weights)]  # fmt: skip
+
+
+def _times_kernel(kernel: KernelLayer, sums: tf.Tensor) -> tf.Tensor:
+    """``w_o^T sums_o`` per unit (``sums`` kernel-shaped, or with one unit: the same for every unit)."""
+    weights = kernel.layer.weights
+    return tf.reduce_sum(weights * sums, axis=[a for a in range(weights.shape.rank) if a not in kernel.unit_axes],
+                         keepdims=True)  # fmt: skip
+
+
+# the kernel ops whose kernel has one unit axis that the data does not have (a kernel of one unit then reads every
+# input of a sample) and whose rows are the batch's
+_ONE_UNIT_AXIS = frozenset({"MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Conv2D", "Conv3D"})
+
+
+def _has_input_sums(kernel: KernelLayer) -> bool:
+    """Whether :func:`_input_sums` applies: an op of :data:`_ONE_UNIT_AXIS` whose output the model does not lay out
+    anew (its rows are weighted per row)."""
+    return not kernel.chain and kernel.layer.op.type in _ONE_UNIT_AXIS
+
+
+def _input_sums(kernel: KernelLayer, weights: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """``sum x`` over the samples, shaped like the kernel with one unit: the op's kernel gradient, with one unit and
+    a signal of ones, on one row, the weighted sum of the input rows (the samples' sum by linearity: no patch is
+    formed, and the gradient reads one row instead of a batch). ``like``: a tensor of the output's shape."""
+    layer = kernel.layer
+    rows = tf.reshape(layer.x, [-1, _row_size(layer.x)])
+    summed = tf.reshape(tf.linalg.matvec(rows, tf.reshape(weights, [-1]), transpose_a=True),
+                        [1, *_static_or_dynamic(layer.x)[1:]])  # fmt: skip
+    ones = tf.ones([1, *_static_or_dynamic(like)[1:-1], 1], like.dtype)
+    one_unit = tf.zeros([1 if i in kernel.unit_axes else d for i, d in enumerate(layer.weights.shape)], like.dtype)
+    return layer.weight_gradient(ones, summed, one_unit)
+
+
+def _relu_of_bias(kernel: KernelLayer, path: Path):
+    """``(a, b)`` when the layer's output goes through its bias ``b`` straight into a ReLU whose output is ``a``
+    (the units along the last axis, ``b`` one value per unit); else None."""
+    z = kernel.layer.z
+    if not _has_input_sums(kernel) or kernel.output_axes != (z.shape.rank - 1,):
+        return None
+    bias_add, bias, _ = following_bias(kernel.op, path)
+    if bias_add is None or bias.shape.rank != 1 or bias.shape[0] != kernel.units:
+        return None
+    if bias_add.type == "BiasAdd" and bias_add.get_attr("data_format").decode() not in ("NHWC", "NDHWC", "N..C"):
+        return None
+    consumers = path.consumers(bias_add.outputs[0])
+    if len(consumers) != 1 or consumers[0].type != "Relu":
+        return None
+    return consumers[0].outputs[0], bias
+
+
+def _relu_statistics(kernel: KernelLayer, a: tf.Tensor, bias: tf.Tensor, weights: tf.Tensor, x):
+    """``sum x m``, ``sum x y m``, ``sum m`` and ``sum y`` of a 'relu' layer ``a = relu(z + b)`` from ``a`` alone:
+    ``m = sign(a)``, ``sum x y m = sum x a - b sum x m`` (``a = (z + b) m``) and ``sum y = w^T sum x``, so that
+    ``z`` and ``z + b`` are never read and TensorFlow keeps the layer's convolution, bias and ReLU one fused op.
+    ``x``: the input weighted per row (None: ``weights`` weight the signals instead)."""
+    layer = kernel.layer
+    mask = tf.sign(a)
+    if x is None:
+        mask, a = mask * weights, a * weights
+    sum_xm = layer.weight_gradient(mask, x)
+    sum_xym = layer.weight_gradient(a, x) - tf.reshape(tf.cast(bias, a.dtype), kernel.unit_shape) * sum_xm
+    count = kernel.per_unit(mask, None if x is None else weights)
+    return sum_xm, sum_xym, count, _times_kernel(kernel, _input_sums(kernel, weights, a))
+
+
+def _times_rows(x: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """``x`` with each row multiplied by its weight (``weights``: one per row of the layer's output)."""
+    return x * tf.reshape(weights, [-1] + [1] * (x.shape.rank - 1))
 
 
 def pattern_rule(kernel_of, project: bool):
@@ -461,7 +610,8 @@ def quality_statistics(kernel: KernelLayer, path: Path, valid: tf.Tensor) -> lis
             rates=layer.op.get_attr("dilations"), padding=layer.op.get_attr("padding").decode(),
         )  # fmt: skip
         rows, matrix = patches, tf.reshape(weights, [-1, units])
-    weight = kernel.sample_weights(valid)[..., :1]  # the same for every unit
+    weight = kernel.sample_weights(valid)
+    weight = weight[..., :1] * tf.ones_like(z[..., :1])  # the same for every unit, one per sample
     x = tf.reshape(rows * weight, [-1, matrix.shape[0]])  # padding rows are zero rows
     w = tf.reshape(weight, [-1, 1])
     y = tf.reshape(z, [-1, units])
