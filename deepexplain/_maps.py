@@ -28,10 +28,17 @@ def check_percentile(percentile: float) -> float:
     return float(percentile)
 
 
-def check_finite(values: np.ndarray, name: str) -> None:
-    if not np.all(np.isfinite(values)):
+def check_finite(values: np.ndarray, name: str, samples: bool = False) -> None:
+    """Refuse NaN and inf, counting them, or with ``samples`` naming the samples (first axis) that have them."""
+    if np.all(np.isfinite(values)):
+        return
+    if not samples:
         count = np.count_nonzero(~np.isfinite(values))
         raise InvalidInputError(f"{name}: expected finite values, got {count} NaN or inf")
+    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1) if values.ndim > 1 else ~np.isfinite(values)
+    rows = np.flatnonzero(bad)
+    listed = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+    raise InvalidInputError(f"{name}: expected finite values, got NaN or inf in {len(rows)} samples ({listed})")
 
 
 def symmetric_limit(values: np.ndarray, percentile: float) -> float:

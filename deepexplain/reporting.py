@@ -79,15 +79,6 @@ def _float_array(value, name: str) -> np.ndarray:
     return array
 
 
-def _finite(values: np.ndarray, name: str) -> None:
-    """Refuse NaN and inf, naming the samples that have them."""
-    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1) if values.ndim > 1 else ~np.isfinite(values)
-    if bad.any():
-        samples = np.flatnonzero(bad)
-        listed = ", ".join(map(str, samples[:10])) + (", ..." if len(samples) > 10 else "")
-        raise InvalidInputError(f"{name}: expected finite values, got NaN or inf in {len(samples)} samples ({listed})")
-
-
 def _attribution_maps(attributions, channels: str) -> _Maps:
     if not isinstance(attributions, Mapping):
         raise InvalidInputError(
@@ -112,7 +103,7 @@ def _attribution_maps(attributions, channels: str) -> _Maps:
             )
         if len(array) == 0:
             raise InvalidInputError(f"{label}: expected at least one sample, got shape {array.shape}")
-        _finite(array, label)
+        _maps.check_finite(array, label, samples=True)
         kinds.add("tabular" if array.ndim == 2 else "images")
         if len(kinds) > 1:
             raise InvalidInputError(
@@ -153,7 +144,7 @@ def _check_inputs(inputs, maps: _Maps) -> np.ndarray | None:
         raise InvalidInputError(
             f"inputs: expected images shaped (N, H, W) or (N, H, W, C) with C in (1, 3, 4), got {array.shape}"
         )
-    _finite(array.astype(float), "inputs")
+    _maps.check_finite(array.astype(float), "inputs", samples=True)
     return array
 
 
@@ -214,7 +205,7 @@ def _captions(n, labels, predictions, targets, titles, class_names) -> _Captions
         array = np.asarray(predictions)
         if array.ndim == 2 and len(array) == n and np.issubdtype(array.dtype, np.number):
             outputs = array.astype(float)
-            _finite(outputs, "predictions")
+            _maps.check_finite(outputs, "predictions", samples=True)
             predicted = outputs.argmax(axis=1)
         else:
             try:
@@ -661,8 +652,10 @@ def _check_concepts(concepts) -> list:
                 f"{type(item).__name__} without {', '.join(missing)}"
             )
         for field in ("heatmap", "heatmaps", "shares"):
-            _finite(
-                _float_array(getattr(item, field), f"concepts[{k}].{field}").reshape(1, -1), f"concepts[{k}].{field}"
+            _maps.check_finite(
+                _float_array(getattr(item, field), f"concepts[{k}].{field}").reshape(1, -1),
+                f"concepts[{k}].{field}",
+                samples=True,
             )
     return list(given)
 
@@ -759,9 +752,10 @@ def _check_metrics(metrics) -> _Table | None:
     better = {c: higher_is_better(c.removesuffix(" (AUC)")) for c in columns}
     for metric, by_method in curves.items():
         for method, curve in by_method.items():
-            _finite(
+            _maps.check_finite(
                 _float_array(curve.scores, f"metrics[{method!r}][{metric!r}].scores"),
                 f"metrics[{method!r}][{metric!r}].scores",
+                samples=True,
             )
     return _Table(columns, cells, better, curves)
 
