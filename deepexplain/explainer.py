@@ -511,8 +511,10 @@ class Explainer:
         if method.products in ("factor", "uniform"):  # modulating factors are constants: no signal enters them
             inside = {op for a in activations.values() for op in a.region} | in_normalisation
             factor = method.products == "factor"
-            cut = [(op, modulating_factor(op, path, gates=factor, attention=factor)) for op in path.ops]
-            path = path.without([(op, i) for op, i in cut if i is not None and op not in inside])
+            cut = [
+                (op, modulating_factor(op, path, gates=factor, attention=factor)) for op in path.ops if op not in inside
+            ]
+            path = path.without([(op, i) for op, i in cut if i is not None])
         if program is not None:
             program.check_path(path)  # before the rules are checked: a layer off the path is the first thing to say
         self._check_rules(method, path, [*activations.values(), *normalisations], target, compiled)
