@@ -7,13 +7,21 @@ explained class and its output); the dataset summary (mean |attribution| per cla
 for tabular data, as :func:`deepexplain.plot.global_summary`); CRP concepts (:func:`deepexplain.crp.top_concepts`)
 and a table of metrics (:mod:`deepexplain.metrics`) when given.
 
+With image inputs, a switch (``overlay=`` sets how the page opens) draws every heatmap over its input: the input in
+grey underneath, the map at :data:`OVERLAY_OPACITY` on top; and hovering a pixel of one panel marks the same place in
+the other panels of that sample (the input and every method), each on its own grid, so that the marker in a coarse
+CAM covers the cell under the pixel and the marker in the input covers the pixels under a CAM's cell.
+
 Panels are drawn when they scroll into view, so pages of hundreds of heatmaps open at once; printing draws them all.
 Element ids are stable, for tests and for scripts that read the page: ``heatmap-<sample>-<method>`` (0-based
 positions among the samples shown and the methods as given; ``bars-...`` for tabular data), ``input-<sample>``,
-``caption-<sample>``, ``method-<method>``, ``colorbar``, ``scale-note``, ``summary`` (``summary-<method>-<group>``
-for images, ``summary-<method>`` for tabular data), ``concepts-<k>``, ``metrics``, ``curve-<k>``. Every panel has the
-class ``panel`` and ``data-rendered="true"`` once drawn; ``window.deepexplainReport.renderAll()`` draws all of them
-and then sets ``data-rendered="all"`` on ``<body>``.
+``caption-<sample>``, ``method-<method>``, ``colorbar``, ``overlay-toggle``, ``scale-note``, ``summary``
+(``summary-<method>-<group>`` for images, ``summary-<method>`` for tabular data), ``concepts-<k>``, ``metrics``,
+``curve-<k>``. Every panel has the class ``panel`` and ``data-rendered="true"`` once drawn;
+``window.deepexplainReport.renderAll()`` draws all of them and then sets ``data-rendered="all"`` on ``<body>``, whose
+``data-overlay`` says whether the maps are drawn over their inputs (``setOverlay(on)`` switches, returning a promise).
+Linked panels carry ``data-link="<sample>"`` and ``data-grid="<rows>,<columns>"``; a marker is a ``.marker`` child of
+its panel with ``data-rows`` and ``data-columns`` (first and last cell covered).
 
 Nothing here imports TensorFlow or matplotlib; plotly is needed (``pip install "deepexplain[report]"``).
 """
@@ -34,7 +42,7 @@ from deepexplain import _maps
 from deepexplain._version import __version__
 from deepexplain.errors import InvalidInputError
 
-__all__ = ["SCALES", "report"]
+__all__ = ["OVERLAY_OPACITY", "SCALES", "report"]
 
 SCALES = ("sample", "method", "shared")
 """The ``scale=`` options of :func:`report`: one colour scale per panel, per method, or for all panels."""
@@ -46,6 +54,11 @@ _DIVERGING = ["#053061", "#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", 
 _SEQUENTIAL = ["#000004", "#1c1044", "#4f127b", "#812581", "#b5367a", "#e55064", "#fb8761", "#fec287", "#fcfdbf"]
 _GREY = [[0.0, "#000000"], [1.0, "#ffffff"]]
 _BARS_WIDTH = 300  # pixels of a tabular sample's bar chart
+# A map over its input: opaque enough that its colours still read against the colour bar (white zero stays light),
+# translucent enough that the input's shapes show through, as in Grad-CAM's figures (deepexplain.plot uses 0.5).
+OVERLAY_OPACITY = 0.6
+# Rec. 601 luma: a colour input drawn in grey under its maps, so that the maps' own colours are the only ones.
+_LUMA = np.array([0.299, 0.587, 0.114])
 
 PathType = str | PathLike
 
@@ -452,6 +465,7 @@ class _Page:
 
     def __init__(self, size: int):
         self.figures: dict = {}
+        self.underlays: dict = {}  # sample -> the grey input trace drawn under its maps (once, not per panel)
         self.size = size
 
     def panel(self, element_id: str, figure: dict, classes: str, label: str, data: str = "") -> str:
@@ -474,7 +488,9 @@ def _scale_limits(maps: _Maps, shown: int, scale: str, percentile: float) -> lis
     return [[shared] * shown for _ in maps.values]
 
 
-def _legend(maps: _Maps, scale: str, percentile: float, channels: str, limits) -> str:
+def _legend(maps: _Maps, scale: str, percentile: float, channels: str, limits, overlay: bool | None) -> str:
+    """The colour bar, what the colours mean and how the panels are scaled; with image inputs (``overlay`` not
+    None) the switch that draws the maps over them and a word on the linked cursor."""
     stops = ", ".join(_DIVERGING)
     if scale == "shared":
         ends = (f"−{limits[0][0]:.3g}", f"+{limits[0][0]:.3g}")
@@ -500,16 +516,51 @@ def _legend(maps: _Maps, scale: str, percentile: float, channels: str, limits) -
         "across methods only where the methods measure the same thing (e.g. they sum to the explained output).",
     }[scale]
     saturate = "" if maps.tabular else " Values beyond ±L take the end colours."
+    switch = linked = ""
+    if overlay is not None:
+        switch = (
+            f'<label class="toggle"><input type="checkbox" id="overlay-toggle"{" checked" if overlay else ""}> '
+            f"heatmaps over the input (grey; maps at {OVERLAY_OPACITY:.0%} opacity)</label>"
+        )
+        linked = " A marker shows the hovered pixel in the sample's other panels."
     return (
         f'<div class="legend"><div class="colorbar-box"><div id="colorbar" class="colorbar" '
         f'style="background:linear-gradient(to right, {stops})"></div><div class="colorbar-ticks">'
-        f"<span>{ends[0]} against</span><span>0</span><span>{ends[1]} for</span></div></div>"
+        f"<span>{ends[0]} against</span><span>0</span><span>{ends[1]} for</span></div>{switch}</div>"
         f'<p id="scale-note" data-scale="{scale}">{meaning} {how}{saturate} Hover over a panel for exact '
-        f"values.</p></div>"
+        f"values.{linked}</p></div>"
     )
 
 
-def _samples_section(page: _Page, maps, inputs, captions, features, scale, percentile, channels, shown, top) -> str:
+def _underlay(picture: np.ndarray) -> dict:
+    """The input in grey, as a heatmap trace that the cursor passes through (the page adds its place per map)."""
+    grey = picture if picture.ndim == 2 else picture[..., :3] @ _LUMA
+    return {
+        "type": "heatmap",
+        "z": _typed(grey),
+        "zmin": 0,
+        "zmax": 1,
+        "colorscale": _GREY,
+        "showscale": False,
+        "hoverinfo": "skip",
+        "name": "input",
+    }
+
+
+def _underlay_place(input_shape: tuple, map_shape: tuple) -> dict:
+    """Where the input's pixels lie in a map's coordinates (its cells at 0, 1, ...): stretched to cover the map, so
+    that a coarse map (a CAM) lies over the whole input."""
+    dy, dx = map_shape[0] / input_shape[0], map_shape[1] / input_shape[1]
+    return {"x0": -0.5 + dx / 2, "dx": dx, "y0": -0.5 + dy / 2, "dy": dy}
+
+
+def _linked(i: int, shape: tuple) -> str:
+    """The attributes that tie a panel to the other panels of its sample (the page marks the hovered pixel there)."""
+    return f' data-link="{i}" data-grid="{shape[0]},{shape[1]}"'
+
+
+def _samples_section(page: _Page, maps, inputs, captions, features, scale, percentile, channels, shown, top,
+                     overlay) -> str:  # fmt: skip
     limits = _scale_limits(maps, shown, scale, percentile)
     head = ['<div class="cell corner sticky"></div>']
     if inputs is not None and not maps.tabular:
@@ -527,8 +578,10 @@ def _samples_section(page: _Page, maps, inputs, captions, features, scale, perce
         flag = "" if correct is None else f' data-correct="{str(correct).lower()}"'
         text = "".join(f"<div>{html.escape(line)}</div>" for line in lines)
         cells = [f'<div class="cell caption sticky" id="caption-{i}"{flag}><b>#{i}</b>{text}</div>']
+        picture = None
         if inputs is not None and not maps.tabular:
             picture = _maps.as_display_image(inputs[i])
+            page.underlays[str(i)] = _underlay(picture)
             grey = picture.ndim == 2
             values = np.asarray(inputs[i], dtype=float).reshape(picture.shape) if grey else None
             hover = (
@@ -540,7 +593,7 @@ def _samples_section(page: _Page, maps, inputs, captions, features, scale, perce
                     _image_figure(picture, hover, page.size, values),
                     "input",
                     f"input of sample {i}",
-                    f' data-sample="{i}"',
+                    f' data-sample="{i}"' + _linked(i, picture.shape),
                 )
             )
         for j, name in enumerate(maps.names):
@@ -560,11 +613,17 @@ def _samples_section(page: _Page, maps, inputs, captions, features, scale, perce
             else:
                 hover = title + "row %{y}, column %{x}<br>attribution %{z:+.4g}"
                 hover += f"<br>colour scale ±{limit:.3g}<extra></extra>"
-                figure = _heatmap_figure(maps.values[j][i], -limit, limit, _DIVERGING, hover, page.size)
-                cells.append(page.panel(f"heatmap-{i}-{j}", figure, "heatmap", label, data))
+                values = maps.values[j][i]
+                figure = _heatmap_figure(values, -limit, limit, _DIVERGING, hover, page.size)
+                if picture is not None:
+                    # drawn by the page under the map while the overlay is on (the map then at OVERLAY_OPACITY)
+                    figure["underlay"] = {"input": str(i), **_underlay_place(picture.shape, values.shape)}
+                    figure["data"][0]["opacity"] = OVERLAY_OPACITY if overlay else 1.0
+                cells.append(page.panel(f"heatmap-{i}-{j}", figure, "heatmap", label, data + _linked(i, values.shape)))
         rows.append("".join(cells))
     width = _BARS_WIDTH if maps.tabular else page.size
-    return _legend(maps, scale, percentile, channels, limits) + _grid(head, rows, len(head) - 1, width)
+    legend = _legend(maps, scale, percentile, channels, limits, overlay if page.underlays else None)
+    return legend + _grid(head, rows, len(head) - 1, width)
 
 
 def _grid(head: list, rows: list, columns: int, width: int) -> str:
@@ -809,7 +868,10 @@ h3{font-size:1rem;margin:1rem 0 .3rem}nav a{margin-right:1rem}.note,#scale-note{
 .caption{font-size:.8rem;padding-right:.4rem}.caption[data-correct=false]{color:#b2182b}
 .column-title{font-size:.8rem;font-weight:600;text-align:center;align-self:end;overflow-wrap:anywhere}
 .row-title{font-size:.8rem;font-weight:600;align-self:center}.limit{display:block;font-weight:400;color:#555}
-.panel{background:#f4f4f4}.panel[data-rendered]{background:none}
+.panel{background:#f4f4f4;position:relative}.panel[data-rendered]{background:none}
+.marker{position:absolute;transform:translate(-50%,-50%);box-sizing:border-box;pointer-events:none;z-index:5;
+border:2px solid #000;box-shadow:0 0 0 1px #fff,inset 0 0 0 1px #fff}
+.toggle{display:block;font-size:.85rem;margin-top:.4rem}
 .legend{display:flex;gap:1.5rem;align-items:center;flex-wrap:wrap;margin:.5rem 0 1rem}
 .colorbar{width:260px;height:14px;border:1px solid #999}.colorbar-ticks{display:flex;justify-content:space-between;
 width:262px;font-size:.75rem}.concept-row{display:flex;gap:8px;align-items:flex-start;margin-bottom:6px}
@@ -821,19 +883,89 @@ footer{margin-top:2rem;font-size:.75rem;color:#666}
 """
 
 # Draws each panel when it comes near the viewport (all of them before printing); renderAll() draws the rest.
+# Heatmaps of image inputs get the grey input as a trace under them while the overlay switch is on; hovering a
+# pixel of a linked panel (data-link: its sample) marks the same place in the sample's other panels, each on its own
+# grid (data-grid: rows, columns), so that a coarse map's cell under a fine input's pixel is the one marked.
 _SCRIPT = """
 (function () {
   var figures = JSON.parse(document.getElementById("deepexplain-figures").textContent);
+  var underlays = JSON.parse(document.getElementById("deepexplain-underlays").textContent);
+  var toggle = document.getElementById("overlay-toggle");
   var config = {displayModeBar: false, responsive: false, scrollZoom: false};
   var drawn = {};
+  function overlaid() { return toggle !== null && toggle.checked; }
+  function traces(figure) {
+    if (!figure.underlay) return figure.data;
+    var place = figure.underlay, on = overlaid();
+    var under = Object.assign({}, underlays.inputs[place.input],
+                              {x0: place.x0, dx: place.dx, y0: place.y0, dy: place.dy, visible: on});
+    var over = figure.data.map(function (trace) {
+      return Object.assign({}, trace, {opacity: on ? underlays.opacity : 1});
+    });
+    return [under].concat(over);
+  }
+  function grid(element) { return element.getAttribute("data-grid").split(",").map(Number); }
+  function linkedTo(element) {
+    return document.querySelectorAll('.panel[data-link="' + element.getAttribute("data-link") + '"]');
+  }
+  // The cells of a grid of n that the source's cell k of m covers (k/m .. (k+1)/m of the panel): the one under a
+  // finer source's cell, or all those under a coarser one's; first and last, inclusive.
+  function span(k, m, n) {
+    var first = Math.floor(k * n / m + 1e-9), last = Math.ceil((k + 1) * n / m - 1e-9) - 1;
+    return [Math.min(first, n - 1), Math.max(Math.min(last, n - 1), first)];
+  }
+  function mark(source, row, column) {
+    var size = grid(source);
+    linkedTo(source).forEach(function (panel) {
+      if (panel === source) return;
+      var cells = grid(panel), rows = span(row, size[0], cells[0]), columns = span(column, size[1], cells[1]);
+      var marker = panel.querySelector(":scope > .marker");
+      if (marker === null) {
+        marker = document.createElement("div");
+        marker.className = "marker";
+        panel.appendChild(marker);
+      }
+      marker.style.left = (50 * (columns[0] + columns[1] + 1) / cells[1]) + "%";
+      marker.style.top = (50 * (rows[0] + rows[1] + 1) / cells[0]) + "%";
+      marker.style.width = "max(7px, " + (100 * (columns[1] - columns[0] + 1) / cells[1]) + "%)";
+      marker.style.height = "max(7px, " + (100 * (rows[1] - rows[0] + 1) / cells[0]) + "%)";
+      marker.setAttribute("data-rows", rows.join(","));
+      marker.setAttribute("data-columns", columns.join(","));
+      marker.hidden = false;
+    });
+  }
+  function unmark(source) {
+    linkedTo(source).forEach(function (panel) {
+      var marker = panel.querySelector(":scope > .marker");
+      if (marker !== null) marker.hidden = true;
+    });
+  }
   function render(id) {
     if (drawn[id]) return drawn[id];
     var figure = figures[id], element = document.getElementById(id);
-    drawn[id] = Plotly.newPlot(element, figure.data, figure.layout, config).then(function () {
+    drawn[id] = Plotly.newPlot(element, traces(figure), figure.layout, config).then(function () {
+      if (element.hasAttribute("data-link")) {
+        element.on("plotly_hover", function (event) {
+          var point = event.points[0];
+          mark(element, Math.round(point.y), Math.round(point.x));
+        });
+        element.on("plotly_unhover", function () { unmark(element); });
+      }
       element.setAttribute("data-rendered", "true");
     });
     return drawn[id];
   }
+  function setOverlay(on) {
+    if (toggle !== null) toggle.checked = on;
+    var changes = Object.keys(drawn).filter(function (id) { return figures[id].underlay; }).map(function (id) {
+      return drawn[id].then(function () {
+        var element = document.getElementById(id);
+        return Plotly.restyle(element, {visible: [on, true], opacity: [1, on ? underlays.opacity : 1]}, [0, 1]);
+      });
+    });
+    return Promise.all(changes).then(function () { document.body.setAttribute("data-overlay", String(on)); });
+  }
+  if (toggle !== null) toggle.addEventListener("change", function () { setOverlay(toggle.checked); });
   function renderAll() {
     return Promise.all(Object.keys(figures).map(render)).then(function () {
       document.body.setAttribute("data-rendered", "all");
@@ -850,7 +982,8 @@ _SCRIPT = """
     renderAll();
   }
   window.addEventListener("beforeprint", renderAll);
-  window.deepexplainReport = {render: render, renderAll: renderAll, ids: Object.keys(figures)};
+  window.deepexplainReport = {render: render, renderAll: renderAll, setOverlay: setOverlay,
+                              ids: Object.keys(figures)};
 })();
 """
 
@@ -882,6 +1015,7 @@ def report(
     max_samples: int | None = 16,
     top_features: int = 20,
     panel_size: int = 128,
+    overlay: bool = False,
     title: str = "deepexplain report",
 ) -> Path:
     """Write one self-contained interactive HTML page of attributions (plotly.js inline: no network needed).
@@ -934,6 +1068,12 @@ def report(
         Tabular data: features per bar chart and box plot, the largest |attribution| first.
     panel_size : int, default 128
         Pixels on the longer side of each heatmap.
+    overlay : bool, default False
+        Open the page with each heatmap drawn over its input: the input in grey underneath, the map at
+        :data:`OVERLAY_OPACITY` on top (a coarse map, such as a CAM, stretched over the whole input). Whenever
+        ``inputs`` are images the page has a switch for it; off (the default), the colours read exactly against the
+        colour bar. Either way the values under the cursor are the map's, and hovering a pixel marks the same place
+        in the sample's other panels.
     title : str, default 'deepexplain report'
         The page's title and heading.
 
@@ -949,7 +1089,7 @@ def report(
         non-empty mapping of arrays of one kind and one number of samples, or not finite; inputs, labels,
         predictions, targets, titles, class_names, feature_names, concepts or metrics that do not fit them; an
         unknown ``scale`` or ``channels``; ``percentile``, ``max_samples``, ``top_features`` or ``panel_size`` out of
-        range.
+        range; ``overlay`` not a bool, or True without image inputs.
     ImportError
         Without plotly.
 
@@ -980,6 +1120,11 @@ def report(
     panel_size = _positive_int(panel_size, "panel_size")
     if panel_size < 16:
         raise InvalidInputError(f"panel_size: expected at least 16 pixels, got {panel_size}")
+    if not isinstance(overlay, bool | np.bool_):
+        raise InvalidInputError(f"overlay: expected True or False, got {overlay!r}")
+    if overlay and (samples is None or maps.tabular):
+        given = "no inputs" if samples is None else "tabular inputs (N, F)"
+        raise InvalidInputError(f"overlay: expected image inputs (N, H, W[, C]) to draw the maps over, got {given}")
     captions = _captions(maps.n, labels, predictions, targets, titles, class_names)
     features = _feature_names(feature_names, maps)
     chosen_concepts = _check_concepts(concepts)
@@ -999,7 +1144,9 @@ def report(
         else ""
     )
     intro = f'<p class="note" id="samples-note">{shown} samples ({kind}) × {len(maps.names)} methods.{left_out}</p>'
-    grid = _samples_section(page, maps, samples, captions, features, scale, percentile, channels, shown, top_features)
+    grid = _samples_section(
+        page, maps, samples, captions, features, scale, percentile, channels, shown, top_features, bool(overlay)
+    )
     summary = _summary_section(page, maps, captions, features, percentile, top_features)
     sections = [("samples", "Samples", intro + grid), ("summary", "Summary", summary)]
     if chosen_concepts:
@@ -1008,16 +1155,21 @@ def report(
         sections.append(("metrics-section", "Metrics", _metrics_section(page, table)))
     nav = "".join(f'<a href="#{key}">{name}</a>' for key, name, _ in sections)
     body = "".join(f'<section id="{key}"><h2>{name}</h2>{content}</section>' for key, name, content in sections)
-    payload = json.dumps(page.figures, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    payload, underlays = (
+        json.dumps(value, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+        for value in (page.figures, {"opacity": OVERLAY_OPACITY, "inputs": page.underlays})
+    )
     document = (
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f'<meta name="generator" content="deepexplain {__version__}">\n<title>{html.escape(title)}</title>\n'
-        f"<style>{_STYLE}</style>\n<script>{plotly_js}</script>\n</head>\n<body>\n"
+        f"<style>{_STYLE}</style>\n<script>{plotly_js}</script>\n</head>\n"
+        f'<body data-overlay="{str(bool(overlay)).lower()}">\n'
         f'<header><h1 id="title">{html.escape(title)}</h1><nav>{nav}</nav></header>\n{body}\n'
         f"<footer>Written by deepexplain {__version__}; self-contained (plotly.js inline), no network needed."
         f"</footer>\n"
         f'<script type="application/json" id="deepexplain-figures">{payload}</script>\n'
+        f'<script type="application/json" id="deepexplain-underlays">{underlays}</script>\n'
         f"<script>{_SCRIPT}</script>\n</body>\n</html>\n"
     )
     target = Path(path)

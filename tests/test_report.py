@@ -7,6 +7,7 @@ from plotly's axis layout) against the attribution computed here; a full-page sc
 browser per module; each page is loaded once.
 """
 
+import base64
 import io
 import json
 import re
@@ -20,6 +21,7 @@ import deepexplain
 from deepexplain.cli import main
 from deepexplain.crp import Concepts
 from deepexplain.metrics import Curve
+from deepexplain.reporting import OVERLAY_OPACITY
 
 N = 3
 RNG = np.random.default_rng(0)
@@ -69,6 +71,18 @@ def _ids(text: str, prefix: str) -> list[str]:
     return re.findall(rf'id="({prefix}[^"]*)"', text)
 
 
+def _underlays(text: str) -> dict:
+    """The page's grey inputs drawn under the heatmaps while the overlay is on: {opacity, inputs: sample -> trace}."""
+    found = re.search(r'<script type="application/json" id="deepexplain-underlays">(.*?)</script>', text, re.S)
+    return json.loads(found.group(1))
+
+
+def _decoded(typed: dict) -> np.ndarray:
+    """A base64 typed array of the page, as plotly.js decodes it."""
+    shape = [int(n) for n in typed["shape"].split(",")]
+    return np.frombuffer(base64.b64decode(typed["bdata"]), {"f4": "<f4", "u1": "u1"}[typed["dtype"]]).reshape(shape)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The page as written
 
@@ -97,6 +111,40 @@ def test_report_has_a_panel_per_sample_and_method_and_every_section(pages):
     for element in ("colorbar", "scale-note", "metrics", "concepts-0", "concept-0-1", "reference-0-0-1", "curve-0"):
         assert f'id="{element}"' in text
     assert "integrated &lt;gradients&gt;" in text and "integrated <gradients>" not in text.split("<script>")[0]
+
+
+def test_heatmaps_carry_their_input_in_grey_to_draw_under_them(pages):
+    """One grey input per sample (Rec. 601 luma of the RGB input), placed under every map of the sample: over the
+    map's own cells, so the 4×4 gradcam's input pixels are half a cell wide; off by default (maps opaque)."""
+    text = pages.images.read_text(encoding="utf-8")
+    underlays, figures = _underlays(text), _figures(text)
+    assert sorted(underlays["inputs"]) == [str(i) for i in range(N)] and underlays["opacity"] == OVERLAY_OPACITY
+    grey = _decoded(underlays["inputs"]["1"]["z"])
+    np.testing.assert_allclose(grey, IMAGES[1] @ [0.299, 0.587, 0.114], atol=1e-6)
+    assert underlays["inputs"]["1"]["hoverinfo"] == "skip"  # the cursor reads the map above it
+    assert figures["heatmap-1-0"]["underlay"] == {"input": "1", "x0": 0.0, "dx": 1.0, "y0": 0.0, "dy": 1.0}
+    assert figures["heatmap-1-2"]["underlay"] == {"input": "1", "x0": -0.25, "dx": 0.5, "y0": -0.25, "dy": 0.5}
+    assert {figures[f"heatmap-{i}-{j}"]["data"][0]["opacity"] for i in range(N) for j in range(3)} == {1.0}
+    assert 'id="overlay-toggle">' in text and '<body data-overlay="false">' in text
+    go = pytest.importorskip("plotly.graph_objects")
+    place = {k: v for k, v in figures["heatmap-0-2"]["underlay"].items() if k != "input"}
+    go.Heatmap(**underlays["inputs"]["0"], **place)  # what the page draws: a valid plotly trace
+
+
+def test_panels_of_a_sample_are_linked_on_their_own_grids(pages):
+    text = pages.images.read_text(encoding="utf-8")
+    links = dict(re.findall(r'id="((?:heatmap|input)-[^"]+)"[^>]*data-link="1" data-grid="([^"]+)"', text))
+    assert links == {"input-1": "8,8", "heatmap-1-0": "8,8", "heatmap-1-1": "8,8", "heatmap-1-2": "4,4"}
+    tabular = re.sub(r"<script.*?</script>", "", pages.tabular.read_text(encoding="utf-8"), flags=re.S)  # its HTML
+    assert "data-link=" not in tabular and "overlay-toggle" not in tabular  # no picture to draw over or point into
+
+
+def test_overlay_opens_the_page_with_the_maps_over_their_inputs(tmp_path):
+    text = deepexplain.report(ATTRIBUTIONS, IMAGES[..., :1], tmp_path / "r.html", overlay=True).read_text("utf-8")
+    figures = _figures(text)
+    assert '<body data-overlay="true">' in text and 'id="overlay-toggle" checked>' in text
+    assert {figures[f"heatmap-{i}-{j}"]["data"][0]["opacity"] for i in range(N) for j in range(3)} == {OVERLAY_OPACITY}
+    np.testing.assert_allclose(_decoded(_underlays(text)["inputs"]["2"]["z"]), IMAGES[2, ..., 0], atol=1e-6)
 
 
 def test_captions_name_the_label_the_prediction_and_the_explained_output(pages):
@@ -176,6 +224,8 @@ def test_max_samples_caps_the_panels_and_the_page_says_so(tmp_path):
         ({"channels": "max"}, r"channels: expected one of \('sum', 'abs', 'norm'\), got 'max'"),
         ({"percentile": 0}, r"percentile: expected a number in \(0, 100\], got 0"),
         ({"max_samples": 0}, r"max_samples: expected a positive int or None, got 0"),
+        ({"overlay": "yes"}, r"overlay: expected True or False, got 'yes'"),
+        ({"overlay": True}, r"overlay: expected image inputs \(N, H, W\[, C\]\) to draw the maps over, got no inputs"),
         ({"concepts": {"ids": [1]}}, r"concepts: expected a deepexplain.crp.Concepts \(from top_concepts\) or a list"),
         ({"concepts": [object()]}, r"concepts\[0\]: expected a deepexplain.crp.Concepts .* without image, layer"),
         ({"metrics": {"a": 0.5}}, r"metrics: expected a deepexplain.metrics.Evaluation or a mapping method ->"),
@@ -249,19 +299,25 @@ def tabular_page(browser, pages):
     opened.page.close()
 
 
+def _point(page, element_id: str, x: float, y: float) -> tuple[float, float]:
+    """Where the data point (x, y) of a panel is in the viewport, from plotly's axis layout."""
+    return tuple(
+        page.evaluate(
+            """([id, x, y]) => {
+                const element = document.getElementById(id), layout = element._fullLayout;
+                const box = element.getBoundingClientRect();
+                return [box.left + layout.xaxis._offset + layout.xaxis.l2p(x),
+                        box.top + layout.yaxis._offset + layout.yaxis.l2p(y)];
+            }""",
+            [element_id, x, y],
+        )
+    )
+
+
 def _hover(page, element_id: str, x: float, y: float) -> str:
     """The hover label's text with the mouse on the data point (x, y) of a panel (plotly's axis layout)."""
     page.locator(f"#{element_id}").scroll_into_view_if_needed()
-    position = page.evaluate(
-        """([id, x, y]) => {
-            const element = document.getElementById(id), layout = element._fullLayout;
-            const box = element.getBoundingClientRect();
-            return [box.left + layout.xaxis._offset + layout.xaxis.l2p(x),
-                    box.top + layout.yaxis._offset + layout.yaxis.l2p(y)];
-        }""",
-        [element_id, x, y],
-    )
-    page.mouse.move(*position)
+    page.mouse.move(*_point(page, element_id, x, y))
     label = page.locator(f"#{element_id} .hovertext")
     label.wait_for(timeout=5_000)
     text = label.text_content()
@@ -279,7 +335,8 @@ def test_the_page_draws_every_panel_without_console_errors(images_page):
     panels = page.locator(".panel")
     assert panels.count() == page.locator(".panel[data-rendered=true]").count() == len(_figures(page.content()))
     assert page.locator(".panel.heatmap[id^=heatmap-] .main-svg").count() >= N * 3  # plotly drew each one
-    for element in ("#colorbar", "#scale-note", "#metrics", "#summary", "#concepts-0", "#caption-2", "#curve-0"):
+    shown = ("#colorbar", "#overlay-toggle", "#scale-note", "#metrics", "#summary", "#concepts-0", "#caption-2")
+    for element in (*shown, "#curve-0"):
         assert page.locator(element).is_visible(), element
     assert "Red" in page.locator("#scale-note").inner_text() and "own scale" in page.locator("#scale-note").inner_text()
     assert page.locator("#method-1").inner_text() == "integrated <gradients>"
@@ -315,6 +372,84 @@ def test_the_screenshot_shows_the_heatmaps_in_colour(images_page):
     red = (shot[..., 0] - shot[..., 2] > 80).sum()
     blue = (shot[..., 2] - shot[..., 0] > 80).sum()
     assert red > 500 and blue > 500  # both signs of the diverging scale
+
+
+def _markers(page) -> dict:
+    """Panel id -> ((first row, last row), (first column, last column)) of each marker shown."""
+    shown = page.evaluate(
+        """() => [...document.querySelectorAll('.marker:not([hidden])')].map(
+            m => [m.parentElement.id, m.dataset.rows, m.dataset.columns])"""
+    )
+    return {
+        panel: tuple(tuple(map(int, cells.split(","))) for cells in (rows, columns)) for panel, rows, columns in shown
+    }
+
+
+@pytest.mark.parametrize(
+    ("source", "row", "column", "expected"),
+    [
+        ("heatmap-1-0", 3, 5, {"input-1": ((3, 3), (5, 5)), "heatmap-1-1": ((3, 3), (5, 5)),
+                               "heatmap-1-2": ((1, 1), (2, 2))}),  # the 4×4 gradcam cell over pixel (3, 5)
+        ("heatmap-2-2", 1, 3, {"input-2": ((2, 3), (6, 7)), "heatmap-2-0": ((2, 3), (6, 7)),
+                               "heatmap-2-1": ((2, 3), (6, 7))}),  # a gradcam cell: the 2×2 pixels under it
+        ("input-0", 6, 4, {"heatmap-0-0": ((6, 6), (4, 4)), "heatmap-0-1": ((6, 6), (4, 4)),
+                           "heatmap-0-2": ((3, 3), (2, 2))}),
+    ],
+    ids=["map", "coarse map", "input"],
+)  # fmt: skip
+def test_hovering_a_pixel_marks_the_same_place_in_the_other_panels_of_its_sample(
+    images_page, source, row, column, expected
+):
+    """A real mouse on a known cell: a marker over the same cells in each sibling panel (and only there), where
+    plotly's axes put those cells; gone once the mouse leaves."""
+    page = images_page.page
+    page.locator(f"#{source}").scroll_into_view_if_needed()
+    page.mouse.move(*_point(page, source, column, row))
+    page.wait_for_function("n => document.querySelectorAll('.marker:not([hidden])').length === n", arg=len(expected))
+    assert _markers(page) == expected
+    for panel, ((top, bottom), (left, right)) in expected.items():
+        box = page.locator(f"#{panel} > .marker").bounding_box()
+        x0, y0 = _point(page, panel, left - 0.5, top - 0.5)
+        x1, y1 = _point(page, panel, right + 0.5, bottom + 0.5)
+        assert [box["x"], box["y"], box["x"] + box["width"], box["y"] + box["height"]] == pytest.approx(
+            [x0, y0, x1, y1], abs=1.5
+        ), panel
+    page.mouse.move(0, 0)
+    page.wait_for_function("() => document.querySelectorAll('.marker:not([hidden])').length === 0")
+    assert images_page.errors == []
+
+
+def test_the_overlay_switch_draws_each_map_over_its_grey_input(images_page):
+    """Oracle: alpha compositing. With the switch on, a cell's colour on screen is OVERLAY_OPACITY of its colour
+    without the overlay plus the rest of the input's grey (Rec. 601 luma); the cursor still reads the map."""
+    imageio = pytest.importorskip("imageio.v3")
+    page, switch = images_page.page, images_page.page.locator("#overlay-toggle")
+    assert switch.is_visible() and not switch.is_checked()
+    panel = page.locator("#heatmap-1-0")
+    panel.scroll_into_view_if_needed()
+    page.mouse.move(0, 0)
+
+    def cells():  # the colour at the centre of each of the 8×8 cells
+        shot = imageio.imread(io.BytesIO(panel.screenshot()))[..., :3].astype(float)
+        centres = ((np.arange(8) + 0.5) * shot.shape[0] / 8).astype(int)
+        return shot[np.ix_(centres, centres)]
+
+    plain = cells()
+    switch.click()
+    try:
+        page.wait_for_selector("body[data-overlay=true]")
+        traces = "id => document.getElementById(id).data.map(t => [t.name, t.visible, t.opacity])"
+        assert page.evaluate(traces, "heatmap-1-2") == [["input", True, 1], [None, True, OVERLAY_OPACITY]]
+        grey = 255 * IMAGES[1] @ [0.299, 0.587, 0.114]
+        expected = OVERLAY_OPACITY * plain + (1 - OVERLAY_OPACITY) * grey[..., None]
+        assert np.abs(cells() - expected).max() <= 3
+        text = _hover(page, "heatmap-0-2", 1, 2)  # gradcam over its input: still the map's value
+        assert _attribution(text) == pytest.approx(ATTRIBUTIONS["gradcam"][0, 2, 1], rel=1e-3)
+    finally:
+        switch.click()
+        page.wait_for_selector("body[data-overlay=false]")
+    assert np.abs(cells() - plain).max() <= 1
+    assert images_page.errors == []
 
 
 def test_tabular_report_draws_bars_and_box_plots_with_hover_values(tabular_page):
