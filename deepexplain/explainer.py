@@ -178,6 +178,7 @@ class Explainer:
             parts = [[a[: hi - lo] for a in self._call(compiled, [x[lo:hi] for x in inputs])]
                      for lo, hi in batching.chunks(n, self.runner.fixed_rows or rows)]  # fmt: skip
             return method.rollout([np.concatenate(layer) for layer in zip(*parts, strict=True)])
+        compiled = None
         if self._inner is not None:
             result = self._noise_tunnel(method, request, inputs, specs, rows, show_progress)
         elif isinstance(method, GradientMethod) and not method.needs_gradient:
@@ -190,7 +191,9 @@ class Explainer:
         else:
             forward = self._forward(request, inputs, specs, rows)
             result = method.attribute(forward, inputs, rows, show_progress)
-        self._warn_non_finite(result)
+        if not (compiled is not None and compiled.checks_relevance and method.rows_per_sample == 1):
+            # (else _check_relevance has said it)
+            self._warn_non_finite(result)
         if self._inner is not None:
             return result if self._multiple_inputs or len(result) > 1 else result[0]
         return result if self._multiple_inputs else result[0]
@@ -439,7 +442,8 @@ class Explainer:
                 build = {"gradients": self._build_gradients, "row_values": self._build_row_values,
                          "outputs": self._build_outputs, "fit": self._build_fit, "maps": self._build_maps,
                          "activations": self._build_activations, "attention": self._build_attention,
-                         "conditional": self._build_conditional}[kind](score, compiled)  # fmt: skip
+                         "conditional": self._build_conditional,
+                         "relevance_sums": self._build_relevance_sums}[kind](score, compiled)  # fmt: skip
                 compiled.run = self.runner.compile(build, self._extra_specs(kind, compiled, score), specs)
                 self._compiled[key] = compiled
                 fresh = [m for m in compiled.messages if m not in self._warned]  # once per explainer, not per kind
@@ -489,17 +493,40 @@ class Explainer:
         return weights if weights.dtype == target.dtype else tf.cast(weights, target.dtype)
 
     def _build_gradients(self, score, compiled: _Compiled):
+        """The method's gradients; for a relevance method also each row's seed (``sum R`` at the output), so that
+        :meth:`_check_relevance` can compare the input relevance with it at no extra model call."""
+
         def build(traced, extras):
             target = self._target_tensor(traced.output, score, compiled)
             self._check_softmax(target, compiled)
-            return self._rule_gradients(target, traced.inputs, extras, compiled)
+            seeds = [] if _checks_relevance(self.method) else None
+            gradients = self._rule_gradients(target, traced.inputs, extras, compiled, seed_sums=seeds)
+            compiled.checks_relevance = bool(seeds)
+            return gradients + (seeds or [])
 
         return build
 
-    def _rule_gradients(self, target, inputs, extras, compiled: _Compiled, program=None) -> list:
+    def _build_relevance_sums(self, score, compiled: _Compiled):
+        """Diagnosis of a relevance explosion: each row's seed, then, for every op whose rule ran (in the order
+        the backward pass reached them, from the output down), the row's sums of the absolute relevance it received
+        and of that it passed to its data inputs; ``compiled.recorded_ops`` names them."""
+
+        def build(traced, extras):
+            target = self._target_tensor(traced.output, score, compiled)
+            seeds, recorded = [], []
+            self._rule_gradients(target, traced.inputs, extras, compiled, seed_sums=seeds, record=recorded)
+            compiled.recorded_ops = [op.name for op, _, _ in recorded]
+            return seeds + [t for _, received, passed in recorded for t in (received, passed)]
+
+        return build
+
+    def _rule_gradients(self, target, inputs, extras, compiled: _Compiled, program=None, seed_sums=None,
+                        record=None) -> list:  # fmt: skip
         """The method's backward pass from the weighted ``target`` to ``inputs``, its rules active while the
         gradients are built; with ``program`` (a conditional backward pass, :mod:`deepexplain.crp`), what the
-        program's backward returns, its gates added to the rules."""
+        program's backward returns, its gates added to the rules. ``seed_sums`` (a list) receives each row's
+        sum of the seed relevance; ``record`` (a list) receives ``(op, per-row sum of the relevance of its data
+        inputs)`` for every op whose rule runs."""
         method = self.method
         path = self._path(inputs, target)
         if not path:
@@ -527,6 +554,8 @@ class Explainer:
             weights = self._explained_weights(target, extra)
             if method.seeds_relevance:  # relevance starts as the weighted output's value
                 seed = (tf.nn.relu(target) if method.explains_positive_output else target) * weights
+                if seed_sums is not None:
+                    seed_sums.append(_row_sums(seed))
         settings = method.graph_settings(reference_index, path)
         op_rules = method.op_rules(path)
         if method.activation_rule:
@@ -535,7 +564,11 @@ class Explainer:
             op_rules.update(rules_for(normalisations, method.normalisation_rule))
         if program is not None:
             op_rules = program.gated(op_rules, method.rules, extra)
-        with overridden_gradients(path.ops, method.rules, settings, op_rules):
+        rules = method.rules
+        if record is not None:
+            rules = {t: _recording(rule, path, record) for t, rule in rules.items()}
+            op_rules = {op: _recording(rule, path, record) for op, rule in op_rules.items()}
+        with overridden_gradients(path.ops, rules, settings, op_rules):
             if program is not None:
                 gradients = program.backward(target, inputs, extra, seed)
             elif seed is not None:
@@ -741,13 +774,15 @@ class Explainer:
         steps = method.rows_per_sample
         group = max(1, (rows_per_run - method.reference_rows) // steps)
         results = [None] * len(xs)
+        seeds = np.full(n_total, np.nan) if steps == 1 and _checks_relevance(method) else None
         total_runs = -(-n_total * steps // max(1, rows_per_run - method.reference_rows))
         with tqdm(total=total_runs, delay=2, disable=not progress, desc=self.method_name, unit="run") as bar:
             for start in range(0, n_total, group):
                 stop = min(n_total, start + group)
                 expansion = method.expand([x[start:stop] for x in xs], rng)
+                row_seeds = None if seeds is None else seeds[start:stop]
                 gradients = self._gradients_of_rows(compiled, expansion, ys, bool(in_graph_max), start, stop,
-                                                    rows_per_run, bar)  # fmt: skip
+                                                    rows_per_run, bar, row_seeds)  # fmt: skip
                 parts = [
                     method.finalize(_weighted_sum(expansion.weights, g.reshape((steps, stop - start, *g.shape[1:])), f))
                     for g, f in zip(gradients, expansion.factors, strict=True)
@@ -757,7 +792,73 @@ class Explainer:
                         dtype = np.result_type(xs[i].dtype, np.float32)
                         results[i] = np.empty((n_total, *part.shape[1:]), dtype=dtype)
                     results[i][start:stop] = part
+        if seeds is not None and compiled.checks_relevance:
+            self._check_relevance(results, seeds, (request.score, specs), xs, ys, bool(in_graph_max))
         return results
+
+    def _check_relevance(self, results, seeds, signature, xs, ys, in_graph_max) -> None:
+        """Warn when a row's input relevance is not finite, its sum exceeds ``RELEVANCE_GROWTH`` times its seed
+        (the explained output's value, what a conserving rule keeps) or its absolute sum ``RELEVANCE_SIZE`` times
+        (huge values of both signs, even where they cancel to the right sum): the relevance exploded. The first
+        such row is
+        explained once more with every rule's output summed (:meth:`_build_relevance_sums`) to name the op where
+        it first happened, from the output down."""
+        n = len(seeds)
+        with np.errstate(invalid="ignore", over="ignore"):
+            total = sum(np.asarray(r, np.float64).reshape(n, -1).sum(axis=1) for r in results)
+            size = sum(np.abs(np.asarray(r, np.float64)).reshape(n, -1).sum(axis=1) for r in results)
+            off = (np.abs(total) > RELEVANCE_GROWTH * np.abs(seeds)) | (size > RELEVANCE_SIZE * np.abs(seeds))
+            bad = np.isfinite(seeds) & (~np.isfinite(size) | off)
+        broken = ~np.isfinite(seeds)
+        if broken.any():
+            warn(
+                f"{self.method_name} gave non-finite attributions (NaN or inf) for {int(broken.sum())} of {n} "
+                f"sample(s) (first: sample {np.flatnonzero(broken)[0]}) from finite inputs (the model's output is "
+                "not finite there)",
+                RuntimeWarning,
+            )
+        if not bad.any():
+            return
+        row = int(np.flatnonzero(bad)[0])
+        seed, row_ys = seeds[row], None if ys is None else ys[row : row + 1]
+        where = self._where_relevance_explodes(signature, [x[row : row + 1] for x in xs], row_ys, in_graph_max)
+        ratio = (
+            f"absolute sum {size[row] / abs(seed):.3g} times the output's |{seed:.3g}|, sum {total[row]:.3g}"
+            if np.isfinite(size[row])
+            else "not finite"
+        )
+        cure = (
+            "bias=False leaves the biases (batch norm's shift too) out of the denominators, which then vanish: "
+            "keep bias=True"
+            if getattr(self.method, "bias", True) is False
+            else "an epsilon rule with a larger epsilon, or lrp.epsilon_plus / lrp.alpha_1_beta_0, is stable there"
+        )
+        warn(
+            f"{self.method_name}: relevance exploded for {int(bad.sum())} of {n} sample(s) (first: sample {row}, "
+            f"attributions' {ratio}){where}: relevance divided by pre-activations near zero; {cure}",
+            RuntimeWarning,
+        )
+
+    def _where_relevance_explodes(self, signature, rows, ys, in_graph_max) -> str:
+        """Where the relevance of one row grew: the op whose rule multiplied the absolute relevance most (it
+        passes down more than it receives: a division by a near-zero sum), and where it became non-finite;
+        ``signature`` is ``(score, specs)`` of the explanation."""
+        diagnosis = self._compile("relevance_sums", *signature)
+        weights = self._ones(diagnosis) if ys is None else ys
+        values = [float(np.asarray(v).reshape(-1)[0]) for v in self._call(diagnosis, rows, [weights, in_graph_max])]
+        received, passed = np.array(values[1::2]), np.array(values[2::2])
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            growth = np.where(np.isfinite(passed) & (received > 0), passed / received, 0.0)
+        where = ""
+        if len(growth) and growth.max() > 1:
+            where = (
+                f"; it grows most at op '{diagnosis.recorded_ops[int(growth.argmax())]}' (which passes down "
+                f"{growth.max():.3g} times the absolute relevance it receives)"
+            )
+        born = np.flatnonzero(np.isfinite(received) & ~np.isfinite(passed))
+        if len(born):
+            where += f"; it is not finite from op '{diagnosis.recorded_ops[int(born[0])]}' on"
+        return where
 
     def _attribute_iteratively(self, method, compiled, xs, ys, rows_per_run, rng, progress):
         """An iterative method on groups of at most ``rows_per_run`` samples: each of its gradient calls is one
@@ -779,7 +880,9 @@ class Explainer:
                 bar.update(stop - start)
         return results
 
-    def _gradients_of_rows(self, compiled, expansion, ys, in_graph_max, start, stop, rows_per_run, bar):
+    def _gradients_of_rows(self, compiled, expansion, ys, in_graph_max, start, stop, rows_per_run, bar, seeds=None):
+        """The compiled gradients of the expansion's rows, chunked; ``seeds`` (an array of one value per row)
+        receives each row's seed relevance where the compiled function returns it."""
         points = expansion.points
         total = len(points[0])
         outputs = [np.empty(p.shape, dtype=np.result_type(p.dtype, np.float32)) for p in points]
@@ -798,7 +901,12 @@ class Explainer:
                 extra.append(index)
                 row_values = [_padded(v, len(rows[0])) for v in row_values]
             extra.extend(row_values)
-            for out, g in zip(outputs, self._call(compiled, rows, [weights, *extra]), strict=True):
+            results = self._call(compiled, rows, [weights, *extra])
+            if compiled.checks_relevance:
+                seed = results.pop()
+                if seeds is not None:
+                    seeds[lo:hi] = seed[: hi - lo]
+            for out, g in zip(outputs, results, strict=True):
                 out[lo:hi] = g[: hi - lo]
             bar.update(1)
         return outputs
@@ -930,6 +1038,44 @@ class _Compiled:
         self.output_shape: tuple | None = None
         self.output_dtype = tf.float32
         self.messages: list[str] = []
+        self.checks_relevance = False  # the last output is each row's seed relevance (relevance methods)
+        self.recorded_ops: list[str] = []
+
+
+# A conserving relevance rule keeps sum R equal to the explained output; an epsilon or a bias absorbs some of it.
+# Input relevance summing to more than RELEVANCE_GROWTH times the output, or with an absolute sum above
+# RELEVANCE_SIZE times it (huge values of both signs), is an explosion (near-zero denominators), not a rule's choice.
+# (An output near 0 makes |R| / |f| large with no explosion: relevance the size of the contributions is ~100-1000
+# times such an output, hence the larger bound on the absolute sum.)
+RELEVANCE_GROWTH = 100.0
+RELEVANCE_SIZE = 1e4
+
+
+def _checks_relevance(method) -> bool:
+    """Whether the input relevance of ``method`` is compared with its seed (LRP rules and Deep Taylor)."""
+    return bool(getattr(method, "seeds_relevance", False) and getattr(method, "divides_by_activations", False))
+
+
+def _row_sums(t: tf.Tensor) -> tf.Tensor:
+    """Per row (the first axis), the sum of ``t``."""
+    if t.shape.rank == 1:
+        return t
+    return tf.reduce_sum(tf.reshape(t, [tf.shape(t)[0], -1]), axis=1)
+
+
+def _recording(rule, path: Path, record: list):
+    """``rule``, also appending ``(op, received, passed)`` to ``record``: per row, the sums of the absolute relevance
+    the op receives and of that it gives its data inputs."""
+
+    def recorded(op, grads, settings):
+        result = rule(op, grads, settings)
+        parts = [result[i] for i in path.data_inputs(op) if i < len(result) and result[i] is not None]
+        parts = [_row_sums(tf.abs(g)) for g in parts if g.shape.rank]
+        if parts and grads and grads[0] is not None and grads[0].shape.rank:
+            record.append((op, _row_sums(tf.abs(grads[0])), tf.add_n(parts) if len(parts) > 1 else parts[0]))
+        return result
+
+    return recorded
 
 
 def _has_rule(op: tf.Operation, types, path: Path, method) -> bool:

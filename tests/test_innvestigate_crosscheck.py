@@ -66,15 +66,16 @@ _DEEP_TAYLOR_BN = (
     "sign flips included): its ReLU mapping, condition 'not contains_kernel and only_relu_activation' (analyzer/"
     "deeptaylor.py:56-63), also matches BatchNormalization (no 'activation' attribute, backend/checks.py:128-134) "
     "and is registered before the batch-norm mapping (deeptaylor.py:66-74; first match wins, analyzer/"
-    "reverse_base.py:191-201), so that w**2 mapping is dead code; deepexplain passes relevance through batch norm "
-    "unchanged. test_deep_taylor_batch_norm_by_hand reproduces iNNvestigate's"
+    "reverse_base.py:191-201), so that w**2 mapping is dead code; deepexplain folds batch norm into the dense layer "
+    "before it (z+ on W s). test_deep_taylor_batch_norm_by_hand reproduces iNNvestigate's"
 )
 _BN_RULE = (
     "at batch norm iNNvestigate applies the method's bn_layer_rule to its fused surrogate (analyzer/relevance_based/"
     "relevance_analyzer.py:456-468): ZPlusFast for lrp.z_plus_fast (keeps the positive part of the scale, so "
     "channels with gamma < 0 lose their relevance; relevance_analyzer.py:731), AlphaBetaX2m100Rule for the presets "
     "(:744, :781), alpha-beta for the alpha-beta methods, each on the mis-fused layer described next; deepexplain "
-    "uses one batch-norm rule (z/epsilon with its shift, or pass-through where biases are ignored)"
+    "folds the batch norm into the dense layer before it (zennit's SequentialMergeBatchNorm) and applies the "
+    "layer's rule to W s and s b + t"
 )
 _BATCH_NORM = (
     "iNNvestigate's fused batch norm (backend/graph.py:512-515, apply_mapping_to_fused_bn_layer, 'one_linear') "

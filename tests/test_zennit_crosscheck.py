@@ -20,6 +20,10 @@ and, in the rules other than epsilon, divides without a stabiliser (0/0 -> 0). T
 difference (alpha-beta: ~7e-5 of the attribution scale; ~1e-7 with zennit's stabiliser at 1e-12). Per sample, rtol 1e-3
 and an atol of 1e-4 of that sample's largest attribution; the relevance must not be trivially zero.
 
+Batch normalisation (``build_bn_cnn``: fused and ``tf.nn.batch_normalization`` forms, negative gammas) against
+zennit with its ``SequentialMergeBatchNorm`` canonizer: both fold it into the layer before it (with a tiny batch-norm
+epsilon: zennit's merged batch norm is not an exact identity, see ``BN_EPSILON``).
+
 Differences (asserted as differences, see the tests at the end):
 - ``lrp.z_plus`` ignores biases (iNNvestigate's definition); zennit's ``ZPlus`` keeps b+ in the denominator and equals
   our ``lrp.alpha_1_beta_0``. They agree on the bias-free twins.
@@ -54,6 +58,7 @@ import tensorflow as tf  # noqa: E402
 from conftest import tf1  # noqa: E402
 from test_captum_crosscheck import Twin, _dense_weights, _param, _ToChannelsLast, _variable  # noqa: E402
 from torch import nn  # noqa: E402
+from zennit.canonizers import SequentialMergeBatchNorm  # noqa: E402
 from zennit.composites import (  # noqa: E402
     EpsilonGammaBox,
     EpsilonPlus,
@@ -416,6 +421,117 @@ def test_lrp_matches_zennit_on_twins_with_biases(session, pair, model, kind):
 @pytest.mark.parametrize("pair, model, kind", cases(BIAS_FREE_PAIRS))
 def test_lrp_matches_zennit_on_bias_free_twins(session, pair, model, kind):
     assert_agrees(*compare(session, model, False, kind, BIAS_FREE_PAIRS[pair]))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Batch normalisation: folded into the layer before it, as zennit's SequentialMergeBatchNorm canonizer does
+# ----------------------------------------------------------------------------------------------------------------
+
+# zennit's merge leaves each batch norm computing x / sqrt(1 + eps), not x (``MergeBatchNorm.merge_batch_norm`` sets
+# running_var to 1 and keeps eps), so its merged model's output is off by that factor per batch norm: with Keras'
+# eps = 1e-3 our relevance differed from zennit's by up to 0.37% (3 batch norms). A tiny eps isolates the rules.
+BN_EPSILON = 1e-8
+
+
+def _batch_norm_parameters(rng, units):
+    """gamma with both signs (a negative one flips the signs the sign-splitting rules see), mean, variance."""
+    gamma = rng.normal(0, 1, units).astype(np.float32)
+    gamma[0] = -abs(gamma[0]) - 0.3
+    beta, mean = rng.normal(0, 0.5, units).astype(np.float32), rng.normal(0, 0.3, units).astype(np.float32)
+    return gamma, beta, mean, rng.uniform(0.2, 2, units).astype(np.float32)
+
+
+def _torch_batch_norm(kind, parameters):
+    gamma, beta, mean, variance = parameters
+    bn = kind(len(gamma), eps=BN_EPSILON)
+    with torch.no_grad():
+        bn.weight, bn.bias = _param(gamma), _param(beta)
+        bn.running_mean = torch.from_numpy(mean.astype(np.float64))
+        bn.running_var = torch.from_numpy(variance.astype(np.float64))
+    return bn
+
+
+def build_bn_cnn(session):
+    """conv -> fused batch norm -> ReLU -> conv (no bias) -> batch norm (``tf.nn.batch_normalization``: Mul, Add)
+    -> ReLU -> avg-pool 2 -> flatten (NHWC) -> dense -> batch norm -> ReLU -> dense."""
+    rng = np.random.default_rng(17)
+    f1, f2 = CNN_FILTERS
+    k1 = rng.normal(0, 0.5, (3, 3, CNN_CHANNELS, f1)).astype(np.float32)
+    c1 = rng.normal(0, 0.3, f1).astype(np.float32)
+    k2 = rng.normal(0, 0.4, (3, 3, f1, f2)).astype(np.float32)
+    flat = (CNN_SIZE // 2) ** 2 * f2
+    w1, b1 = _dense_weights(rng, flat, CNN_HIDDEN)
+    w2, b2 = _dense_weights(rng, CNN_HIDDEN, CLASSES)
+    bn1, bn2, bn3 = (_batch_norm_parameters(rng, n) for n in (f1, f2, CNN_HIDDEN))
+
+    def tf_batch_norm(h, parameters, name):
+        gamma, beta, mean, variance = (_variable(p, f"{name}_{k}") for k, p in zip("gbmv", parameters, strict=True))
+        return tf.nn.batch_normalization(h, mean, variance, beta, gamma, BN_EPSILON)
+
+    X = tf1.placeholder(tf.float32, [None, CNN_SIZE, CNN_SIZE, CNN_CHANNELS], name="X")
+    h = _tf_bias(tf.nn.conv2d(X, _variable(k1, "bk1"), 1, "SAME"), c1, "bc1")
+    gamma, beta, mean, variance = (_variable(p, f"bn1_{k}") for k, p in zip("gbmv", bn1, strict=True))
+    h, _, _ = tf1.nn.fused_batch_norm(h, gamma, beta, mean, variance, epsilon=BN_EPSILON, is_training=False)
+    h = tf.nn.relu(h)
+    h = tf.nn.relu(tf_batch_norm(tf.nn.conv2d(h, _variable(k2, "bk2"), 1, "SAME"), bn2, "bn2"))
+    h = tf.reshape(tf.nn.avg_pool2d(h, 2, 2, "VALID"), [-1, flat])
+    h = tf.nn.relu(tf_batch_norm(_tf_bias(tf.matmul(h, _variable(w1, "bw1")), b1, "bb1"), bn3, "bn3"))
+    T = _tf_bias(tf.matmul(h, _variable(w2, "bw2")), b2, "bb2")
+    session.run(tf1.global_variables_initializer())
+
+    model = nn.Sequential(
+        _conv(k1, c1),
+        _torch_batch_norm(nn.BatchNorm2d, bn1),
+        nn.ReLU(),
+        _conv(k2, None),
+        _torch_batch_norm(nn.BatchNorm2d, bn2),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        _ToChannelsLast(),
+        nn.Flatten(),
+        _linear(w1, b1),
+        _torch_batch_norm(nn.BatchNorm1d, bn3),
+        nn.ReLU(),
+        _linear(w2, b2),
+    )
+    return Twin(session.graph, session, X, T, model, channels_last=True)
+
+
+def _merged(composite_class, *args, **kwargs):
+    return lambda: composite_class(*args, canonizers=[SequentialMergeBatchNorm()], **kwargs)
+
+
+BN_PAIRS = {
+    "lrp.epsilon": (dict(epsilon=EPSILON), _merged(LayerMapComposite, base_map() + [(AnyLinear, Epsilon(EPSILON))])),
+    "lrp.alpha_beta": (
+        dict(alpha=2, beta=1),
+        _merged(LayerMapComposite, base_map() + [(AnyLinear, AlphaBeta(2, 1, stabilizer=EPSILON))]),
+    ),
+    "lrp.alpha_1_beta_0": (
+        dict(bias=True),
+        _merged(LayerMapComposite, base_map() + [(AnyLinear, AlphaBeta(1, 0, stabilizer=EPSILON))]),
+    ),
+    "lrp.gamma": (
+        dict(gamma=GAMMA),
+        _merged(LayerMapComposite, base_map() + [(AnyLinear, Gamma(GAMMA, stabilizer=EPSILON))]),
+    ),
+    "lrp.epsilon_plus": (dict(epsilon=EPSILON), _merged(EpsilonPlus, epsilon=EPSILON)),
+}
+
+
+def test_batch_norm_twin_computes_the_same_logits(session):
+    twin = build_bn_cnn(session)
+    xs, _ = inputs(twin, "mixed")
+    np.testing.assert_allclose(twin.tf_forward(xs), twin.torch_forward(xs), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", sorted(BN_PAIRS))
+def test_lrp_through_batch_norm_matches_zennit_with_merged_batch_norm(session, method):
+    """Both batch-norm forms (fused, and Mul/Add) after a conv with and without bias and after a dense layer."""
+    kwargs, composite = BN_PAIRS[method]
+    twin = build_bn_cnn(session)
+    xs, targets = inputs(twin, "mixed")
+    assert_agrees(ours(twin, method, xs, targets, **kwargs), zennit_relevance(twin, composite(), xs, targets))
 
 
 # ----------------------------------------------------------------------------------------------------------------

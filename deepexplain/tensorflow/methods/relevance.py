@@ -47,8 +47,9 @@ def _bounds(low, high, method: str) -> tuple:
 class LRP(GradientMethod):
     """Base class: a relevance-seeded backward pass where each dense/convolution op gets a :class:`LayerRule`.
 
-    Subclasses choose the rules through :meth:`layer_rules`. ``stabiliser`` is the epsilon at batch norm and
-    scalings by a constant; ``bias_at_weightless`` whether batch norm's shift absorbs relevance;
+    Subclasses choose the rules through :meth:`layer_rules`; a batch norm right after a dense/convolution op is
+    folded into it (:func:`..rules.linear_ops.batch_norm_after`). ``stabiliser`` is the epsilon at other batch norms
+    and scalings by a constant; ``bias_at_weightless`` whether such a batch norm's shift absorbs relevance;
     ``first_layer_types`` the op types that may count as the first layer.
     """
 
@@ -409,8 +410,9 @@ class DeepTaylor(_SingleRule):
     This is also what iNNvestigate 2.1.2 computes: its layer check ``contains_activation`` is true for every Dense
     and Conv layer, so its w**2 branch for layers "without activation" never fires. Differences from it: residual
     additions split relevance in proportion to the summands (it passes the full relevance to each summand), average
-    pooling uses the z-rule (it uses the gradient), and batch normalisation passes relevance unchanged (it passes
-    batch norm by its gradient, scaling relevance by gamma/sigma), so relevance is conserved through all three.
+    pooling uses the z-rule (it uses the gradient), and batch normalisation after a layer is folded into it, the z+
+    rule applied to ``W s`` (it passes batch norm by its gradient, scaling relevance by gamma/sigma), so relevance is
+    conserved through all three.
     """
 
     bias_at_weightless = False

@@ -12,7 +12,9 @@ with input parts ``a`` (x, x+, x-, ones, bounds) and weights ``V`` (W, W+, W-, W
 stacked along their output axis). Rules that split inputs by sign skip the x- terms where the input is >= 0,
 provably (after a ReLU) or, checked at run time, in the batch (:meth:`LinearLayer.by_sign`).
 
-Average pooling, Mean and Sum use the z-rule, batch normalisation and scalings by a constant the z/epsilon rule;
+A batch normalisation right after a layer is folded into it (Montavon et al. 2019, Sec. 10.3; zennit's canonizers):
+the layer's rule sees ``W s`` and ``s b + t`` and the batch norm passes relevance unchanged. Average pooling, Mean
+and Sum use the z-rule, other batch normalisations and scalings by a constant the z/epsilon rule;
 activations, bias additions and constant subtractions pass relevance unchanged; max-pooling passes it to the
 maximum (its own gradient) or, with ``maxpool='avg'``, in proportion to the inputs as average pooling would (as
 innsight offers); the sum of two paths (residual ``Add``) splits it in proportion to the summands.
@@ -37,6 +39,7 @@ from deepexplain.tensorflow.rules.linear_ops import (
     WEIGHTED_TYPES,
     LinearLayer,
     equivalent_of_call,
+    folded_into_layer,
     following_bias,
     negative,
     positive,
@@ -359,10 +362,12 @@ def rule_selector(rules: Mapping, default: LayerRule, first_layer_ops=frozenset(
 
 
 def weighted_layer(op: tf.Operation, grads, settings: LRPSettings) -> list:
-    """A dense/convolution op: the rule ``settings.rule_for(op)`` chooses."""
+    """A dense/convolution op: the rule ``settings.rule_for(op)`` chooses, applied to the layer with the batch norm
+    that follows it folded in (:func:`..linear_ops.batch_norm_after`; ``grads`` is then the batch norm output's
+    relevance, which its ops pass unchanged)."""
     try:
         compute = equivalent_of_call(op) if ops.is_a(op.type, ops.CALL) else None
-        layer = LinearLayer(op, settings.path, compute)
+        layer = LinearLayer(op, settings.path, compute, fold_batch_norm=True)
     except ValueError:  # both operands depend on the input (a product): no LRP rule, keep the gradient
         return list(original_gradient(op, *grads))
     result = [None] * len(op.inputs)
@@ -391,9 +396,10 @@ def weightless_linear(op: tf.Operation, grads, settings: LRPSettings) -> list:
 
 
 def batch_norm(op: tf.Operation, grads, settings: LRPSettings) -> list:
-    """Fused batch normalisation ``y = s x + t`` (inference): the z/epsilon rule with its shift ``t`` as the bias;
-    without biases (``settings.bias`` False) a one-to-one op passes relevance unchanged, which conserves it."""
-    if not settings.bias:
+    """Fused batch normalisation ``y = s x + t`` (inference): folded into the layer before it, it passes relevance
+    unchanged (the layer's rule distributes it); elsewhere the z/epsilon rule with its shift ``t`` as the bias, or,
+    without biases (``settings.bias`` False), unchanged, which conserves it."""
+    if not settings.bias or folded_into_layer(op, settings.path):
         return [grads[0]] + [None] * (len(op.inputs) - 1)
     return weightless_linear(op, grads, settings)
 
@@ -443,6 +449,8 @@ def scale(op: tf.Operation, grads, settings) -> list:
     the whole relevance, the factor none. Any other product of two paths has no LRP rule and keeps its gradient (the
     explainer reports it)."""
     if len(settings.path.data_inputs(op)) < 2:
+        if folded_into_layer(op, settings.path):  # batch norm's scale, folded into the layer before it
+            return pass_through(op, grads, settings)
         return weightless_linear(op, grads, settings)
     index = next((i for i in range(len(op.inputs)) if (op, i) in settings.path.cut), None)
     if index is None:
