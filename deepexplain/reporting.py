@@ -1050,8 +1050,10 @@ def report(
         heatmaps and reference crops.
     metrics : deepexplain.metrics.Evaluation or mapping, optional
         :func:`deepexplain.metrics.evaluate`'s result, or method -> {metric: value}, each value a number, per-sample
-        values (mean ± standard deviation shown) or a :class:`deepexplain.metrics.Curve` (its mean AUC, and the
-        curves drawn). A table, the best method of each known metric in bold.
+        values (mean ± standard deviation shown) or a :class:`deepexplain.metrics.Curve` (its mean AUC in the column
+        ``'<metric> (AUC)'``, and the curves drawn; per-sample AUCs given under that name join the column without a
+        curve, so that a few methods' curves can be drawn over a table of many). A table, the best method of each
+        known metric in bold.
     scale : {'sample', 'method', 'shared'}, default 'sample'
         Colour scales (tabular: the bars' axes): each panel its own, as :func:`deepexplain.plot.grid` draws
         (``'sample'``); one per method over its samples (``'method'``); one for all panels (``'shared'``). Each

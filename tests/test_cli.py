@@ -72,6 +72,14 @@ def _table(stdout: str) -> dict:
     return rows
 
 
+def _report_figures(text: str) -> dict:
+    """The figure specs of a report page (id -> {data, layout})."""
+    import json
+
+    found = re.search(r'<script type="application/json" id="deepexplain-figures">(.*?)</script>', text, re.S)
+    return json.loads(found.group(1))
+
+
 def test_demo_table_lists_every_method_in_the_registry(demo):
     assert list(_table(demo.stdout)) == SHOWN
 
@@ -125,15 +133,63 @@ def test_demo_draws_the_picture_the_readme_shows(demo):
 
 
 def test_demo_writes_the_interactive_report_of_every_method(demo):
-    """report.html: per digit its input and one heatmap per method, the timings (and completeness) as a table; it is
-    opened in a browser by tests/test_report.py's pages, which are built the same way."""
+    """report.html: per digit its input and one heatmap per method, the CRP concepts of both digits, and a table of
+    every method's deletion and insertion areas, seconds (and completeness); it is opened in a browser by
+    tests/test_report.py's pages, which are built the same way."""
+    from deepexplain.demo import OVERVIEW_METHODS
+
     text = (demo.out / "report.html").read_text(encoding="utf-8")
     heatmaps = set(re.findall(r'id="(heatmap-\d+-\d+)"', text))
     assert heatmaps == {f"heatmap-{i}-{j}" for i in range(2) for j in range(len(SHOWN))}
-    assert {"input-0", "input-1", "colorbar", "summary", "metrics"} <= set(re.findall(r'id="([^"]+)"', text))
-    assert "seconds" in text and "max |completeness error|" in text
+    ids = set(re.findall(r'id="([^"]+)"', text))
+    assert {"input-0", "input-1", "colorbar", "overlay-toggle", "summary", "metrics"} <= ids
+    assert {"concepts-0", "concepts-1", "concept-1-3", "reference-1-3-3"} <= ids  # 4 concepts, 4 references each
+    assert "layer conv2" in text
+    head = re.search(r"<thead>(.*?)</thead>", text, re.S).group(1)
+    assert re.findall(r'data-metric="([^"]+)"', head) == [
+        "deletion (AUC)", "insertion (AUC)", "seconds", "max |completeness error|"]  # fmt: skip
+    rows = dict(re.findall(r'<tr data-method="([^"]+)">(.*?)</tr>', text))
+    assert list(rows) == SHOWN
+    number = r"<td[^>]*>(-?[\d.]+(?:e[-+]?\d+)?) ± "  # a mean ± standard deviation cell
+    areas = {method: [float(v) for v in re.findall(number, row)[:2]] for method, row in rows.items()}
+    assert all(len(pair) == 2 for pair in areas.values())  # deletion and insertion measured for every method
+    # measured, not made up: the gradient-times-input family beats random ordering on both curves
+    assert areas["deeplift"][0] < areas["random"][0] and areas["deeplift"][1] > areas["random"][1]
+    curves = _report_figures(text)["curve-0"]["data"]
+    assert sorted(t["name"].split(" (AUC")[0] for t in curves) == sorted([*OVERVIEW_METHODS, "random"])
     assert not re.search(r"<script[^>]*\ssrc=", text)
     assert f"wrote {demo.out / 'report.html'} (every method, interactive)" in demo.stderr
+
+
+def test_demo_prints_the_seconds_of_each_phase(demo):
+    phases = re.search(r"demo: ([\d.]+) s \((.*)\)", demo.stderr)
+    assert phases, demo.stderr[-2000:]
+    seconds = dict(part.rsplit(" ", 1) for part in phases.group(2).split(", "))
+    assert list(seconds) == ["model", "explain", "concepts", "metrics", "overview.png", "methods.png", "report.html"]
+    assert sum(map(float, seconds.values())) == pytest.approx(float(phases.group(1)), abs=0.1 * len(seconds))
+
+
+def test_explain_all_gives_the_same_maps_in_fresh_graphs_as_in_one(demo):
+    """Fresh copies of the network per few methods (faster compiles) change nothing: a tensor argument (gradcam's
+    layer) is found by name in each copy; the model's own graph gets no op."""
+    from deepexplain.demo import digits_cnn, explain_all, load_digits_data
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(demo.cache))
+        data = load_digits_data()
+        model = digits_cnn(data, log=None)
+    try:
+        xs, ys = data.x_test[:2], np.eye(10, dtype=np.float32)[[3, 5]]
+        arguments = {"saliency": {}, "gradcam": {"layer": model.features}, "deeplift": {}}
+        ops = len(model.graph.get_operations())
+        one, _ = explain_all(model, xs, ys, arguments, methods_per_graph=3)
+        each, reports = explain_all(model, xs, ys, arguments, methods_per_graph=1)
+        assert len(model.graph.get_operations()) == ops
+    finally:
+        model.close()
+    assert [r.method for r in reports] == list(arguments)
+    for name in arguments:
+        np.testing.assert_allclose(each[name], one[name], rtol=1e-6, atol=1e-7, err_msg=name)
 
 
 def test_demo_caches_the_trained_weights(demo):

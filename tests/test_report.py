@@ -178,6 +178,17 @@ def test_metrics_take_an_evaluation_with_its_directions(tmp_path):
     assert rows["b"] == "<th>b</th><td class=best>0.1 ± 0</td><td class=best>0.8 ± 0.1</td>"
 
 
+def test_per_sample_areas_join_the_column_of_a_curve_without_being_drawn(tmp_path):
+    """The demo's table: curves for a few methods, the areas under them for the others, in one column."""
+    maps = {"a": np.ones((3, 4)), "b": np.ones((3, 4))}
+    given = {"a": {"deletion": METRICS["saliency"]["deletion"]}, "b": {"deletion (AUC)": [0.1, 0.2, 0.3]}}
+    text = deepexplain.report(maps, None, tmp_path / "r.html", metrics=given).read_text(encoding="utf-8")
+    assert re.findall(r'<th data-metric="([^"]+)">', text) == ["deletion (AUC)"] and "deletion (AUC) ↓" in text
+    rows = dict(re.findall(r'<tr data-method="([^"]+)">(.*?)</tr>', text))
+    assert rows == {"a": "<th>a</th><td>0.375 ± 0</td>", "b": "<th>b</th><td class=best>0.2 ± 0.082</td>"}
+    assert [trace["name"] for trace in _figures(text)["curve-0"]["data"]] == ["a (AUC 0.375)"]
+
+
 @pytest.mark.parametrize(("scale", "distinct"), [("sample", 9), ("method", 3), ("shared", 1)])
 def test_scale_sets_one_colour_limit_per_panel_method_or_page(tmp_path, scale, distinct):
     text = deepexplain.report(ATTRIBUTIONS, IMAGES, tmp_path / "r.html", scale=scale).read_text(encoding="utf-8")
