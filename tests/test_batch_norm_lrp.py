@@ -9,6 +9,9 @@ negative gamma flips it), off by up to 160 times the attribution scale on the mo
 
 Layouts folded: Keras 3's batch norm (``x * s + t`` ops) after Conv2D with and without bias, DepthwiseConv2D,
 Conv2DTranspose, Dense and Conv1D (a Conv2D between reshapes); TensorFlow's fused batch norm in a TF1 graph.
+
+Also: a fused batch norm normalising by its input's statistics (tf_keras' LayerNormalization) against Keras 3's
+LayerNormalization on the same weights; relevance explosions warned, naming the op.
 """
 
 import os
@@ -232,3 +235,41 @@ def test_batch_norm_networks_give_finite_relevance(name):
         assert np.isfinite(deepexplain.explain("lrp.alpha_2_beta_1", model, x, target=0, progress=False)).all()
     with pytest.warns(RuntimeWarning, match="relevance exploded"):
         deepexplain.explain("lrp.z", model, x, target=0, bias=False, progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A fused batch norm with the statistics of its input: tf_keras' LayerNormalization
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _layer_norm_block(K, center):
+    """Per-token dense -> LayerNormalization -> per-token dense + ReLU -> flatten -> dense, no other biases."""
+    inp = K.Input((4, 6))
+    h = K.layers.Dense(6, use_bias=False)(inp)
+    h = K.layers.LayerNormalization(center=center)(h)
+    h = K.layers.Flatten()(K.layers.Dense(5, use_bias=False, activation="relu")(h))
+    return K.Model(inp, K.layers.Dense(3, use_bias=False)(h))
+
+
+@pytest.mark.parametrize("center", [False, True], ids=["no_shift", "shift"])
+@pytest.mark.parametrize("method,kwargs", [("lrp.cp", {}), ("lrp.attn", {}), ("lrp.z", {"bias": False})])
+def test_tf_keras_layer_normalisation_gets_the_normalisation_rule(method, kwargs, center):
+    """tf_keras runs LayerNormalization as a training-mode FusedBatchNormV3 on the input reshaped to one channel per
+    token (before: treated as the inference affine map, lrp.cp's sum R / f was 0.0004); it must give what Keras 3's
+    LayerNormalization (ops with an Rsqrt: the recognised normalisation region) gives on the same weights.
+
+    With a large epsilon they differ by design: tf_keras applies gamma and beta as ops of their own after the fused
+    op, so the epsilon stabilises two divisions there instead of one (lrp.epsilon(0.01): up to 47% of an entry)."""
+    tf_keras = pytest.importorskip("tf_keras")
+    rng = np.random.default_rng(5)
+    ours, twin = _layer_norm_block(tf_keras, center), _layer_norm_block(keras, center)
+    weights = [rng.normal(0.3 if w.ndim == 1 else 0, 1, w.shape).astype(np.float32) for w in ours.get_weights()]
+    ours.set_weights(weights)
+    twin.set_weights(weights)
+    xs = rng.normal(0, 1, (3, 4, 6)).astype(np.float32)
+    np.testing.assert_allclose(ours(xs).numpy(), twin(xs).numpy(), rtol=1e-4, atol=1e-5)
+    a = deepexplain.explain(method, ours, xs, target=1, **kwargs)
+    expected = deepexplain.explain(method, twin, xs, target=1, **kwargs)
+    np.testing.assert_allclose(a, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+    if not center:  # bias-free: relevance conserved
+        np.testing.assert_allclose(a.reshape(3, -1).sum(axis=1), twin(xs).numpy()[:, 1], rtol=1e-4)

@@ -396,12 +396,34 @@ def weightless_linear(op: tf.Operation, grads, settings: LRPSettings) -> list:
 
 
 def batch_norm(op: tf.Operation, grads, settings: LRPSettings) -> list:
-    """Fused batch normalisation ``y = s x + t`` (inference): folded into the layer before it, it passes relevance
+    """Fused batch normalisation ``y = s x + t`` (inference; with the statistics of its input, see
+    :func:`_batch_statistics_norm`): folded into the layer before it, it passes relevance
     unchanged (the layer's rule distributes it); elsewhere the z/epsilon rule with its shift ``t`` as the bias, or,
     without biases (``settings.bias`` False), unchanged, which conserves it."""
+    if op.get_attr("is_training"):
+        return _batch_statistics_norm(op, grads, settings)
     if not settings.bias or folded_into_layer(op, settings.path):
         return [grads[0]] + [None] * (len(op.inputs) - 1)
     return weightless_linear(op, grads, settings)
+
+
+def _batch_statistics_norm(op: tf.Operation, grads, settings: LRPSettings) -> list:
+    """A fused batch norm normalising by the statistics of its own input (``is_training``; tf_keras'
+    LayerNormalization runs as one on its input reshaped so that each token is a channel): ``y = g (x - mu) / sigma
+    + beta`` with ``mu``, ``sigma`` over every axis but the channel axis. With ``sigma`` held constant it is an affine
+    layer ``y = A x + beta``, and gets the rule of :func:`normalisation`: ``R_x = x A^T (R / (z + eps sign z))``,
+    ``A^T s = g / sigma (s - mean(s))``, ``z = y`` (``y - beta`` without biases)."""
+    x, gamma, beta = op.inputs[:3]
+    rank = x.shape.rank
+    channel = 1 if op.get_attr("data_format").decode().startswith("NC") else rank - 1
+    axes = [a for a in range(rank) if a != channel]
+    shape = [-1 if a == channel else 1 for a in range(rank)]
+    _, variance = tf.nn.moments(x, axes, keepdims=True)
+    scale = tf.reshape(gamma, shape) * tf.math.rsqrt(variance + tf.constant(op.get_attr("epsilon"), x.dtype))
+    z = op.outputs[0] if settings.bias else op.outputs[0] - tf.reshape(beta, shape)
+    signal = tf.math.divide_no_nan(grads[0], stabilised(z, settings.epsilon))
+    centred = signal - tf.reduce_mean(signal, axis=axes, keepdims=True)
+    return [x * scale * centred] + [None] * (len(op.inputs) - 1)
 
 
 def pass_through(op: tf.Operation, grads, settings) -> list:
