@@ -225,6 +225,11 @@ def _add_report_command(commands) -> None:
         help="colour scales: one per panel, per method or one for all (default: %(default)s)",
     )
     report.add_argument(
+        "--overlay",
+        action="store_true",
+        help="open the page with each heatmap drawn over its input in grey (images; a switch on the page toggles it)",
+    )
+    report.add_argument(
         "--max-samples", type=_positive, default=16, metavar="N", help="inputs drawn (default: %(default)s)"
     )
     report.add_argument(
@@ -637,6 +642,7 @@ def _report(args: argparse.Namespace) -> int:
             attributions, xs, args.out, predictions=outputs if outputs.ndim == 2 else None,
             targets=None if args.target == "max" else args.target, titles=_output_names(paths),
             class_names=class_names, scale=args.scale, max_samples=args.max_samples,
+            overlay=args.overlay and xs.ndim == 4,
             title=f"deepexplain report: {Path(args.model).name}",
         )  # fmt: skip
         _stderr(f"wrote {path} ({len(xs)} inputs x {len(attributions)} methods): open it in a browser")

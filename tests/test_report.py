@@ -511,6 +511,16 @@ def test_report_command_explains_every_input_with_each_method(tiny_model, tmp_pa
     assert "<b>#0</b><div>one</div><div>predicted" in text and "explained 2 (two), output" in text
     figures = _figures(text)
     assert figures["heatmap-1-2"]["layout"]["width"] == 128  # the gradcam map of the conv layer, 4×4
+    assert 'data-overlay="false"' in text and 'id="overlay-toggle"' in text
+
+
+def test_report_command_overlay_opens_the_page_with_maps_over_their_inputs(tiny_model, tmp_path):
+    out = tmp_path / "overlay.html"
+    argv = ["report", str(tiny_model / "tiny.keras"), str(tiny_model / "one.png"), "--methods", "saliency",
+            "--overlay", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    text = out.read_text(encoding="utf-8")
+    assert 'data-overlay="true"' in text and re.search(r'id="overlay-toggle" checked', text)
 
 
 @pytest.mark.parametrize(
