@@ -891,30 +891,39 @@ class Explainer:
             y_rows = np.broadcast_to(ys_group[None], (total // len(ys_group), *ys_group.shape))
             y_rows = y_rows.reshape((total,) + ys_group.shape[1:])
         select = np.asarray(in_graph_max)
-        for lo, hi in batching.chunks(total, rows_per_run, expansion.reference_ids):
+        references = expansion.references
+        blocked = references is not None and not self.runner.fixed_rows
+        ranges = (
+            _block_chunks(expansion.reference_ids, rows_per_run)
+            if blocked
+            else batching.chunks(total, rows_per_run, expansion.reference_ids)
+        )
+        for lo, hi in ranges:
             rows = [p[lo:hi] for p in points]
             weights = self._ones(compiled) if ys is None else y_rows[lo:hi]
             extra = [select]
             row_values = [v[lo:hi] for v in expansion.row_values or ()]
-            if expansion.references is not None:
-                rows, weights, index = self._append_references(rows, weights, expansion, lo, hi, ys is not None)
+            taken = slice(0, hi - lo)  # where rows lo:hi are in the call
+            if references is not None:
+                append = self._append_reference_blocks if blocked else self._append_references
+                rows, weights, index, taken = append(rows, weights, expansion, lo, hi, ys is not None)
                 extra.append(index)
-                row_values = [_padded(v, len(rows[0])) for v in row_values]
+                row_values = [_placed(v, taken, len(rows[0])) for v in row_values]
             extra.extend(row_values)
             results = self._call(compiled, rows, [weights, *extra])
             if compiled.checks_relevance:
                 seed = results.pop()
                 if seeds is not None:
-                    seeds[lo:hi] = seed[: hi - lo]
+                    seeds[lo:hi] = seed[taken]
             for out, g in zip(outputs, results, strict=True):
-                out[lo:hi] = g[: hi - lo]
+                out[lo:hi] = g[taken]
             bar.update(1)
         return outputs
 
     def _append_references(self, rows, weights, expansion, lo, hi, weighted):
         """Rows ``lo:hi`` followed by padding (to a fixed batch size) and the references they need, which go last so
         that rules can read a single reference as the last row; weights padded with zeros; each row's reference
-        row index (padding and references refer to themselves)."""
+        row index (padding and references refer to themselves); where rows ``lo:hi`` are in the call."""
         used, position = np.unique(expansion.reference_ids[lo:hi], return_inverse=True)
         count = hi - lo
         fixed = self.runner.fixed_rows
@@ -927,7 +936,33 @@ class Explainer:
             weights = np.concatenate([weights, np.zeros((pad + len(used), *weights.shape[1:]), weights.dtype)])
         first = count + pad
         index = np.concatenate([position.reshape(-1) + first, np.arange(count, first + len(used))]).astype(np.int32)
-        return rows, weights, index
+        return rows, weights, index, slice(0, count)
+
+    def _append_reference_blocks(self, rows, weights, expansion, lo, hi, weighted):
+        """Rows ``lo:hi`` in blocks of one size, one block per reference they need: its rows (in their order), zero
+        rows up to the block's size (weight zero), and the reference last. Every row of a block refers to the
+        block's last row, so that the rules view the batch as ``(blocks, block rows, ...)`` and broadcast each
+        reference over its block (:mod:`deepexplain.tensorflow.rules.deeplift`); with one reference this is the
+        layout of :meth:`_append_references` without padding. Also returns where rows ``lo:hi`` are in the call."""
+        used, position = np.unique(expansion.reference_ids[lo:hi], return_inverse=True)
+        counts = np.bincount(position, minlength=len(used))
+        size = int(counts.max()) + 1
+        order = np.argsort(position, kind="stable")
+        rank = np.empty(hi - lo, dtype=np.int64)
+        rank[order] = np.arange(hi - lo) - np.repeat(np.cumsum(counts) - counts, counts)
+        taken = position * size + rank
+        closing = np.arange(len(used)) * size + size - 1
+        length = len(used) * size
+        blocked = []
+        for r, ref in zip(rows, expansion.references, strict=True):
+            out = np.zeros((length, *r.shape[1:]), r.dtype)
+            out[taken] = r
+            out[closing] = ref[used]
+            blocked.append(out)
+        if weighted:
+            weights = _placed(weights, taken, length)
+        index = np.repeat(closing, size).astype(np.int32)
+        return blocked, weights, index, taken
 
     def _call(self, compiled, rows, extra=()) -> list:
         """One model call on ``rows`` and the extra inputs (weights, indices, per-row values), padded to the input's
@@ -1121,6 +1156,43 @@ def _softmax_of(output: tf.Tensor, method: str) -> tf.Tensor:
             "channels by the output itself"
         )
     return tf.nn.softmax(output, axis=-1)
+
+
+def _block_chunks(reference_ids: np.ndarray, rows_per_run: int):
+    """``(lo, hi)`` ranges of rows that fit one call laid out in reference blocks
+    (:meth:`Explainer._append_reference_blocks`): as many blocks as there are distinct references, each of the
+    size of the largest number of rows reading one of them, plus one. Rows reading one reference come in runs
+    (DeepSHAP's steps), so a range ends where a run ends whenever it can: equal blocks, no padding."""
+    total = len(reference_ids)
+    starts = np.flatnonzero(np.r_[True, reference_ids[1:] != reference_ids[:-1]]).tolist()
+    ends = starts[1:] + [total]
+    run, lo = 0, 0
+    while lo < total:
+        counts: dict = {}
+        hi, largest = lo, 0
+        while hi < total:
+            while ends[run] <= hi:
+                run += 1
+            reference = reference_ids[hi]
+            have = counts.get(reference, 0)
+            blocks = len(counts) + (reference not in counts)
+            take = min(ends[run] - hi, rows_per_run // blocks - 1 - have)
+            if take <= 0 or blocks * (max(largest, have + take) + 1) > rows_per_run:
+                break
+            counts[reference] = have + take
+            largest = max(largest, have + take)
+            hi += take
+            if hi < ends[run]:  # the rest of the run does not fit
+                break
+        yield lo, hi
+        lo = hi
+
+
+def _placed(values: np.ndarray, positions, rows: int) -> np.ndarray:
+    """``values`` at ``positions`` of ``rows`` zero rows."""
+    out = np.zeros((rows, *values.shape[1:]), values.dtype)
+    out[positions] = values
+    return out
 
 
 def _padded(values: np.ndarray, rows: int) -> np.ndarray:

@@ -228,6 +228,7 @@ class EpsilonLRP(GradientMethod):
 class _ReferenceSettings(Settings):
     reference_index: object = None
     single_reference: bool = True
+    blocked_references: bool = False  # several references, each closing the block of rows that read it
     differences: dict = field(default_factory=dict)  # tensor -> its difference from the reference, per compilation
     reveal_cancel: dict = field(default_factory=dict)  # linear op -> RevealCancel multipliers left by its nonlinearity
 
@@ -277,7 +278,14 @@ class DeepLIFTRescale(GradientMethod):
         return 1
 
     def graph_settings(self, reference_index, path):
-        return _ReferenceSettings(path, reference_index, single_reference=self.reference_rows == 1)
+        # The Explainer lays several references out in blocks whenever the batch has no fixed size (a fixed batch
+        # is padded, and padding does not come in blocks); the batch size is free exactly when no explained input
+        # fixes it, so the rules read the blocks only then (gathering each row's reference is right for any layout)
+        free_batch = all(not x.shape.rank or x.shape.as_list()[0] is None for x in path.inputs)
+        single = self.reference_rows == 1
+        return _ReferenceSettings(
+            path, reference_index, single_reference=single, blocked_references=not single and free_batch
+        )
 
     def op_rules(self, path):
         return deeplift_rules.fused_activation_pools(path) if self.rule == "rescale" else {}

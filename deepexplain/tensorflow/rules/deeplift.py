@@ -1,10 +1,16 @@
 """DeepLIFT multipliers (Shrikumar et al. 2017, ICML, "Learning Important Features Through Propagating Activation
 Differences").
 
-The reference activations come from the same forward pass as the inputs: the reference inputs are the last rows of
-the batch, and ``settings.reference_index`` (an int32 tensor, one entry per row) names, for each row, the row holding
-its reference. Every rule therefore sees ``x`` and ``x_ref = gather(x, reference_index)`` side by side; with a single
-reference (``settings.single_reference``) that is simply the last row, broadcast, which saves a gather per layer.
+The reference activations come from the same forward pass as the inputs: the reference inputs are rows of the
+batch, and ``settings.reference_index`` (an int32 tensor, one entry per row) names, for each row, the row holding its
+reference. Every rule therefore sees ``x`` and its reference ``x_ref`` side by side. Three layouts, fixed when the
+explanation is compiled (``settings.single_reference``, ``settings.blocked_references``):
+
+- a single reference: the last row, broadcast over the batch;
+- several references in blocks (DeepSHAP on a batch of free size): the batch is made of equal blocks, each block's
+  rows followed by the reference they read, so ``x`` viewed as ``(blocks, block rows, -1)`` has its references in
+  the last row of each block, broadcast over the block: no copy of the references to every row;
+- otherwise each row's reference gathered, ``x_ref = gather(x, reference_index)``.
 
 Two rule sets: :data:`RULES` (Rescale, Sec. 3.5.2) and :data:`REVEAL_CANCEL_RULES` (RevealCancel, Sec. 3.5.3), which
 treats the positive and negative contributions to each nonlinearity's input separately.
@@ -27,12 +33,37 @@ def reference_of(tensor: tf.Tensor, settings) -> tf.Tensor:
     """Each row's reference row of ``tensor`` (one broadcastable row when there is a single reference).
 
     A tensor without the batch dimension (a statistic over the batch, as tf_keras' batch norm computes in its
-    training branch) has no rows: it is its own reference."""
+    training branch) has no rows: it is its own reference. Elementwise uses of the reference go through
+    :func:`with_reference`, which does not copy the references of blocks to every row."""
     if not _has_rows(tensor, settings):
         return tensor
     if settings.single_reference:
         return tensor[-1:]
+    if settings.blocked_references:
+        view = _blocks(tensor, settings)
+        return tf.reshape(tf.broadcast_to(view[:, -1:], tf.shape(view)), tf.shape(tensor))
     return tf.gather(tensor, settings.reference_index)
+
+
+def with_reference(fn, tensor: tf.Tensor, settings) -> tf.Tensor:
+    """``fn(tensor, reference)`` for an elementwise, broadcasting ``fn``: with references in blocks ``fn`` sees the
+    tensor viewed as blocks and each block's reference row, broadcast over its block (cheaper than a copy of the
+    reference to every row, which costs as much as the operation itself)."""
+    if settings.blocked_references and not settings.single_reference and _has_rows(tensor, settings):
+        view = _blocks(tensor, settings)
+        return tf.reshape(fn(view, view[:, -1:]), tf.shape(tensor))
+    return fn(tensor, reference_of(tensor, settings))
+
+
+def _blocks(tensor: tf.Tensor, settings) -> tf.Tensor:
+    """``tensor`` viewed as ``(blocks, block rows, features)``: a block's reference is its last row, so the first
+    row's reference index is the block's length minus one."""
+    if "block_rows" not in settings.differences:
+        settings.differences["block_rows"] = settings.reference_index[0] + 1
+    features = tensor.shape[1:].num_elements()
+    if features is None:
+        features = tf.reduce_prod(tf.shape(tensor)[1:])
+    return tf.reshape(tensor, tf.stack([-1, settings.differences["block_rows"], features]))
 
 
 def _has_rows(tensor: tf.Tensor, settings) -> bool:
@@ -48,7 +79,7 @@ def difference_from_reference(tensor: tf.Tensor, settings) -> tf.Tensor:
     is the next max-pool's input difference)."""
     key = tensor.ref()
     if key not in settings.differences:
-        settings.differences[key] = tensor - reference_of(tensor, settings)
+        settings.differences[key] = with_reference(tf.subtract, tensor, settings)
     return settings.differences[key]
 
 
@@ -139,54 +170,21 @@ def _pass_on(op, grads, settings):
 
 
 def _pool_contribution(op: tf.Operation, grad: tf.Tensor, settings) -> tf.Tensor:
-    """Each input's part of its window's output difference (see :func:`max_pool`), routed to the input's shape."""
+    """Each input's part of its window's output difference (see :func:`max_pool`), routed to the input's shape.
+
+    Of the cross-maximum rule's two parts ``m - max(x_ref)`` and ``max(x) - m`` at most one is non-zero, and their
+    sum is ``Δy = max(x) - max(x_ref)``: where ``max(x) > max(x_ref)`` all of ``Δy`` goes to the argmax of ``x``,
+    where ``max(x) < max(x_ref)`` to the argmax of ``x_ref``. Both are the argmax of ``u = maximum(x, x_ref)`` (in the
+    first case no ``x_ref`` reaches ``max(x)``, in the second no ``x`` reaches ``max(x_ref)``; ties resolve as in the
+    two separate pools), so one max-pool gradient at ``u`` routes every window: one elementwise maximum, one pool and
+    one pool gradient, where routing the parts separately took a pool gradient, an upsampling of the reference's
+    part, its product with the reference's argmax mask and a sum. The pool of ``u`` is a copy of the forward pool
+    (``maxpool(u) = maximum(y, y_ref)``), so that oneDNN runs the gradient: its kernel is taken only for a pool
+    gradient whose pool output comes from a max-pool op.
+    """
     x, y = op.inputs[0], op.outputs[0]
-    y_ref = reference_of(y, settings)
-    cross_max = tf.maximum(y, y_ref)
-    to_input_argmax, to_reference_argmax = grad * (cross_max - y_ref), grad * (y - cross_max)
-    window = _non_overlapping_window(op)
-    if window is not None:
-        # Route the reference's part with the 0/1 mask of the reference's argmax and nearest upsampling, instead of
-        # a MaxPoolGrad over reference rows copied to the batch (which no fused kernel runs: it has no forward
-        # pool of its own). One reference: its mask on its single row. Several: every row's own argmax mask (the
-        # forward pool's own MaxPoolGrad), each row then reading its reference's.
-        if settings.single_reference:
-            x_ref = reference_of(x, settings)
-            reference_mask = max_pool_backward(op, x_ref, y_ref, tf.ones_like(y_ref))
-        else:
-            reference_mask = tf.gather(max_pool_backward(op, x, y, tf.ones_like(y)), settings.reference_index)
-        contribution = max_pool_backward(op, x, y, to_input_argmax) + reference_mask * _upsample(
-            to_reference_argmax, window
-        )
-    else:
-        x_ref = reference_of(x, settings)
-        if settings.single_reference:  # MaxPoolGrad needs full-size tensors
-            x_ref, y_ref = tf.broadcast_to(x_ref, tf.shape(x)), tf.broadcast_to(y_ref, tf.shape(y))
-        contribution = max_pool_backward(op, x, y, to_input_argmax) + max_pool_backward(
-            op, x_ref, y_ref, to_reference_argmax
-        )
-    return contribution
-
-
-def _non_overlapping_window(op: tf.Operation) -> tuple[int, int] | None:
-    """(kh, kw) when the NHWC max-pool tiles its (statically shaped) input with disjoint windows, else None."""
-    if op.type != "MaxPool" or op.get_attr("data_format") != b"NHWC":
-        return None
-    ksize, strides = list(op.get_attr("ksize")), list(op.get_attr("strides"))
-    _, height, width, channels = op.inputs[0].shape.as_list()
-    if ksize != strides or ksize[0] != 1 or ksize[3] != 1 or None in (height, width, channels):
-        return None
-    if height % ksize[1] or width % ksize[2]:
-        return None
-    return ksize[1], ksize[2]
-
-
-def _upsample(pooled: tf.Tensor, window: tuple[int, int]) -> tf.Tensor:
-    """Repeat each pooled value over its (kh, kw) window: (N, h, w, C) -> (N, h*kh, w*kw, C)."""
-    kh, kw = window
-    _, height, width, channels = pooled.shape.as_list()
-    spread = tf.reshape(pooled, [-1, height, 1, width, 1, channels])
-    return tf.reshape(tf.tile(spread, [1, 1, kh, 1, kw, 1]), [-1, height * kh, width * kw, channels])
+    crossed = with_reference(tf.maximum, x, settings)
+    return max_pool_backward(op, crossed, _apply_like(op, 0, crossed), grad * difference_from_reference(y, settings))
 
 
 def midpoint(op: tf.Operation, grads, settings) -> list:
@@ -201,8 +199,12 @@ def midpoint(op: tf.Operation, grads, settings) -> list:
     data = settings.path.data_inputs(op)
     if len(data) < 2:
         return list(original_gradient(op, *grads))
-    means = {i: 0.5 * (op.inputs[i] + reference_of(op.inputs[i], settings)) for i in data}
+    means = {i: with_reference(_mean, op.inputs[i], settings) for i in data}
     return list(original_gradient(clone_op(op, means), *grads))
+
+
+def _mean(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    return 0.5 * (a + b)
 
 
 def softmax(op: tf.Operation, grads, settings) -> list:
