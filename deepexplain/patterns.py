@@ -128,21 +128,63 @@ def fit_patterns(model, data, *, pattern_type="relu", batch_size=256, progress=T
     -----
     Each batch costs the model's forward pass and, per layer, two kernel-gradient products (``sum x m`` and
     ``sum x y m``, computed as the op's kernel gradient, so convolutions materialise no patches; one for 'linear',
-    whose ``sum x`` is the kernel gradient of one row, the weighted sum of the batch's rows). A 'relu' layer that is
-    a ReLU of its output plus bias (Keras' Dense/Conv with activation='relu') is fitted from the ReLU's output alone
-    (``sum x y m = sum x relu(z + b) - b sum x m``), so TensorFlow keeps its convolution, bias and ReLU one fused op.
-    Sums within a batch are in the model's dtype, across batches float64; what is held is six
-    kernel-sized float64 sums per layer. Statistics are sums, so fits of parts of a dataset merge exactly.
+    whose ``sum x`` is the kernel gradient of one row, the sum of the batch's rows). A layer that is a ReLU of its
+    output plus bias (Keras' Dense/Conv with activation='relu') is fitted from the ReLU's output alone for 'relu'
+    (``sum x y m = sum x relu(z + b) - b sum x m``), so TensorFlow keeps its convolution, bias and ReLU one fused
+    op, and from the ReLU's input ``g = z + b`` for 'relu.negative' (``sum x y m = sum x min(g, 0) - b sum x m``).
+    Two kernel gradients cost about two forward passes of the layer, so a fit costs about three forward passes of
+    its data plus tracing the model once (~0.1 s; :class:`PatternFitter` traces once for many fits). Sums within a
+    batch are in the model's dtype, across batches float64; what is held is six kernel-sized float64 sums per
+    layer. Statistics are sums, so fits of parts of a dataset merge exactly.
     """
     from deepexplain import stream
-    from deepexplain.explainer import Explainer
-    from deepexplain.tensorflow.methods.patterns import PatternStatistics
 
     stream.check_engine(engine, num_workers)
     if engine == "ray":
         return _fitted_on_ray(model, data, output, pattern_type, batch_size, num_workers, progress)
-    explainer = Explainer(PatternStatistics, model, output=output, progress=progress, pattern_type=pattern_type)
-    return _fitted(explainer, data, batch_size)
+    return PatternFitter(model, pattern_type=pattern_type, batch_size=batch_size, progress=progress,
+                         output=output).fit(data)  # fmt: skip
+
+
+class PatternFitter:
+    """:func:`fit_patterns` for repeated fits of one model (other datasets, parts of one, the weights changed in
+    between): the model and the statistics are traced and compiled once, at construction, and each :meth:`fit`
+    is one streaming pass. A fresh :func:`fit_patterns` call spends ~0.1 s on this (bench-cnn on a 2-core CPU,
+    about a third of a forward pass of 4096 rows).
+
+    Parameters
+    ----------
+    model, pattern_type, batch_size, progress, output
+        As for :func:`fit_patterns`.
+
+    Examples
+    --------
+    >>> fitter = deepexplain.patterns.PatternFitter(model)             # doctest: +SKIP
+    >>> patterns = [fitter.fit(part) for part in parts]                 # doctest: +SKIP
+    """
+
+    def __init__(self, model, *, pattern_type="relu", batch_size=256, progress=True, output=None):
+        from deepexplain.explainer import Explainer
+        from deepexplain.tensorflow.methods.patterns import PatternStatistics
+
+        self.batch_size = batch_size
+        self._explainer = Explainer(PatternStatistics, model, output=output, progress=progress,
+                                    pattern_type=pattern_type)  # fmt: skip
+
+    @property
+    def pattern_type(self) -> str:
+        return self._explainer.method.pattern_type
+
+    def fit(self, data) -> Patterns:
+        """The patterns of ``data`` alone (as :func:`fit_patterns`; nothing of earlier fits is kept).
+
+        Parameters
+        ----------
+        data : ndarray, list of ndarray, tf.data.Dataset or iterable of batches
+            As for :func:`fit_patterns`.
+        """
+        self._explainer.method.reset()
+        return _fitted(self._explainer, data, self.batch_size)
 
 
 def _fitted_on_ray(model, data, output, pattern_type, batch_size, num_workers, progress) -> Patterns:
@@ -307,4 +349,4 @@ def _nonzero(values: np.ndarray) -> np.ndarray:
     return values + (values == 0)
 
 
-__all__ = ["Patterns", "fit_patterns", "signal_quality"]
+__all__ = ["PatternFitter", "Patterns", "fit_patterns", "signal_quality"]

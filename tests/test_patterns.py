@@ -309,6 +309,75 @@ def test_the_fit_does_not_depend_on_the_batch_size_or_the_kind_of_data():
             np.testing.assert_allclose(fit[name], reference[name], rtol=1e-6, atol=1e-9, err_msg=name)
 
 
+def test_a_pattern_fitter_fits_each_dataset_alone_with_the_live_weights():
+    """PatternFitter traces once; each fit equals a fresh fit_patterns of its data (nothing of the last fit kept),
+    with the weights the model has then."""
+    from deepexplain.patterns import PatternFitter
+
+    model, data = cnn("float64"), images(30).astype(np.float64)
+    fitter = PatternFitter(model, pattern_type="relu.negative", batch_size=8, progress=False)
+
+    def assert_fits_alone(rows):
+        fitted = fitter.fit(rows)
+        expected = deepexplain.fit_patterns(model, rows, pattern_type="relu.negative", progress=False)
+        for name in expected:
+            np.testing.assert_allclose(fitted[name], expected[name], rtol=1e-6, atol=1e-9, err_msg=name)
+        return fitted
+
+    first = assert_fits_alone(data[:20])
+    assert_fits_alone(data[20:])
+    model.layers[0].set_weights([w[::-1] for w in model.layers[0].get_weights()])  # other weights
+    changed = assert_fits_alone(data[:20])
+    assert not np.allclose(changed[model.layers[2].name], first[model.layers[2].name])
+    assert fitter.pattern_type == "relu.negative"
+
+
+@pytest.mark.parametrize("pattern_type", ["relu", "relu.negative"])
+def test_relu_layers_are_fitted_without_reading_their_bias_free_output(pattern_type):
+    """A ReLU(z + b) layer's statistics read its ReLU's output ('relu') or input ('relu.negative'), never ``z``:
+    TensorFlow then keeps the kernel op and its bias (and, for 'relu', the ReLU) one fused op."""
+    from deepexplain.tensorflow.graph import Path
+    from deepexplain.tensorflow.rules import patterns as rules
+
+    model = cnn()
+    found = {}
+
+    @tf.function(autograph=False)
+    def statistics(x, valid):
+        path = Path([x], model(x, training=False))
+        layers, _ = rules.kernel_layers(path)
+        batch = rules.Batch(valid, path)
+        tensors = [t for k in layers for t in rules.statistics(k, path, batch, pattern_type).tensors]
+        for k in layers:
+            gate = k.layer.z.consumers()[0].outputs[0]
+            found[k.op.name] = ([op.type for op in k.layer.z.consumers()], [op.type for op in gate.consumers()])
+        return tensors
+
+    statistics.get_concrete_function(tf.TensorSpec((None, 9, 9, 2)), tf.TensorSpec((None,)))
+    relu_layers = [name for name in found if "logits" not in name]
+    assert len(relu_layers) == 3
+    for name in relu_layers:
+        z_readers, gate_readers = found[name]
+        assert z_readers == ["BiasAdd"], name
+        assert gate_readers == (["Relu"] if pattern_type == "relu" else ["Relu", "Minimum"]), name
+
+
+def test_units_at_zero_are_inactive_for_both_components():
+    """Rows of zeros and a unit without bias: g = z + b = 0 exactly, which 'relu' counts as inactive and
+    'relu.negative' as active, as the definition (the ReLU's output > 0, <= 0) does."""
+    model = keras.Sequential([keras.Input((3,), dtype="float64"),
+                              keras.layers.Dense(4, activation="relu", dtype="float64", name="hidden"),
+                              keras.layers.Dense(2, dtype="float64", name="logits")])  # fmt: skip
+    rng = np.random.default_rng(27)
+    model.set_weights([rng.normal(size=(3, 4)), np.array([0.0, 0.5, -0.5, 0.0]), rng.normal(size=(4, 2)),
+                       np.array([0.0, 0.3])])  # fmt: skip
+    data = np.concatenate([rng.normal(size=(20, 3)), np.zeros((7, 3))])
+    for pattern_type in ("relu", "relu.negative"):
+        fitted = deepexplain.fit_patterns(model, data, pattern_type=pattern_type, batch_size=6, progress=False)
+        for name, pattern in oracle_patterns(model, data, pattern_type).items():
+            np.testing.assert_allclose(fitted[name], pattern, rtol=1e-6, atol=1e-9, err_msg=f"{pattern_type} {name}")
+
+
 def test_conv1d_and_depthwise_layers_get_patterns_of_their_kernels_shape():
     """Keras' Conv1D reads its kernel expanded to 2-D; a depthwise kernel has two unit axes (channel, multiplier):
     each agrees with the Dense pattern fitted on explicitly extracted patches."""

@@ -68,16 +68,29 @@ class PatternStatistics(GradientMethod):
             )
         self.pattern_type = pattern_type
         self._layers: list = []
+        self._finish: list = []  # per layer: (its number of tensors, their values -> its STATISTICS)
         self._sums: dict = {}
 
     def fit_tensors(self, path, valid) -> list:
         layers, others = pattern_rules.kernel_layers(path)
         pattern_rules.check_layers(layers, others, path, "fit_patterns")
+        batch = pattern_rules.Batch(valid, path)
+        sums = [pattern_rules.statistics(k, path, batch, self.pattern_type) for k in layers]
         self._layers = [(k.key, k.layout) for k in layers]
-        return [t for k in layers for t in pattern_rules.statistics(k, path, valid, self.pattern_type)]
+        self._finish = [(len(s.tensors), s.finish) for s in sums]
+        return [t for s in sums for t in s.tensors]
 
     def fit_batch(self, values: list) -> None:
-        _accumulate(self._sums, [key for key, _ in self._layers], values, len(pattern_rules.STATISTICS))
+        statistics, start = [], 0
+        for count, finish in self._finish:
+            statistics.extend(finish(values[start : start + count]))
+            start += count
+        _accumulate(self._sums, [key for key, _ in self._layers], statistics, len(pattern_rules.STATISTICS))
+
+    def reset(self) -> None:
+        """Forget the sums so far (a new fit starts)."""
+        self._sums = {}
+        self.fitted = False
 
     def take_statistics(self) -> list:
         """The sums so far, flattened in layer order (float64), and start anew: one worker's part of a fit."""

@@ -15,6 +15,7 @@ is handled by the same code. :data:`LAYOUTS` says, per op type, which kernel and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,18 +52,25 @@ class KernelLayout:
         The model's kernel shape.
     index : ndarray of int
         The op's kernel shape; each element's flat index in the model's kernel.
+    identity : bool
+        Whether the op reads the kernel as the model stores it (``index`` is ``arange``): no element is moved.
     """
 
     shape: tuple
     index: np.ndarray
+    identity: bool = False
 
     def to_op(self, array) -> np.ndarray:
         """An array of the model's kernel shape laid out as the op reads it."""
+        if self.identity:
+            return np.asarray(array).reshape(self.index.shape)
         return np.asarray(array).reshape(-1)[self.index]
 
     def to_model(self, array) -> np.ndarray:
         """The inverse of :meth:`to_op`."""
         array = np.asarray(array)
+        if self.identity:
+            return array.reshape(self.shape)
         result = np.empty(array.size, array.dtype)
         result[self.index.reshape(-1)] = array.reshape(-1)
         return result.reshape(self.shape)
@@ -89,7 +97,7 @@ def _kernel_layout(weights: tf.Tensor) -> KernelLayout:
         else:
             if index.shape == op_shape:
                 return KernelLayout(tuple(value.shape.as_list()), index)
-    return KernelLayout(op_shape, np.arange(int(np.prod(op_shape))).reshape(op_shape))
+    return KernelLayout(op_shape, np.arange(int(np.prod(op_shape))).reshape(op_shape), identity=True)
 
 
 @dataclass(eq=False)
@@ -184,8 +192,12 @@ class KernelLayer:
             summed = tf.transpose(summed, order)
         return tf.reshape(summed, self.unit_shape)
 
-    def sample_count(self, weights: tf.Tensor) -> tf.Tensor:
-        """The samples of each unit (the sum of :meth:`sample_weights` over them), shaped :attr:`unit_shape`."""
+    def sample_count(self, weights: tf.Tensor | None) -> tf.Tensor:
+        """The samples of each unit (the sum of :meth:`sample_weights` over them; None: each sample once), shaped
+        :attr:`unit_shape`."""
+        if weights is None:
+            z = self.layer.z
+            return tf.fill(self.unit_shape, tf.cast(tf.size(z, tf.int64) // self.units, z.dtype))
         if not _per_row(weights):
             return self.per_unit(weights)
         per_row = _row_size(self.layer.z)
@@ -391,44 +403,242 @@ def _carries_one_value(op: tf.Operation, tensor: tf.Tensor, path: Path) -> bool:
     return all(path.is_parameter(t) for t in others)
 
 
-def statistics(kernel: KernelLayer, path: Path, valid: tf.Tensor, pattern_type: str) -> list[tf.Tensor]:
-    """The sums :data:`STATISTICS` of one layer over a batch's samples, weighted by ``valid`` (0 for padding rows).
+@dataclass(eq=False)
+class LayerSums:
+    """One layer's statistics of a batch as traced: ``tensors``, and ``finish(values)`` -> the arrays of
+    :data:`STATISTICS` (float64) from their values. What is only reshaped, broadcast, split or summed over a few
+    positions is done by ``finish`` in numpy: an op traced costs more (tracing, first-call optimisation, ~0.3 ms
+    each, on every fit) than such a step on the host costs per batch."""
+
+    tensors: list
+    finish: Callable[[list], list]
+
+
+class Batch:
+    """The batch's row weights ``valid`` (0 for padding rows) as the statistics of every layer read them, each
+    derived tensor traced once per graph.
+
+    Attributes
+    ----------
+    padded : bool
+        Whether ``valid`` can be 0 anywhere: only inputs with a fixed batch size are padded (see
+        ``GradientMethod.fit_tensors``); otherwise every row counts once and nothing is weighted.
+    """
+
+    def __init__(self, valid: tf.Tensor, path: Path):
+        self.valid = valid
+        self.padded = any(x.shape.rank and x.shape[0] is not None for x in path.inputs)
+        self._rows: dict = {}
+
+    def row(self, dtype) -> tf.Tensor:
+        """``valid`` as a ``(1, N)`` matrix of ``dtype``: the vector of sums over the batch's rows as matrix products
+        (which read a tensor once at memory speed; a reduction over its leading axes is slower on CPU)."""
+        if dtype not in self._rows:
+            self._rows[dtype] = tf.reshape(tf.cast(self.valid, dtype), [1, -1])
+        return self._rows[dtype]
+
+
+def statistics(kernel: KernelLayer, path: Path, batch: Batch, pattern_type: str) -> LayerSums:
+    """The sums :data:`STATISTICS` of one layer over a batch's samples, weighted by ``batch.valid`` (0 for padding
+    rows).
 
     The sums of ``y m`` and ``y^2 m`` are ``w_o^T sum x m`` and ``w_o^T sum x y m`` (``y = w_o^T x``): kernel-sized
     products instead of passes over the layer's output. Weights of one value per row weight whichever is smaller,
-    the layer's input or the mask. Where the samples' sums follow from one row (:func:`_input_sums`), 'linear'
-    needs one kernel gradient, and a 'relu' layer whose activation is a ReLU of ``z + b`` (Keras' Dense and Conv
-    with activation='relu') is fitted from the ReLU's output alone (:func:`_relu_statistics`)."""
-    layer, z = kernel.layer, kernel.layer.z
-    weights = kernel.sample_weights(valid)
-    inputs, outputs = layer.x.shape[1:].num_elements(), z.shape[1:].num_elements()
-    on_input = _per_row(weights) and None not in (inputs, outputs) and inputs < outputs
-    x = _times_rows(layer.x, weights) if on_input else None
-    relu = _relu_of_bias(kernel, path) if pattern_type == "relu" else None
+    the layer's input or the mask; where every sample counts once nothing is weighted. Where the samples' sums
+    follow from one row (:func:`_input_sums`), 'linear' needs one kernel gradient (:func:`_linear_sums`), and a
+    'relu' ('relu.negative') layer whose activation is a ReLU of ``z + b`` (Keras' Dense and Conv with
+    activation='relu') is fitted from the ReLU's output (and input) alone (:func:`_relu_sums`)."""
+    counted = not batch.padded and not any(step.type == "BatchToSpaceND" for step in kernel.chain)
+    relu = _relu_of_bias(kernel, path) if pattern_type != "linear" else None
     if relu is not None:
-        sum_xm, sum_xym, count, sum_y = _relu_statistics(kernel, *relu, weights, x)
-    elif pattern_type == "linear" and _has_input_sums(kernel):
-        sum_x = _input_sums(kernel, weights, z)  # every unit's sum x m, m = 1
-        sum_xm = tf.broadcast_to(sum_x, layer.weights.shape)
-        sum_xym = layer.weight_gradient(z if on_input else z * weights, x)
-        count, sum_y = kernel.sample_count(weights), _times_kernel(kernel, sum_x)
+        return _relu_sums(kernel, *relu, pattern_type, batch, counted)
+    if pattern_type == "linear" and counted and _has_input_sums(kernel):
+        return _linear_sums(kernel, batch)
+    return _mask_sums(kernel, path, batch, pattern_type, counted)
+
+
+def _mask_sums(kernel: KernelLayer, path: Path, batch: Batch, pattern_type: str, counted: bool) -> LayerSums:
+    """Any layer: the mask of the active samples (:func:`active_mask`, all 1 for 'linear') and two kernel gradients,
+    ``sum x m`` and ``sum x y m``."""
+    layer, z = kernel.layer, kernel.layer.z
+    # per-row weights also serve as the vector of the per-unit sums (all 1 where every sample counts)
+    weights = kernel.sample_weights(batch.valid) if not counted or _rows_are_the_batch(kernel) else None
+    scale = None if counted else weights  # what the samples are multiplied by (None: 1)
+    on_input = _weighs_input(kernel, scale)
+    x = _times_rows(layer.x, scale) if on_input else None
+    signal_scale = None if on_input else scale
+    if pattern_type == "linear":
+        mask = tf.ones_like(z) if signal_scale is None else tf.broadcast_to(signal_scale, tf.shape(z))
     else:
-        if pattern_type == "linear":
-            mask = tf.ones_like(z) if on_input else tf.broadcast_to(weights, tf.shape(z))
-        else:
-            mask = active_mask(kernel, path, pattern_type)
-            mask = mask if on_input else mask * weights
-        sum_xm, sum_xym = layer.weight_gradient(mask, x), layer.weight_gradient(z * mask, x)
-        count, sum_y = kernel.per_unit(mask, weights if on_input else None), kernel.per_unit(z, weights)
-    return [sum_xm, sum_xym, count, _times_kernel(kernel, sum_xm), _times_kernel(kernel, sum_xym), sum_y,
-            kernel.sample_count(weights)]  # fmt: skip
+        mask = _scaled(active_mask(kernel, path, pattern_type), signal_scale)
+    sizes = _kernel_sizes(layer)
+    sum_xm, sum_xym = kernel_gradient(layer, mask, x, sizes), kernel_gradient(layer, z * mask, x, sizes)
+    products = _times_kernel(kernel, tf.stack([sum_xm, sum_xym]))
+    rank, unit_shape, units = z.shape.rank, kernel.unit_shape, kernel.units
+    if counted and kernel.output_axes == tuple(range(rank - len(kernel.output_axes), rank)):
+        # the units are the trailing axes: sums over the rows here, over the positions in numpy
+        vector = batch.row(z.dtype) if weights is not None else None
+        tensors = [sum_xm, sum_xym, _row_sums(mask, vector), products, _row_sums(z, vector), tf.size(z, tf.int64)]
+    else:
+        tensors = [sum_xm, sum_xym, kernel.per_unit(mask, weights if signal_scale is None else None), products,
+                   kernel.per_unit(z, weights), kernel.sample_count(weights)]  # fmt: skip
+        counted = False
+
+    def finish(values):
+        sum_xm, sum_xym, count, products, sum_y, rows = values
+        if counted:
+            count, sum_y = _per_unit_sums(count, units), _per_unit_sums(sum_y, units)
+            rows = np.full(unit_shape, rows // units, np.float64)
+        return [sum_xm, sum_xym, np.reshape(count, unit_shape), products[0].reshape(unit_shape),
+                products[1].reshape(unit_shape), np.reshape(sum_y, unit_shape), rows]  # fmt: skip
+
+    return LayerSums(tensors, finish)
+
+
+def _linear_sums(kernel: KernelLayer, batch: Batch) -> LayerSums:
+    """'linear' where every sample counts and the samples' sum is the kernel gradient of one row
+    (:func:`_input_sums`): ``sum x m = sum x`` for every unit, ``sum y = w^T sum x``, ``sum x y`` one kernel
+    gradient."""
+    layer, z = kernel.layer, kernel.layer.z
+    summed = tf.reduce_sum(layer.x, axis=0, keepdims=True)
+    sum_x = _input_sums(kernel, summed)
+    sum_xym = kernel_gradient(layer, z)
+    products = _times_kernel(kernel, tf.expand_dims(sum_xym, 0))
+    tensors = [sum_x, sum_xym, products, layer.apply(summed), tf.size(z, tf.int64)]
+    shape, unit_shape, units = kernel.layer.weights.shape.as_list(), kernel.unit_shape, kernel.units
+
+    def finish(values):
+        sum_x, sum_xym, sum_yym, z_summed, size = values
+        sum_y = _per_unit_sums(z_summed, units).reshape(unit_shape)
+        rows = np.full(unit_shape, size // units, np.float64)
+        # every sample is a sample of every unit: sum x m = sum x, sum m = the rows, sum y m = sum y
+        return [np.broadcast_to(sum_x, shape), sum_xym, rows, sum_y, sum_yym.reshape(unit_shape), sum_y, rows]
+
+    return LayerSums(tensors, finish)
+
+
+def _relu_sums(kernel: KernelLayer, a: tf.Tensor, g: tf.Tensor, bias: tf.Tensor, pattern_type: str, batch: Batch,
+               counted: bool) -> LayerSums:  # fmt: skip
+    """A layer ``a = relu(g)``, ``g = z + b``, where ``z`` is never read: ``sum y = w^T sum x`` (the op on the sum
+    of the input rows) and ``y = g - b``, so that
+
+    - 'relu': ``m = sign(a)`` and ``sum x y m = sum x a - b sum x m`` (``a = g m``): from ``a`` alone, so
+      TensorFlow keeps the layer's convolution, bias and ReLU one fused op;
+    - 'relu.negative': ``m = 1 - sign(a)`` (``g <= 0``) and ``sum x y m = sum x min(g, 0) - b sum x m``
+      (``min(g, 0) = g m``): the convolution and its bias stay fused.
+
+    Exact as sums (``g`` is the model's own ``z + b``; the float32 rounding of the bias addition is what remains)."""
+    layer, z = kernel.layer, kernel.layer.z
+    weights = None if counted else kernel.sample_weights(batch.valid)
+    on_input = _weighs_input(kernel, weights)
+    x = _times_rows(layer.x, weights) if on_input else layer.x
+    scale = None if on_input else weights
+    active = tf.sign(a)
+    if pattern_type == "relu":
+        mask, signal = active, a
+    else:
+        mask, signal = 1 - active, tf.minimum(g, tf.zeros((), g.dtype))
+    mask, signal = _scaled(mask, scale), _scaled(signal, scale)
+    sizes = _kernel_sizes(layer)
+    sum_xm = kernel_gradient(layer, mask, x, sizes)
+    unit_shape, units = kernel.unit_shape, kernel.units
+    b = tf.cast(bias, z.dtype)
+    if kernel.unit_axes != (len(unit_shape) - 1,):
+        b = tf.reshape(b, unit_shape)
+    sum_xym = kernel_gradient(layer, signal, x, sizes) - b * sum_xm
+    # per-unit sums as products with a row vector; weights are 0 or 1, so that weighting a weighted mask is harmless
+    vector = batch.row(z.dtype) if weights is None else tf.reshape(weights, [1, -1])
+    if counted and not _rows_are_the_batch(kernel):
+        vector = None  # rows of a matrix product may be the batch's tokens
+    summed = tf.reduce_sum(x, axis=0, keepdims=True) if weights is None or on_input else _row_sums(layer.x, vector)
+    if not (weights is None or on_input):
+        summed = tf.reshape(summed, [1, *_static_or_dynamic(layer.x)[1:]])
+    tensors = [sum_xm, sum_xym, _row_sums(mask, vector), _times_kernel(kernel, tf.stack([sum_xm, sum_xym])),
+               layer.apply(summed), tf.size(a, tf.int64) if counted else kernel.sample_count(weights)]  # fmt: skip
+
+    def finish(values):
+        sum_xm, sum_xym, count, products, z_summed, rows = values
+        count = _per_unit_sums(count, units).reshape(unit_shape)
+        rows = np.full(unit_shape, rows // units, np.float64) if counted else rows
+        return [sum_xm, sum_xym, count, products[0].reshape(unit_shape), products[1].reshape(unit_shape),
+                _per_unit_sums(z_summed, units).reshape(unit_shape), rows]  # fmt: skip
+
+    return LayerSums(tensors, finish)
+
+
+def _per_unit_sums(values: np.ndarray, units: int) -> np.ndarray:
+    """Values of the units along the last axis, summed over every other axis (float64)."""
+    return np.asarray(values, np.float64).reshape(-1, units).sum(axis=0)
+
+
+def _row_sums(tensor: tf.Tensor, vector: tf.Tensor | None) -> tf.Tensor:
+    """The rows of ``tensor`` summed, weighted by ``vector`` (``(1, rows)``; None: each row once), ``(1, values
+    per row)``."""
+    if vector is None:
+        return tf.reduce_sum(tensor, axis=0, keepdims=True)
+    return tf.matmul(vector, tf.reshape(tensor, [-1, _row_size(tensor)]))
+
+
+def _weighs_input(kernel: KernelLayer, weights: tf.Tensor | None) -> bool:
+    """Whether per-row ``weights`` are cheaper on the layer's input than on its output's signals."""
+    if weights is None or not _per_row(weights):
+        return False
+    inputs, outputs = kernel.layer.x.shape[1:].num_elements(), kernel.layer.z.shape[1:].num_elements()
+    return None not in (inputs, outputs) and inputs < outputs
+
+
+def _rows_are_the_batch(kernel: KernelLayer) -> bool:
+    """Whether the rows of the layer's output are the batch's (no layout op, and not a matrix product, whose rows
+    may be the batch's tokens): :meth:`KernelLayer.sample_weights` is then ``valid`` as one value per row."""
+    return not kernel.chain and kernel.layer.op.type != "MatMul"
+
+
+def _scaled(tensor: tf.Tensor, scale: tf.Tensor | None) -> tf.Tensor:
+    return tensor if scale is None else tensor * scale
+
+
+def _kernel_sizes(layer: LinearLayer):
+    """The kernel's shape as the one constant the kernel-gradient convolutions of a layer share (a list where no
+    convolution needs it)."""
+    shape = layer.weights.shape.as_list()
+    return tf.constant(shape, tf.int32) if layer.op.type in ("Conv2D", "Conv3D") else shape
+
+
+def kernel_gradient(layer: LinearLayer, signal: tf.Tensor, x: tf.Tensor | None = None, shape=None) -> tf.Tensor:
+    """``sum over samples of x * signal``, kernel-shaped: :meth:`LinearLayer.weight_gradient` (the op on the data
+    ``x``, default its own, with a kernel of ``shape``, default its own), written as the one op TensorFlow's
+    gradient of a dense layer or a 2-D/3-D convolution computes, so that no forward clone, input gradient or shape
+    op is traced."""
+    op = layer.op
+    x = layer.x if x is None else x
+    shape = layer.weights.shape.as_list() if shape is None else shape
+    if op.type == "MatMul":  # the data on the left, not transposed (_matmul)
+        if op.get_attr("transpose_b"):
+            return tf.matmul(signal, x, transpose_a=True)
+        return tf.matmul(x, signal, transpose_a=True)
+    if op.type == "Conv2D":
+        return tf.raw_ops.Conv2DBackpropFilter(
+            input=x, filter_sizes=shape, out_backprop=signal, strides=op.get_attr("strides"),
+            use_cudnn_on_gpu=op.get_attr("use_cudnn_on_gpu"), padding=op.get_attr("padding"),
+            explicit_paddings=op.get_attr("explicit_paddings"), data_format=op.get_attr("data_format"),
+            dilations=op.get_attr("dilations"),
+        )  # fmt: skip
+    if op.type == "Conv3D":
+        return tf.raw_ops.Conv3DBackpropFilterV2(
+            input=x, filter_sizes=shape, out_backprop=signal, strides=op.get_attr("strides"),
+            padding=op.get_attr("padding"), data_format=op.get_attr("data_format"), dilations=op.get_attr("dilations"),
+        )  # fmt: skip
+    if x is layer.x and list(shape) == layer.weights.shape.as_list():
+        return layer.weight_gradient(signal)
+    return layer.weight_gradient(signal, x, tf.zeros(shape, signal.dtype))
 
 
 def _times_kernel(kernel: KernelLayer, sums: tf.Tensor) -> tf.Tensor:
-    """``w_o^T sums_o`` per unit (``sums`` kernel-shaped, or with one unit: the same for every unit)."""
+    """``w_o^T sums_o`` per unit of each of the kernel-shaped ``sums`` (stacked along a first axis), shaped
+    ``(len(sums), *the units)``."""
     weights = kernel.layer.weights
-    return tf.reduce_sum(weights * sums, axis=[a for a in range(weights.shape.rank) if a not in kernel.unit_axes],
-                         keepdims=True)  # fmt: skip
+    axes = [a + 1 for a in range(weights.shape.rank) if a not in kernel.unit_axes]
+    return tf.reduce_sum(weights * sums, axis=axes)  # broadcast along the first axis
 
 
 # the kernel ops whose kernel has one unit axis that the data does not have (a kernel of one unit then reads every
@@ -442,22 +652,20 @@ def _has_input_sums(kernel: KernelLayer) -> bool:
     return not kernel.chain and kernel.layer.op.type in _ONE_UNIT_AXIS
 
 
-def _input_sums(kernel: KernelLayer, weights: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
-    """``sum x`` over the samples, shaped like the kernel with one unit: the op's kernel gradient, with one unit and
-    a signal of ones, on one row, the weighted sum of the input rows (the samples' sum by linearity: no patch is
-    formed, and the gradient reads one row instead of a batch). ``like``: a tensor of the output's shape."""
-    layer = kernel.layer
-    rows = tf.reshape(layer.x, [-1, _row_size(layer.x)])
-    summed = tf.reshape(tf.linalg.matvec(rows, tf.reshape(weights, [-1]), transpose_a=True),
-                        [1, *_static_or_dynamic(layer.x)[1:]])  # fmt: skip
-    ones = tf.ones([1, *_static_or_dynamic(like)[1:-1], 1], like.dtype)
-    one_unit = tf.zeros([1 if i in kernel.unit_axes else d for i, d in enumerate(layer.weights.shape)], like.dtype)
-    return layer.weight_gradient(ones, summed, one_unit)
+def _input_sums(kernel: KernelLayer, summed: tf.Tensor) -> tf.Tensor:
+    """``sum x`` over the samples, shaped like the kernel with one unit, from ``summed``, the sum of the input rows
+    (one row): the op's kernel gradient with one unit and a signal of ones on that row (the samples' sum by
+    linearity: no patch is formed, and the gradient reads one row instead of a batch)."""
+    layer, z = kernel.layer, kernel.layer.z
+    dims = _static_or_dynamic(z)
+    ones = tf.ones([1] + [1 if a in kernel.output_axes else dims[a] for a in range(1, len(dims))], z.dtype)
+    one_unit = [1 if i in kernel.unit_axes else d for i, d in enumerate(layer.weights.shape.as_list())]
+    return kernel_gradient(layer, ones, summed, one_unit)
 
 
 def _relu_of_bias(kernel: KernelLayer, path: Path):
-    """``(a, b)`` when the layer's output goes through its bias ``b`` straight into a ReLU whose output is ``a``
-    (the units along the last axis, ``b`` one value per unit); else None."""
+    """``(a, g, b)`` when the layer's output goes through its bias ``b`` straight into a ReLU: ``g = z + b`` its
+    input, ``a`` its output (the units along the last axis, ``b`` one value per unit); else None."""
     z = kernel.layer.z
     if not _has_input_sums(kernel) or kernel.output_axes != (z.shape.rank - 1,):
         return None
@@ -469,22 +677,7 @@ def _relu_of_bias(kernel: KernelLayer, path: Path):
     consumers = path.consumers(bias_add.outputs[0])
     if len(consumers) != 1 or consumers[0].type != "Relu":
         return None
-    return consumers[0].outputs[0], bias
-
-
-def _relu_statistics(kernel: KernelLayer, a: tf.Tensor, bias: tf.Tensor, weights: tf.Tensor, x):
-    """``sum x m``, ``sum x y m``, ``sum m`` and ``sum y`` of a 'relu' layer ``a = relu(z + b)`` from ``a`` alone:
-    ``m = sign(a)``, ``sum x y m = sum x a - b sum x m`` (``a = (z + b) m``) and ``sum y = w^T sum x``, so that
-    ``z`` and ``z + b`` are never read and TensorFlow keeps the layer's convolution, bias and ReLU one fused op.
-    ``x``: the input weighted per row (None: ``weights`` weight the signals instead)."""
-    layer = kernel.layer
-    mask = tf.sign(a)
-    if x is None:
-        mask, a = mask * weights, a * weights
-    sum_xm = layer.weight_gradient(mask, x)
-    sum_xym = layer.weight_gradient(a, x) - tf.reshape(tf.cast(bias, a.dtype), kernel.unit_shape) * sum_xm
-    count = kernel.per_unit(mask, None if x is None else weights)
-    return sum_xm, sum_xym, count, _times_kernel(kernel, _input_sums(kernel, weights, a))
+    return consumers[0].outputs[0], bias_add.outputs[0], bias
 
 
 def _times_rows(x: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
