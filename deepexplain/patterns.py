@@ -241,9 +241,16 @@ def signal_quality(model, data, patterns=None, *, batch_size=256, per_unit=False
     Returns
     -------
     dict
-        Layer name -> rho, for the dense layers (also those applied per token, and EinsumDense layers Keras
-        computes as one matrix product) and the 2-D convolutions (NHWC, also Conv1D and dilated ones); other layers
-        are left out.
+        Layer name -> rho, for every kernel layer :func:`fit_patterns` fits: dense layers (also applied per token),
+        EinsumDense (as one matrix product or an Einsum op), convolutions (1-D to 3-D, strided, dilated),
+        transposed convolutions (their samples the patches of the zero-upsampled input) and depthwise convolutions
+        (each input channel's units rated on that channel's patches, as a layer of its own).
+
+    Raises
+    ------
+    UnsupportedOpError
+        Before any data is read, for a kernel layer that cannot be rated (a grouped convolution, an einsum whose
+        kernel shares an axis with both its data and output), naming it.
 
     Notes
     -----
@@ -254,7 +261,8 @@ def signal_quality(model, data, patterns=None, *, batch_size=256, per_unit=False
     wherever the kernel has weight on such an input.
 
     The pass holds, per layer, the input's covariance (``D x D`` for ``D`` inputs per unit: a dense layer's inputs, a
-    convolution's patch size) and six ``D x units`` sums; each convolution's patches are extracted batch by batch.
+    convolution's patch size) and six ``D x units`` sums; each convolution's patches are extracted batch by batch,
+    as the layer's op with one-hot kernels (exact, whatever the padding, stride, dilation or transposition).
     The maximal correlation is ``sqrt(g^T G^+ g / var(y))`` with ``G`` the covariance of ``x - S(x)`` and ``g`` its
     covariance with ``y``; ``G`` is the input covariance plus a rank-5 term per unit, so one eigendecomposition per
     layer serves every unit (Woodbury's identity; the covariance's eigenvalues floored at 1e-9 of the largest).
@@ -278,15 +286,20 @@ def _quality(explainer, data, patterns, batch_size, per_unit) -> dict:
     for key in method.layers:
         if patterns is not None and key not in patterns:
             raise InvalidInputError(f"signal_quality: patterns has no entry for layer {key!r}")
-        given = None if patterns is None else method.layouts[key].to_op(patterns[key])
-        rho = _layer_quality(method.sums[key], given, patterns.pattern_type if patterns is not None else None)
+        given = None if patterns is None else method.matrices(key, patterns[key])
+        kind = patterns.pattern_type if patterns is not None else None
+        sums = method.sums[key]
+        # one layer y = x^T K per group (a depthwise convolution's input channels), its units in the op's order
+        rho = np.concatenate([_layer_quality([s if s.ndim == 0 else s[g] for s in sums],
+                                             None if given is None else given[g], kind)
+                              for g in range(len(sums[0]))])  # fmt: skip
         result[key] = rho if per_unit else float(np.nanmean(rho)) if np.any(np.isfinite(rho)) else float("nan")
     return result
 
 
 def _layer_quality(sums: list, given: np.ndarray | None, kind: str | None) -> np.ndarray:
-    """rho per unit from the sums of :class:`QualityStatistics`; ``given``: the patterns laid out as the layer's op
-    reads its kernel (None: the gradient's estimator), fitted with ``kind``."""
+    """rho per unit from the sums of :class:`QualityStatistics` of one group; ``given``: the patterns as that
+    group's ``(inputs, units)`` matrix (None: the gradient's estimator), fitted with ``kind``."""
     kernel, n, sum_x, sum_xx, sum_xm, sum_xz, sum_xz_neg, count, sum_z, sum_z_neg, sum_zz, sum_zz_neg = sums
     mean_x = sum_x / n
     covariance = sum_xx / n - np.outer(mean_x, mean_x)
@@ -309,7 +322,7 @@ def _layer_quality(sums: list, given: np.ndarray | None, kind: str | None) -> np
     if given is None:
         a = b = kernel / np.sum(kernel**2, axis=0)
     else:
-        given = np.asarray(given, np.float64).reshape(kernel.shape)
+        given = np.asarray(given, np.float64)
         pairs = {"linear": (given, given), "relu": (given, negative), "relu.negative": (positive, given)}
         a, b = pairs[kind or "linear"]
     # w^T a = 1 makes w^T (x - S(x)) = 0 exactly; restore it in float64 (patterns are stored in float32), else the

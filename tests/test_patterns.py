@@ -709,8 +709,52 @@ def test_explanations_of_more_kernel_layers_equal_a_numpy_backward_pass(case):
     np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-9 * np.abs(expected).max())
 
 
-def test_signal_quality_of_per_token_dense_layers_equals_an_explicit_regression():
-    assert_quality_is_the_regressions(token_model(), tokens(200), "linear")
+@pytest.mark.parametrize("length", [5, None])
+def test_signal_quality_of_per_token_dense_layers_equals_an_explicit_regression(length):
+    """EinsumDense as Keras computes it: one batched matrix product (length 5) or an Einsum op (length None),
+    whose rows are the data's axes the kernel contracts (one of them on a transposed kernel)."""
+    assert_quality_is_the_regressions(token_model(length), tokens(200), "linear")
+
+
+@pytest.mark.parametrize("case", ["transposed_2d_same", "transposed_3d", "conv_3d"])
+def test_signal_quality_of_transposed_and_3d_convolutions_equals_an_explicit_regression(case):
+    """Their samples are the patches of the output positions (of the zero-upsampled input for a transposed
+    convolution), which signal_quality reads as the op with one-hot kernels (the logits after them have more
+    inputs than the 30 rows: their in-sample regression is degenerate, not compared)."""
+    model, data = layer_case(case)
+    assert_quality_is_the_regressions(model, data, "relu", only=["conv"])
+
+
+def test_signal_quality_of_a_depthwise_convolution_rates_each_channels_units_on_its_own_patches():
+    """A depthwise kernel (3, 3, C, M): unit (c, m) reads the 3x3 patches of input channel c alone, so each channel
+    is a layer of its own (its own input covariance); rho per unit in the kernel's (channel, multiplier) order."""
+    rng = np.random.default_rng(28)
+    depthwise = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, activation="relu", name="depthwise",
+                                             dtype="float64")  # fmt: skip
+    flatten, dense = keras.layers.Flatten(dtype="float64"), keras.layers.Dense(2, dtype="float64")
+    model = keras.Sequential([keras.Input((6, 6, 2), dtype="float64"), depthwise, flatten, dense])
+    model.set_weights([rng.normal(size=w.shape) for w in model.get_weights()])
+    data = rng.normal(size=(120, 6, 6, 2))
+    patterns = deepexplain.fit_patterns(model, data[:60], pattern_type="linear", progress=False)
+    rho = deepexplain.signal_quality(model, data[60:], patterns, per_unit=True, batch_size=25, progress=False)
+    kernel = depthwise.kernel.numpy()
+    activated = keras.Model(model.inputs, depthwise.output).predict(data[60:], verbose=0)
+    for channel in range(2):
+        cols = im2col(data[60:, ..., channel : channel + 1], 3, 1, "valid").reshape(-1, 9)
+        w = kernel[:, :, channel, :].reshape(9, 2)
+        a = patterns["depthwise"][:, :, channel, :].reshape(9, 2).astype(np.float64)
+        a = a / np.sum(w * a, axis=0)
+        mask = (activated[..., 2 * channel : 2 * channel + 2].reshape(-1, 2) > 0) * 1.0
+        expected = brute_force_quality(cols, cols @ w, mask, a, a)
+        np.testing.assert_allclose(rho["depthwise"][2 * channel : 2 * channel + 2], expected, atol=1e-5)
+    assert set(rho) == {"depthwise", model.layers[-1].name}
+
+
+def test_signal_quality_refuses_layers_it_cannot_rate_naming_them():
+    model = keras.Sequential([keras.Input((6, 6, 4)), keras.layers.Conv2D(4, 3, groups=2, name="grouped"),
+                              keras.layers.Flatten(), keras.layers.Dense(2)])  # fmt: skip
+    with pytest.raises(UnsupportedOpError, match=r"signal_quality: .*grouped \(Conv2D with groups=2\)"):
+        deepexplain.signal_quality(model, np.ones((3, 6, 6, 4), np.float32), progress=False)
 
 
 def test_padding_rows_do_not_count_through_reshaped_and_cropped_outputs():
@@ -867,15 +911,16 @@ def test_signal_quality_equals_an_explicit_regression(estimator):
     assert_quality_is_the_regressions(cnn("float64"), images(300).astype(np.float64), estimator)
 
 
-def assert_quality_is_the_regressions(model, data, estimator):
-    """rho of every layer signal_quality rates equals :func:`brute_force_quality` on its samples."""
+def assert_quality_is_the_regressions(model, data, estimator, only=None):
+    """rho of every layer signal_quality rates (compared: those named ``only``, default all) equals
+    :func:`brute_force_quality` on its samples."""
     patterns = None if estimator == "gradient" else deepexplain.fit_patterns(model, data, pattern_type=estimator,
                                                                              progress=False)  # fmt: skip
     rho = deepexplain.signal_quality(model, data, patterns, per_unit=True, batch_size=64, progress=False)
     rated = [layer for layer in model.layers if hasattr(layer, "kernel")]
     assert sorted(rho) == sorted(layer.name for layer in rated)
     values = sequential_values(model, data)
-    for layer in rated:
+    for layer in rated if only is None else [model.get_layer(name) for name in only]:
         x_rows, y_rows, activated, kernel = layer_rows(model, layer, values)
         mask = (activated > 0) * 1.0
         if estimator == "gradient":

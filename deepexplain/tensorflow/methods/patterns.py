@@ -197,7 +197,8 @@ class GuidedPatternNet(PatternNet):
 
 class QualityStatistics(GradientMethod):
     """The moments :func:`deepexplain.signal_quality` rates signal estimators with (one streaming pass, float64
-    sums), for the dense and 2-D convolution layers of the path (those ``rules.patterns.quality_layer`` takes)."""
+    sums), for every kernel layer of the path (``rules.patterns.quality_rows`` says how each op's samples are
+    read)."""
 
     name = "signal_quality"
     needs_fit = True
@@ -208,16 +209,22 @@ class QualityStatistics(GradientMethod):
         super().__init__(sample_shapes)
         self.layers: list = []
         self.layouts: dict = {}  # key -> KernelLayout: where the op's kernel lies in the model's
+        self.perms: dict = {}  # key -> the op kernel's axes in the order of its (groups, inputs, units) matrices
         self.sums: dict = {}
 
     def fit_tensors(self, path, valid) -> list:
-        layers, _ = pattern_rules.kernel_layers(path)
-        layers = [k for k in layers if pattern_rules.quality_layer(k)]
-        if not layers:
-            raise InvalidInputError("signal_quality: the model has no dense or 2-D convolution layer to rate")
+        layers, others = pattern_rules.kernel_layers(path)
+        pattern_rules.check_layers(layers, others, path, "signal_quality")
         self.layers = [k.key for k in layers]
         self.layouts = {k.key: k.layout for k in layers}
+        self.perms = {k.key: pattern_rules.quality_rows(k, path).perm for k in layers}
         return [t for k in layers for t in pattern_rules.quality_statistics(k, path, valid)]
 
     def fit_batch(self, values: list) -> None:
         _accumulate(self.sums, self.layers, values, len(pattern_rules.QUALITY_STATISTICS), keep_first=True)
+
+    def matrices(self, key: str, kernel: np.ndarray) -> np.ndarray:
+        """``kernel`` (the model's layout of layer ``key``) as the ``(groups, inputs, units)`` matrices the sums
+        were taken with."""
+        groups, _, units = self.sums[key][0].shape
+        return self.layouts[key].to_op(kernel).transpose(self.perms[key]).reshape(groups, -1, units)

@@ -24,7 +24,7 @@ import tensorflow as tf
 from deepexplain.errors import InvalidInputError, UnsupportedOpError
 from deepexplain.tensorflow import ops
 from deepexplain.tensorflow.graph import Path, groups_of, layer_type, weight_name, weight_origin, weight_plumbing
-from deepexplain.tensorflow.overrides import function_body
+from deepexplain.tensorflow.overrides import clone_op, function_body
 from deepexplain.tensorflow.rules.linear_ops import LinearLayer, equivalent_of_call, following_bias
 
 PATTERN_TYPES = ("linear", "relu", "relu.negative")
@@ -775,40 +775,133 @@ rows ``x`` (patches of a convolution), and with ``z = y m`` and ``z_neg = y (1 -
 their cross moments with ``x`` and their own moments per unit."""
 
 
-def quality_layer(kernel: KernelLayer) -> bool:
-    """Whether :func:`quality_statistics` handles the layer: a dense layer (also one applied per token), or a 2-D
-    convolution (also Keras' Conv1D, a dilated one) in NHWC with SAME or VALID padding, whose input patches it
-    extracts."""
-    op = kernel.layer.op
-    if op.type == "MatMul":
-        return not op.get_attr("transpose_b")
-    if op.type in ("BatchMatMul", "BatchMatMulV2", "BatchMatMulV3"):
-        return not op.get_attr("adj_y")
-    return (op.type == "Conv2D" and op.get_attr("data_format") == b"NHWC"
-            and op.get_attr("padding") in (b"SAME", b"VALID"))  # fmt: skip
+@dataclass(frozen=True, eq=False)
+class QualityRows:
+    """A kernel op as ``groups`` linear layers ``y = x^T K`` (Kindermans et al. 2018, Eq. 1: one neuron per unit
+    whose samples are rows ``x``), the layout :func:`quality_statistics` sums in: a depthwise convolution is one
+    group per input channel (each reads its own patches), any other op one group.
+
+    Attributes
+    ----------
+    perm : tuple of int
+        The op's kernel axes in the order that, reshaped to ``(groups, inputs, units)``, gives the matrices ``K``
+        (numpy: ``kernel.transpose(perm).reshape(groups, -1, units)``; the units flattened as the op's output axes).
+    groups : int
+    inputs : int
+        The values of a row (of one group).
+    patches : callable
+        ``x -> (groups, samples, inputs)``: the rows of every sample of a batch.
+    arrange : callable
+        A tensor laid out like ``z`` (the output, a gate, weights) -> ``(groups, samples, units)``, its samples in
+        the order of ``patches``.
+    """
+
+    perm: tuple
+    groups: int
+    inputs: int
+    patches: Callable[[tf.Tensor], tf.Tensor]
+    arrange: Callable[[tf.Tensor], tf.Tensor]
+
+    def matrix(self, kernel: tf.Tensor) -> tf.Tensor:
+        """The op's kernel as ``(groups, inputs, units)``."""
+        moved = tf.transpose(kernel, self.perm) if list(self.perm) != sorted(self.perm) else kernel
+        return tf.reshape(moved, [self.groups, self.inputs, -1])
+
+
+def quality_rows(kernel: KernelLayer, path: Path) -> QualityRows:
+    """How :func:`quality_statistics` reads a layer's samples: as the data's rows (dense layers, also applied per
+    token, and einsums: the data's axes that the kernel contracts), or as the patches of a convolution's output
+    positions (also transposed, 3-D, dilated, depthwise), which are the op applied with one-hot kernels (a kernel
+    whose output channel ``d`` reads input ``d`` of a patch alone: exact, any padding, stride or dilation).
+
+    Raises
+    ------
+    UnsupportedOpError
+        For an einsum whose kernel shares an axis with both its data and its output (each index of that axis would
+        be a layer of its own), naming the layer.
+    """
+    layer, z = kernel.layer, kernel.layer.z
+    op, rank = layer.op, z.shape.rank
+    shape = layer.weights.shape.as_list()
+
+    def rows(tensor, size):
+        return tf.reshape(tensor, [1, -1, size])
+
+    if op.type in ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3"):
+        transposed = op.get_attr("transpose_b" if op.type == "MatMul" else "adj_y")
+        units, size = (shape[0], shape[1]) if transposed else (shape[1], shape[0])
+        return QualityRows((1, 0) if transposed else (0, 1), 1, size, lambda x: rows(x, size),
+                           lambda t: rows(t, units))  # fmt: skip
+    if op.type == "Einsum":
+        inputs, output = op.get_attr("equation").decode().replace(" ", "").split("->")
+        terms = inputs.split(",")
+        letters = terms[layer.weight_index]
+        data = _expanded(terms[layer.data_index], layer.x.shape.rank)
+        out = _expanded(output, rank)
+        shared = [c for c in letters if c in data and c in out]
+        if shared:
+            raise UnsupportedOpError(
+                f"signal_quality: {_described(kernel.op, path)}: its kernel axis {shared[0]!r} indexes both its data "
+                "and its output, so each of its indices is a layer of its own; rate the layer without it"
+            )
+        contracted = [a for a, c in enumerate(letters) if c in data]
+        units = [a for a, c in enumerate(letters) if c in out]
+        samples = [c for c in out if c not in letters]
+        x_perm = [data.index(c) for c in samples] + [data.index(letters[a]) for a in contracted]
+        z_perm = [out.index(c) for c in samples] + [out.index(letters[a]) for a in units]
+        size, unit_count = int(np.prod([shape[a] for a in contracted])), int(np.prod([shape[a] for a in units]))
+        return QualityRows(tuple(contracted + units), 1, size, lambda x: rows(tf.transpose(x, x_perm), size),
+                           lambda t: rows(tf.transpose(t, z_perm), unit_count))  # fmt: skip
+    channel = _channel_axis(layer)
+
+    def channels_last(tensor):
+        if channel == rank - 1:
+            return tensor
+        return tf.transpose(tensor, [0, *range(2, rank), 1])
+
+    dtype = z.dtype
+    if op.type == "DepthwiseConv2dNative":
+        kh, kw, channels, multiplier = shape
+        size = kh * kw
+        one_hot = tf.tile(tf.reshape(tf.eye(size, dtype=dtype), [kh, kw, 1, size]), [1, 1, channels, 1])
+
+        def grouped(tensor, per_group):
+            return tf.transpose(tf.reshape(channels_last(tensor), [-1, channels, per_group]), [1, 0, 2])
+
+        return QualityRows((2, 0, 1, 3), channels, size, lambda x: grouped(layer.apply(x, one_hot), size),
+                           lambda t: grouped(t, multiplier))  # fmt: skip
+    if op.type in ("Conv2DBackpropInput", "Conv3DBackpropInputV2"):
+        *spatial, units, channels = shape  # a transposed convolution's kernel is (..., output, input)
+        size = int(np.prod(spatial)) * channels
+        one_hot = tf.reshape(tf.eye(size, dtype=dtype), [*spatial, channels, size])
+        one_hot = tf.transpose(one_hot, [*range(len(spatial)), len(spatial) + 1, len(spatial)])
+        sizes = op.inputs[0]  # the output's shape, whose channels become the patch's size
+
+        def patches(x):
+            new_sizes = tf.tensor_scatter_nd_update(sizes, [[channel]], tf.constant([size], sizes.dtype))
+            replaced = clone_op(op, {0: new_sizes, layer.data_index: x, layer.weight_index: one_hot})
+            return rows(channels_last(replaced.outputs[0]), size)
+
+        perm = (*range(len(spatial)), len(spatial) + 1, len(spatial))
+        return QualityRows(perm, 1, size, patches, lambda t: rows(channels_last(t), units))
+    *spatial, channels, units = shape  # Conv2D, Conv3D
+    size = int(np.prod(spatial)) * channels
+    one_hot = tf.reshape(tf.eye(size, dtype=dtype), [*spatial, channels, size])
+    return QualityRows(tuple(range(len(shape))), 1, size, lambda x: rows(channels_last(layer.apply(x, one_hot)), size),
+                       lambda t: rows(channels_last(t), units))  # fmt: skip
 
 
 def quality_statistics(kernel: KernelLayer, path: Path, valid: tf.Tensor) -> list[tf.Tensor]:
     """The sums :data:`QUALITY_STATISTICS` of one layer over a batch (samples weighted by ``valid``), from which the
-    quality of any linear or two-component signal estimator of the layer follows (Kindermans et al. 2018, Eq. 3)."""
+    quality of any linear or two-component signal estimator of the layer follows (Kindermans et al. 2018, Eq. 3),
+    each with a first axis of the groups of :func:`quality_rows` (the row count is one for all)."""
     layer, z = kernel.layer, kernel.layer.z
-    weights = layer.weights
-    units = int(weights.shape[-1])
-    if layer.op.type != "Conv2D":
-        rows, matrix = layer.x, weights
-    else:
-        kh, kw = weights.shape[0], weights.shape[1]
-        patches = tf.image.extract_patches(
-            layer.x, sizes=[1, kh, kw, 1], strides=layer.op.get_attr("strides"),
-            rates=layer.op.get_attr("dilations"), padding=layer.op.get_attr("padding").decode(),
-        )  # fmt: skip
-        rows, matrix = patches, tf.reshape(weights, [-1, units])
-    weight = kernel.sample_weights(valid)
-    weight = weight[..., :1] * tf.ones_like(z[..., :1])  # the same for every unit, one per sample
-    x = tf.reshape(rows * weight, [-1, matrix.shape[0]])  # padding rows are zero rows
-    w = tf.reshape(weight, [-1, 1])
-    y = tf.reshape(z, [-1, units])
-    gate = tf.reshape(activation_gate(kernel, path), [-1, units])
+    layout = quality_rows(kernel, path)
+    weights = kernel.sample_weights(valid)
+    # the same for every unit, one per sample (0 at padding rows and cropped positions)
+    w = layout.arrange(tf.broadcast_to(weights, tf.shape(z)) if _per_row(weights) else weights)[:1, :, :1]
+    x = layout.patches(layer.x) * w  # padding rows are zero rows
+    y, gate = layout.arrange(z), layout.arrange(activation_gate(kernel, path))
     # float64 from here: the statistics are rated as covariances (sums minus products of means) of layers whose
     # input can be near-singular, where float32 sums per batch made rho depend on the batching (~1e-3)
     x, w, y = (tf.cast(t, tf.float64) for t in (x, w, y))
@@ -818,6 +911,6 @@ def quality_statistics(kernel: KernelLayer, path: Path, valid: tf.Tensor) -> lis
     def cross(t):
         return tf.matmul(x, t, transpose_a=True)
 
-    return [matrix, tf.reduce_sum(w), tf.reduce_sum(x, 0), cross(x), cross(mask), cross(z_pos), cross(z_neg),
-            tf.reduce_sum(mask, 0), tf.reduce_sum(z_pos, 0), tf.reduce_sum(z_neg, 0), tf.reduce_sum(z_pos * z_pos, 0),
-            tf.reduce_sum(z_neg * z_neg, 0)]  # fmt: skip
+    return [layout.matrix(layer.weights), tf.reduce_sum(w), tf.reduce_sum(x, 1), cross(x), cross(mask), cross(z_pos),
+            cross(z_neg), tf.reduce_sum(mask, 1), tf.reduce_sum(z_pos, 1), tf.reduce_sum(z_neg, 1),
+            tf.reduce_sum(z_pos * z_pos, 1), tf.reduce_sum(z_neg * z_neg, 1)]  # fmt: skip
