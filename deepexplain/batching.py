@@ -71,6 +71,36 @@ def chunks(total: int, rows_per_run: int, reference_ids=None):
         lo = hi
 
 
+def reference_block_chunks(reference_ids: np.ndarray, rows_per_run: int):
+    """``(lo, hi)`` ranges of rows that fit one call laid out in reference blocks (the explainer's
+    ``_append_reference_blocks``): as many blocks as there are distinct references, each of the size of the largest
+    number of rows reading one of them, plus one. Rows reading one reference come in runs
+    (DeepSHAP's steps), so a range ends where a run ends whenever it can: equal blocks, no padding."""
+    total = len(reference_ids)
+    starts = np.flatnonzero(np.r_[True, reference_ids[1:] != reference_ids[:-1]]).tolist()
+    ends = starts[1:] + [total]
+    run, lo = 0, 0
+    while lo < total:
+        counts: dict = {}
+        hi, largest = lo, 0
+        while hi < total:
+            while ends[run] <= hi:
+                run += 1
+            reference = reference_ids[hi]
+            have = counts.get(reference, 0)
+            blocks = len(counts) + (reference not in counts)
+            take = min(ends[run] - hi, rows_per_run // blocks - 1 - have)
+            if take <= 0 or blocks * (max(largest, have + take) + 1) > rows_per_run:
+                break
+            counts[reference] = have + take
+            largest = max(largest, have + take)
+            hi += take
+            if hi < ends[run]:  # the rest of the run does not fit
+                break
+        yield lo, hi
+        lo = hi
+
+
 def batches(data, rows: int):
     """Batches of ``data`` with at most ``rows`` rows each, without holding all of it: an array (or a list of
     arrays, one per model input) is sliced, a ``tf.data.Dataset`` or any other iterable yields its elements (an

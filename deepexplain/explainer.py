@@ -191,8 +191,7 @@ class Explainer:
         else:
             forward = self._forward(request, inputs, specs, rows)
             result = method.attribute(forward, inputs, rows, show_progress)
-        if not (compiled is not None and compiled.checks_relevance and method.rows_per_sample == 1):
-            # (else _check_relevance has said it)
+        if not (compiled is not None and _relevance_checked(method, compiled)):  # else _check_relevance said it
             self._warn_non_finite(result)
         if self._inner is not None:
             return result if self._multiple_inputs or len(result) > 1 else result[0]
@@ -208,21 +207,29 @@ class Explainer:
             if a.dtype.kind in "fc":
                 bad |= ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
         if bad.any():
-            rows = np.flatnonzero(bad)
             hint = " (the model's output is not finite there)"
             if getattr(self.method, "divides_by_activations", False):
-                cure = (
-                    "bias=False leaves batch norm's shift out of the denominators, which then vanish: keep bias=True"
-                    if getattr(self.method, "bias", True) is False
-                    else "an epsilon rule such as lrp.epsilon, with its biases, is stable there"
-                )
+                cure = self._cure("an epsilon rule such as lrp.epsilon, with its biases, is stable there")
                 hint = f" (relevance divided by near-zero pre-activations, e.g. a convolution and batch norm; {cure})"
-            warn(
-                f"{self.method_name} gave non-finite attributions (NaN or inf) for {len(rows)} of {len(bad)} "
-                f"sample(s) (first: sample {rows[0]}) from finite inputs{hint}",
-                RuntimeWarning,
-            )
+            self._warn_non_finite_rows(bad, hint)
         return result
+
+    def _warn_non_finite_rows(self, bad: np.ndarray, hint: str) -> None:
+        rows = np.flatnonzero(bad)
+        warn(
+            f"{self.method_name} gave non-finite attributions (NaN or inf) for {len(rows)} of {len(bad)} "
+            f"sample(s) (first: sample {rows[0]}) from finite inputs{hint}",
+            RuntimeWarning,
+        )
+
+    def _cure(self, otherwise: str) -> str:
+        """What to do when a method's denominators vanish: keep the biases, or ``otherwise``."""
+        if getattr(self.method, "bias", True) is False:
+            return (
+                "bias=False leaves the biases (batch norm's shift too) out of the denominators, which then vanish: "
+                "keep bias=True"
+            )
+        return otherwise
 
     def fit(self, data, batch_size=None, progress=None):
         """Learn what the method needs from ``data`` in one streaming pass (methods with ``needs_fit``: pattern
@@ -525,8 +532,8 @@ class Explainer:
         """The method's backward pass from the weighted ``target`` to ``inputs``, its rules active while the
         gradients are built; with ``program`` (a conditional backward pass, :mod:`deepexplain.crp`), what the
         program's backward returns, its gates added to the rules. ``seed_sums`` (a list) receives each row's
-        sum of the seed relevance; ``record`` (a list) receives ``(op, per-row sum of the relevance of its data
-        inputs)`` for every op whose rule runs."""
+        sum of the seed relevance; ``record`` (a list) receives ``(op, received, passed)`` for every op whose rule
+        runs (:func:`_recording`)."""
         method = self.method
         path = self._path(inputs, target)
         if not path:
@@ -774,7 +781,7 @@ class Explainer:
         steps = method.rows_per_sample
         group = max(1, (rows_per_run - method.reference_rows) // steps)
         results = [None] * len(xs)
-        seeds = np.full(n_total, np.nan) if steps == 1 and _checks_relevance(method) else None
+        seeds = np.full(n_total, np.nan) if steps == 1 and _checks_relevance(method) else None  # filled by the calls
         total_runs = -(-n_total * steps // max(1, rows_per_run - method.reference_rows))
         with tqdm(total=total_runs, delay=2, disable=not progress, desc=self.method_name, unit="run") as bar:
             for start in range(0, n_total, group):
@@ -792,7 +799,7 @@ class Explainer:
                         dtype = np.result_type(xs[i].dtype, np.float32)
                         results[i] = np.empty((n_total, *part.shape[1:]), dtype=dtype)
                     results[i][start:stop] = part
-        if seeds is not None and compiled.checks_relevance:
+        if seeds is not None and _relevance_checked(method, compiled):
             self._check_relevance(results, seeds, (request.score, specs), xs, ys, bool(in_graph_max))
         return results
 
@@ -800,23 +807,16 @@ class Explainer:
         """Warn when a row's input relevance is not finite, its sum exceeds ``RELEVANCE_GROWTH`` times its seed
         (the explained output's value, what a conserving rule keeps) or its absolute sum ``RELEVANCE_SIZE`` times
         (huge values of both signs, even where they cancel to the right sum): the relevance exploded. The first
-        such row is
-        explained once more with every rule's output summed (:meth:`_build_relevance_sums`) to name the op where
-        it first happened, from the output down."""
+        such row is explained once more with every rule's relevance summed (:meth:`_build_relevance_sums`) to name
+        the op where it grew most. Rows whose output is not finite get the plain non-finite warning."""
         n = len(seeds)
         with np.errstate(invalid="ignore", over="ignore"):
             total = sum(np.asarray(r, np.float64).reshape(n, -1).sum(axis=1) for r in results)
             size = sum(np.abs(np.asarray(r, np.float64)).reshape(n, -1).sum(axis=1) for r in results)
             off = (np.abs(total) > RELEVANCE_GROWTH * np.abs(seeds)) | (size > RELEVANCE_SIZE * np.abs(seeds))
             bad = np.isfinite(seeds) & (~np.isfinite(size) | off)
-        broken = ~np.isfinite(seeds)
-        if broken.any():
-            warn(
-                f"{self.method_name} gave non-finite attributions (NaN or inf) for {int(broken.sum())} of {n} "
-                f"sample(s) (first: sample {np.flatnonzero(broken)[0]}) from finite inputs (the model's output is "
-                "not finite there)",
-                RuntimeWarning,
-            )
+        if not np.isfinite(seeds).all():
+            self._warn_non_finite_rows(~np.isfinite(seeds), " (the model's output is not finite there)")
         if not bad.any():
             return
         row = int(np.flatnonzero(bad)[0])
@@ -827,12 +827,7 @@ class Explainer:
             if np.isfinite(size[row])
             else "not finite"
         )
-        cure = (
-            "bias=False leaves the biases (batch norm's shift too) out of the denominators, which then vanish: "
-            "keep bias=True"
-            if getattr(self.method, "bias", True) is False
-            else "an epsilon rule with a larger epsilon, or lrp.epsilon_plus / lrp.alpha_1_beta_0, is stable there"
-        )
+        cure = self._cure("a larger epsilon, or lrp.epsilon_plus / lrp.alpha_1_beta_0, is stable there")
         warn(
             f"{self.method_name}: relevance exploded for {int(bad.sum())} of {n} sample(s) (first: sample {row}, "
             f"attributions' {ratio}){where}: relevance divided by pre-activations near zero; {cure}",
@@ -894,7 +889,7 @@ class Explainer:
         references = expansion.references
         blocked = references is not None and not self.runner.fixed_rows
         ranges = (
-            _block_chunks(expansion.reference_ids, rows_per_run)
+            batching.reference_block_chunks(expansion.reference_ids, rows_per_run)
             if blocked
             else batching.chunks(total, rows_per_run, expansion.reference_ids)
         )
@@ -1091,6 +1086,11 @@ def _checks_relevance(method) -> bool:
     return bool(getattr(method, "seeds_relevance", False) and getattr(method, "divides_by_activations", False))
 
 
+def _relevance_checked(method, compiled: _Compiled) -> bool:
+    """Whether :meth:`Explainer._check_relevance` ran on this explanation (one row per sample, seeds returned)."""
+    return compiled.checks_relevance and method.rows_per_sample == 1
+
+
 def _row_sums(t: tf.Tensor) -> tf.Tensor:
     """Per row (the first axis), the sum of ``t``."""
     if t.shape.rank == 1:
@@ -1156,36 +1156,6 @@ def _softmax_of(output: tf.Tensor, method: str) -> tf.Tensor:
             "channels by the output itself"
         )
     return tf.nn.softmax(output, axis=-1)
-
-
-def _block_chunks(reference_ids: np.ndarray, rows_per_run: int):
-    """``(lo, hi)`` ranges of rows that fit one call laid out in reference blocks
-    (:meth:`Explainer._append_reference_blocks`): as many blocks as there are distinct references, each of the
-    size of the largest number of rows reading one of them, plus one. Rows reading one reference come in runs
-    (DeepSHAP's steps), so a range ends where a run ends whenever it can: equal blocks, no padding."""
-    total = len(reference_ids)
-    starts = np.flatnonzero(np.r_[True, reference_ids[1:] != reference_ids[:-1]]).tolist()
-    ends = starts[1:] + [total]
-    run, lo = 0, 0
-    while lo < total:
-        counts: dict = {}
-        hi, largest = lo, 0
-        while hi < total:
-            while ends[run] <= hi:
-                run += 1
-            reference = reference_ids[hi]
-            have = counts.get(reference, 0)
-            blocks = len(counts) + (reference not in counts)
-            take = min(ends[run] - hi, rows_per_run // blocks - 1 - have)
-            if take <= 0 or blocks * (max(largest, have + take) + 1) > rows_per_run:
-                break
-            counts[reference] = have + take
-            largest = max(largest, have + take)
-            hi += take
-            if hi < ends[run]:  # the rest of the run does not fit
-                break
-        yield lo, hi
-        lo = hi
 
 
 def _placed(values: np.ndarray, positions, rows: int) -> np.ndarray:

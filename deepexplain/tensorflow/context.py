@@ -150,8 +150,8 @@ class DeepExplain:
         return _fitted(Explainer(PatternStatistics, runner, progress=progress, **kwargs), data, batch_size)
 
     def signal_quality(self, T, X, data, patterns=None, batch_size=256, per_unit=False, progress=True) -> dict:
-        """How well a signal estimator separates signal from distractor at each dense and 2-D convolution op
-        between ``X`` and ``T`` (Kindermans et al. 2018, Eq. 3), rated on ``data``.
+        """How well a signal estimator separates signal from distractor at each kernel op (dense, convolutions of
+        any kind, einsum) between ``X`` and ``T`` (Kindermans et al. 2018, Eq. 3), rated on ``data``.
 
         See :func:`deepexplain.signal_quality` for the arguments and the measure; ``patterns`` are those of
         :meth:`fit_patterns` (keyed by kernel op name), None rates the gradient's estimator.

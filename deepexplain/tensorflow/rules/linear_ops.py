@@ -296,10 +296,8 @@ def following_bias(op: tf.Operation, path: Path, through_reshapes: bool = False)
     (with ``through_reshapes``, also after a chain of reshapes such as Keras' Conv1D squeeze), or
     ``(None, None, False)``."""
     z = op.outputs[0]
-    consumer, reshaped = _single_consumer(z, path), False
-    while through_reshapes and consumer is not None and consumer.type in RESHAPING_TYPES:
-        z, reshaped = consumer.outputs[0], True
-        consumer = _single_consumer(z, path)
+    z, consumer = _past_reshapes(z, path) if through_reshapes else (z, _single_consumer(z, path))
+    reshaped = z is not op.outputs[0]
     if consumer is not None and ops.is_a(consumer.type, ops.BIAS_ADD):
         others = [t for t in consumer.inputs if t is not z]
         if len(others) == 1 and path.is_parameter(others[0]):
@@ -389,14 +387,16 @@ def folded_into_layer(op: tf.Operation, path: Path) -> bool:
 def _layer_output(op: tf.Operation, path: Path) -> tf.Tensor:
     """The layer's output with its bias, after the reshapes that follow it (Keras' Conv1D squeeze)."""
     add, _, _ = following_bias(op, path, through_reshapes=True)
-    if add is not None:
-        return add.outputs[0]
-    z = op.outputs[0]
+    return add.outputs[0] if add is not None else _past_reshapes(op.outputs[0], path)[0]
+
+
+def _past_reshapes(z: tf.Tensor, path: Path) -> tuple:
+    """``(tensor, its single consumer or None)`` after the chain of single-consumer reshapes that follows ``z``."""
     consumer = _single_consumer(z, path)
     while consumer is not None and consumer.type in RESHAPING_TYPES:
         z = consumer.outputs[0]
         consumer = _single_consumer(z, path)
-    return z
+    return z, consumer
 
 
 def _kernel_unit_shape(op: tf.Operation, data_index: int) -> list | None:
