@@ -124,6 +124,8 @@ class Explainer:
         self.method = make_method(declaration, shapes, self.method_kwargs)  # argument errors before any tracing
         self._method_shapes = shapes
         self._inner = None
+        if not self.runner.rows_are_samples:
+            self._check_whole_batch_method()
         if getattr(self.method, "wraps_method", False):  # the base method, compiled once, on the same model
             inner_model = self.runner if self.adapter is None else self.adapter.model
             self._inner = Explainer(self.method.method, inner_model, output=output, layer=layer,
@@ -343,6 +345,11 @@ class Explainer:
                 f"{self.method_name} does not promise completeness; the check exists for intgrad, deeplift, "
                 "deepshap and expected_gradients"
             )
+        if not self.runner.rows_are_samples:
+            raise InvalidInputError(
+                f"{self.runner.whole_batch_description()}: there is no output per sample to compare each sample's "
+                "attributions with (their total is sum(T(xs)) - sum(T(references)))"
+            )
         request, inputs, specs, method, rows = self._prepare(xs, target, ys, None, batch_size)
         n = len(inputs[0])
         if attributions is None:
@@ -365,6 +372,8 @@ class Explainer:
         """Everything checked before the model runs: ``(target, explained input arrays, signature, method
         instance, rows per call)``."""
         request = targets.parse(target, ys, neuron_selection, self._default_target)
+        if not self.runner.rows_are_samples:
+            self._check_whole_batch_run(request, batch_size)
         inputs, specs, method, rows = self._checked_inputs(xs, batch_size, request)
         return request, inputs, specs, method, rows
 
@@ -413,7 +422,44 @@ class Explainer:
                 self._method_shapes = shapes
         return self.method
 
+    def _check_whole_batch_method(self) -> None:
+        """A ``T`` whose rows are not the samples' is a function of the whole batch: it is explained by gradient
+        methods, with all samples fed together (one run per step of the method) and DeepLIFT's references as a
+        batch of their own (as DeepExplain runs them); what reads one output per sample is refused."""
+        method = self.method
+        per_sample = (
+            not isinstance(method, GradientMethod)
+            or any(getattr(method, flag, False) for flag in ("uses_layer", "reads_attention", "needs_fit",
+                                                              "wraps_method"))
+            or bool(method.row_input_specs)
+        )  # fmt: skip
+        if per_sample:
+            raise InvalidInputError(
+                f"{self.runner.whole_batch_description()}; {self.method_name} needs one output per sample: make the "
+                "first dimension of T the batch of X"
+            )
+
+    def _check_whole_batch_run(self, request, batch_size) -> None:
+        """The target and batch size a ``T`` whose rows are not the samples' allows (see
+        :meth:`_check_whole_batch_method`): its sum or weights of its units, and all samples in one run unless
+        ``batch_size`` is ``T``'s first dimension (DeepExplain's rule)."""
+        if request.kind not in ("all", "weights"):
+            raise InvalidInputError(
+                f"target: {self.runner.whole_batch_description()}; only the sum of T (target=None) or weights of its "
+                f"units (ys) can be explained; got target={request.value!r}"
+            )
+        batching.check_batch_size(batch_size)
+        rows = self.runner.target_rows
+        if batch_size is not None and batch_size != rows:
+            raise InvalidInputError(
+                "When using batch evaluation, the first dimension of the target tensor must be compatible with the "
+                f"batch size. Found {rows} instead (batch_size={batch_size}; {self.runner.whole_batch_description()}"
+                "; batch_size=None feeds all samples together)"
+            )
+
     def _rows(self, batch_size, arrays, method=None) -> int:
+        if not self.runner.rows_are_samples:  # the samples fed together (_check_whole_batch_run)
+            return batch_size or len(arrays[0])
         minimum = 2 if method is not None and getattr(method, "uses_references", False) else 1
         row_bytes = sum(int(np.prod(a.shape[1:])) * a.itemsize for a in arrays)
         fixed = self.runner.fixed_rows
@@ -436,7 +482,11 @@ class Explainer:
                 self._compile("fit", None, specs)
             if self.method.needs_gradient:
                 self._compile("gradients", None, specs)
-            if self.method.promises_completeness and isinstance(self.runner, SessionRunner):
+            if (
+                self.method.promises_completeness
+                and self.runner.rows_are_samples
+                and isinstance(self.runner, SessionRunner)
+            ):
                 self._compile("row_values", None, specs)  # so that completeness_error adds no ops to the graph later
         else:
             self._compile("row_values", None, specs)
@@ -470,7 +520,11 @@ class Explainer:
         if kind == "row_values":
             return [weights]
         extra = [weights, tf.TensorSpec((), tf.bool, name="select_max")]
-        if self.method.uses_references:
+        if self.method.uses_references and not self.runner.rows_are_samples:  # the references apart: a batch of each
+            extra.extend(
+                tf.TensorSpec(x.shape, x.dtype, name=f"reference_{i}") for i, x in enumerate(self.runner.inputs)
+            )
+        elif self.method.uses_references:
             extra.append(tf.TensorSpec((None,), tf.int32, name="reference_index"))
         return extra + list(self.method.row_input_specs)
 
@@ -506,7 +560,8 @@ class Explainer:
         def build(traced, extras):
             target = self._target_tensor(traced.output, score, compiled)
             self._check_softmax(target, compiled)
-            seeds = [] if _checks_relevance(self.method) else None
+            # a row's seed is its sample's only where T's rows are the samples'
+            seeds = [] if _checks_relevance(self.method) and self.runner.rows_are_samples else None
             gradients = self._rule_gradients(target, traced.inputs, extras, compiled, seed_sums=seeds)
             compiled.checks_relevance = bool(seeds)
             return gradients + (seeds or [])
@@ -552,18 +607,26 @@ class Explainer:
         if program is not None:
             program.check_path(path)  # before the rules are checked: a layer off the path is the first thing to say
         self._check_rules(method, path, [*activations.values(), *normalisations], target, compiled)
+        apart = method.uses_references and not self.runner.rows_are_samples
+        if apart:
+            path.forward_ops()  # the reference pass can be copied: checked before any op is added
         extra = extras()
         reference_index = weights = seed = None
+        references = []
         if program is None:
-            reference_index = extra[2] if method.uses_references else None
-            path.row_inputs = extra[3 if method.uses_references else 2 :]
+            references = extra[2 : 2 + (len(inputs) if apart else 1)] if method.uses_references else []
+            reference_index = references[0] if references and not apart else None
+            path.row_inputs = extra[2 + len(references) :]
         if program is None or program.start is None:  # a program's start layer seeds itself
             weights = self._explained_weights(target, extra)
             if method.seeds_relevance:  # relevance starts as the weighted output's value
                 seed = (tf.nn.relu(target) if method.explains_positive_output else target) * weights
                 if seed_sums is not None:
                     seed_sums.append(_row_sums(seed))
-        settings = method.graph_settings(reference_index, path)
+        if apart:
+            settings = method.graph_settings(None, path, reference_inputs=references)
+        else:
+            settings = method.graph_settings(reference_index, path)
         op_rules = method.op_rules(path)
         if method.activation_rule:
             op_rules.update(rules_for(activations.values(), method.activation_rule))
@@ -779,10 +842,15 @@ class Explainer:
         if method.iterative:
             return self._attribute_iteratively(method, compiled, xs, ys, rows_per_run, rng, progress)
         steps = method.rows_per_sample
-        group = max(1, (rows_per_run - method.reference_rows) // steps)
+        whole = not self.runner.rows_are_samples  # each run: the group's samples at one step, nothing else
+        group = rows_per_run if whole else max(1, (rows_per_run - method.reference_rows) // steps)
         results = [None] * len(xs)
         seeds = np.full(n_total, np.nan) if steps == 1 and _checks_relevance(method) else None  # filled by the calls
-        total_runs = -(-n_total * steps // max(1, rows_per_run - method.reference_rows))
+        total_runs = (
+            -(-n_total // group) * steps
+            if whole
+            else -(-n_total * steps // max(1, rows_per_run - method.reference_rows))
+        )
         with tqdm(total=total_runs, delay=2, disable=not progress, desc=self.method_name, unit="run") as bar:
             for start in range(0, n_total, group):
                 stop = min(n_total, start + group)
@@ -887,19 +955,25 @@ class Explainer:
             y_rows = y_rows.reshape((total,) + ys_group.shape[1:])
         select = np.asarray(in_graph_max)
         references = expansion.references
-        blocked = references is not None and not self.runner.fixed_rows
-        ranges = (
-            batching.reference_block_chunks(expansion.reference_ids, rows_per_run)
-            if blocked
-            else batching.chunks(total, rows_per_run, expansion.reference_ids)
-        )
+        apart = not self.runner.rows_are_samples  # one run per step, the group's samples only; references apart
+        blocked = references is not None and not self.runner.fixed_rows and not apart
+        if apart:
+            ranges = batching.chunks(total, stop - start)
+        elif blocked:
+            ranges = batching.reference_block_chunks(expansion.reference_ids, rows_per_run)
+        else:
+            ranges = batching.chunks(total, rows_per_run, expansion.reference_ids)
         for lo, hi in ranges:
             rows = [p[lo:hi] for p in points]
             weights = self._ones(compiled) if ys is None else y_rows[lo:hi]
             extra = [select]
             row_values = [v[lo:hi] for v in expansion.row_values or ()]
             taken = slice(0, hi - lo)  # where rows lo:hi are in the call
-            if references is not None:
+            if references is not None and apart:  # each row's reference, in a batch of their own
+                extra.extend(
+                    ref[expansion.reference_ids[lo:hi]].astype(r.dtype) for ref, r in zip(references, rows, strict=True)
+                )
+            elif references is not None:
                 append = self._append_reference_blocks if blocked else self._append_references
                 rows, weights, index, taken = append(rows, weights, expansion, lo, hi, ys is not None)
                 extra.append(index)

@@ -128,6 +128,40 @@ class Path:
             return op not in self._dependent
         return all(self.is_parameter(t) for t in op.inputs)
 
+    def forward_ops(self) -> list[tf.Operation]:
+        """The ops computed from the inputs on the way to the target (through any dtype), in an order that runs them
+        (inputs first): what a copy of the forward pass on other inputs copies.
+
+        Raises
+        ------
+        UnsupportedOpError
+            For TF1 control flow (``Enter``/``Merge``/...): its loops are cycles, in frames of their own, which no
+            copy op by op reproduces.
+        """
+        from deepexplain.errors import UnsupportedOpError
+
+        done, order = set(self._input_ops), []
+        stack = [self.target.op]
+        while stack:
+            op = stack[-1]
+            if op in done:
+                stack.pop()
+                continue
+            if ops.is_a(op.type, ops.V1_CONTROL_FLOW):
+                raise UnsupportedOpError(
+                    f"op '{op.name}' ({op.type}) is TF1 control flow, which cannot be copied op by op (the separate "
+                    "reference pass for an output whose rows are not the samples' needs it); make the first "
+                    "dimension of T the batch of X"
+                )
+            waiting = [t.op for t in op.inputs if t.op not in done and t.op in self._dependent]
+            if waiting:
+                stack.extend(waiting)
+                continue
+            stack.pop()
+            done.add(op)
+            order.append(op)
+        return order
+
     def data_inputs(self, op: tf.Operation) -> list[int]:
         """Indices of the floating-point inputs of ``op`` that depend on the explained inputs."""
         return [i for i, t in enumerate(op.inputs) if t.dtype.is_floating and not self.is_parameter(t)]

@@ -43,6 +43,8 @@ ELEMENTWISE = "elementwise"
 CALL = "call"  # a call of a function (its body is opaque to the rules)
 INPUT = "input"  # a placeholder
 CUSTOM_GRADIENT = "custom_gradient"  # IdentityN: carries tf.custom_gradient's gradient closure
+# TF1 (non-functional) control flow: a loop is a cycle through these ops, in frames of its own.
+V1_CONTROL_FLOW = "v1_control_flow"
 
 _ACTIVATIONS = {
     "Relu": {RELU_LIKE, ZERO_BELOW_ZERO, NONNEGATIVE},
@@ -124,6 +126,8 @@ def _catalogue() -> dict:
     add({"PartitionedCall", "StatefulPartitionedCall"}, CALL)
     add({"Placeholder", "PlaceholderWithDefault"}, INPUT)
     add({"IdentityN"}, CUSTOM_GRADIENT)
+    add({"Enter", "RefEnter", "Exit", "RefExit", "Merge", "RefMerge", "Switch", "RefSwitch", "NextIteration",
+         "RefNextIteration", "LoopCond"}, V1_CONTROL_FLOW)  # fmt: skip
     return {op_type: frozenset(names) for op_type, names in table.items()}
 
 

@@ -101,14 +101,11 @@ class SessionRunner:
 
             raise InvalidInputError(f"The input tensors have different fixed batch sizes: {sorted(sizes)}")
         self.fixed_rows = sizes.pop() if sizes else None
+        # T's first dimension fixed while X's batch is free: T broadcasts or sums over the batch (X1 * w with w of
+        # shape (2, 2), reduce_sum(axis=0)), so its rows are not the samples' and the batch is one input of T
+        self.target_rows = None
         if self.fixed_rows is None and target.shape.rank and target.shape.as_list()[0] is not None:
-            from deepexplain.errors import InvalidInputError
-
-            raise InvalidInputError(
-                f"T ({target.name}) has shape {target.shape}: its first dimension is fixed while X's batch is free, so "
-                "T's rows are not the samples' (a sum or a broadcast over the batch?); the first dimension of T must "
-                "be the batch of X"
-            )
+            self.target_rows = target.shape.as_list()[0]
         self.output_names = [target.name]
         self.multiple_inputs = len(self.inputs) > 1 if multiple_inputs is None else bool(multiple_inputs)
         self.multiple_model_inputs = self.multiple_inputs if model_inputs is None else len(model_inputs) > 1
@@ -135,9 +132,31 @@ class SessionRunner:
 
         def run(arrays, extra_arrays):
             self._check_open()
-            return list(function(*arrays, *extra_arrays, *values))
+            if self.rows_are_samples:
+                return list(function(*arrays, *extra_arrays, *values))
+            try:
+                return list(function(*arrays, *extra_arrays, *values))
+            except tf.errors.InvalidArgumentError as error:  # the fed rows do not broadcast with T's fixed rows
+                from deepexplain.errors import InvalidInputError
+
+                raise InvalidInputError(
+                    f"{self.whole_batch_description()}; fed together, the {len(arrays[0])} samples do not fit it: "
+                    f"{_what_failed(error)}"
+                ) from None
 
         return run
+
+    @property
+    def rows_are_samples(self) -> bool:
+        """Whether ``T``'s rows are the samples' (else the samples are fed together, as one input of ``T``)."""
+        return self.target_rows is None
+
+    def whole_batch_description(self) -> str:
+        """What a ``T`` whose rows are not the samples' is, for messages."""
+        return (
+            f"T ({self.target.name}) has shape {self.target.shape}: its first dimension is fixed while X's batch is "
+            "free, so T's rows are not the samples' (T broadcasts or sums over the batch)"
+        )
 
     def _check_open(self) -> None:
         if getattr(self.session, "_closed", False):
@@ -153,6 +172,15 @@ class SessionRunner:
         return _in_chunks(
             lambda part: self.session.run(self.inputs, dict(zip(self.model_inputs, part, strict=True))), arrays, rows
         )
+
+
+def _what_failed(error: tf.errors.OpError) -> str:
+    """The op and the reason of a session's error, without TensorFlow's traceback lines."""
+    skipped = ("[[", "File ", "Detected at node", "Node:", "Graph execution error")
+    lines = [line.strip() for line in error.message.splitlines()]
+    reasons = [line for line in lines if line and not line.startswith(skipped) and not line.endswith(":")]
+    op = f"op '{error.op.name}': " if getattr(error, "op", None) is not None else ""
+    return op + (reasons[-1] if reasons else lines[0])
 
 
 class FunctionRunner:
@@ -175,6 +203,7 @@ class FunctionRunner:
     """
 
     fixed_rows = None
+    rows_are_samples = True  # a model's output has one row per sample
 
     def __init__(self, trace, input_specs, head=None, model_specs=None, jit_compile: bool = False, output_names=()):
         self._trace = trace

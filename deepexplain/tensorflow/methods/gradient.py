@@ -229,6 +229,7 @@ class _ReferenceSettings(Settings):
     reference_index: object = None
     single_reference: bool = True
     blocked_references: bool = False  # several references, each closing the block of rows that read it
+    reference_tensors: dict | None = None  # tensor ref -> its reference: the references apart, not in the batch
     differences: dict = field(default_factory=dict)  # tensor -> its difference from the reference, per compilation
     reveal_cancel: dict = field(default_factory=dict)  # linear op -> RevealCancel multipliers left by its nonlinearity
 
@@ -277,7 +278,12 @@ class DeepLIFTRescale(GradientMethod):
     def reference_rows(self):
         return 1
 
-    def graph_settings(self, reference_index, path):
+    def graph_settings(self, reference_index, path, reference_inputs=None):
+        """``reference_inputs``: the references as inputs of their own, a row per row of ``X`` (for an output whose
+        rows are not the samples'), read through a copy of the forward pass
+        (:func:`~deepexplain.tensorflow.rules.deeplift.reference_pass`) instead of rows of the batch."""
+        if reference_inputs is not None:
+            return _ReferenceSettings(path, reference_tensors=deeplift_rules.reference_pass(path, reference_inputs))
         # The Explainer lays several references out in blocks whenever the batch has no fixed size (a fixed batch
         # is padded, and padding does not come in blocks); the batch size is free exactly when no explained input
         # fixes it, so the rules read the blocks only then (gathering each row's reference is right for any layout)

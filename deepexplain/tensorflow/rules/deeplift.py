@@ -10,7 +10,11 @@ explanation is compiled (``settings.single_reference``, ``settings.blocked_refer
 - several references in blocks (DeepSHAP on a batch of free size): the batch is made of equal blocks, each block's
   rows followed by the reference they read, so ``x`` viewed as ``(blocks, block rows, -1)`` has its references in
   the last row of each block, broadcast over the block: no copy of the references to every row;
-- otherwise each row's reference gathered, ``x_ref = gather(x, reference_index)``.
+- otherwise each row's reference gathered, ``x_ref = gather(x, reference_index)``;
+- apart (``settings.reference_tensors``): when the explained output's rows are not the samples' (it broadcasts or
+  sums over the batch, so a reference row in the batch would change the function), the reference inputs are a batch
+  of their own, fed beside ``X``, and :func:`reference_pass` copies the forward ops from ``X`` to the output onto
+  them: ``x_ref`` is the copy's tensor, of the same shape as ``x`` (DeepExplain's separate reference run).
 
 Two rule sets: :data:`RULES` (Rescale, Sec. 3.5.2) and :data:`REVEAL_CANCEL_RULES` (RevealCancel, Sec. 3.5.3), which
 treats the positive and negative contributions to each nonlinearity's input separately.
@@ -35,6 +39,8 @@ def reference_of(tensor: tf.Tensor, settings) -> tf.Tensor:
     A tensor without the batch dimension (a statistic over the batch, as tf_keras' batch norm computes in its
     training branch) has no rows: it is its own reference. Elementwise uses of the reference go through
     :func:`with_reference`, which does not copy the references of blocks to every row."""
+    if settings.reference_tensors is not None:
+        return settings.reference_tensors.get(tensor.ref(), tensor)
     if not _has_rows(tensor, settings):
         return tensor
     if settings.single_reference:
@@ -43,6 +49,20 @@ def reference_of(tensor: tf.Tensor, settings) -> tf.Tensor:
         view = _blocks(tensor, settings)
         return tf.reshape(tf.broadcast_to(view[:, -1:], tf.shape(view)), tf.shape(tensor))
     return tf.gather(tensor, settings.reference_index)
+
+
+def reference_pass(path, reference_inputs: list) -> dict:
+    """The forward pass of ``path`` on ``reference_inputs`` instead of its inputs ``X``: every op between ``X`` and
+    the output copied (:func:`~deepexplain.tensorflow.overrides.clone_op`), each input that depends on ``X`` taken
+    from the copy, parameters shared. Returns ``{tensor.ref(): its copy}`` for every tensor computed from ``X`` (the
+    inputs map to ``reference_inputs``). Copies the rules never read are never run. Built before the backward pass,
+    outside any gradient's control-flow context."""
+    copies = {x.ref(): r for x, r in zip(path.inputs, reference_inputs, strict=True)}
+    for op in path.forward_ops():
+        replaced = {i: copies[t.ref()] for i, t in enumerate(op.inputs) if t.ref() in copies}
+        clone = clone_op(op, replaced)
+        copies.update((out.ref(), copied) for out, copied in zip(op.outputs, clone.outputs, strict=True))
+    return copies
 
 
 def with_reference(fn, tensor: tf.Tensor, settings) -> tf.Tensor:
