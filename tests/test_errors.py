@@ -245,6 +245,16 @@ def test_integrated_gradients_of_a_linear_model_sum_in_float64(session):
         np.testing.assert_array_equal(de.explain("intgrad", T, X, np.ones((1, 1)), steps=300), [[3.0]])
 
 
+def test_integrated_gradients_higher_precision(model):
+    """The original's test_int_grad_higher_precision: 250 of 500 steps count, each weighing 1/500 in float64 (a
+    Python float times float32 gradients rounded each weight: 1.5000001)."""
+    session, X, T = model
+    xi = np.array([[-10, -5], [3, 1]])
+    with DeepExplain(session=session) as de:
+        attributions = de.explain("intgrad", T, X, xi, steps=500)
+    np.testing.assert_array_equal(attributions, [[0.0, 0.0], [1.5, -0.5]])
+
+
 @pytest.mark.parametrize(
     ("method", "kwargs", "message"),
     [
