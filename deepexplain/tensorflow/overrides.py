@@ -13,6 +13,9 @@ TensorFlow version stops behaving as relied on (checked on 2.16.1 and 2.21):
 - :func:`original_gradient` reads the gradient registry, honouring the ``_gradient_op_type`` attribute that
   ``tf.custom_gradient`` and ``gradient_override_map`` set.
 - :func:`clone_op` creates an op of the same type and attributes with other inputs.
+- :func:`session_callable` runs a TF1 explanation through ``Session._make_callable_from_options`` (what tf_keras'
+  graph-mode backend uses): ``Session.make_callable`` with feeds is ``Session.run`` with a feed dict, whose Python
+  costs ~0.3 ms a call. Without it, the public ``make_callable``.
 
 Nothing in the graph itself changes: no attribute is written on any op (TensorFlow warns about, and will refuse,
 attribute changes on ops a session has run), a graph built before the :class:`DeepExplain` context works, and
@@ -27,6 +30,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops
 
@@ -156,6 +160,32 @@ def clone_op(op: tf_ops.Operation, replacements: dict) -> tf_ops.Operation:
     return tf.compat.v1.get_default_graph()._create_op_internal(
         op.type, inputs, dtypes=[o.dtype for o in op.outputs], attrs=attrs, name=f"{op.name}_modified"
     )
+
+
+def session_callable(session, fetches: list, feeds: list) -> Callable[..., list]:
+    """``run(*arrays) -> list of ndarray``: the values of ``fetches`` with ``feeds`` fed ``arrays`` (in order), by
+    the session's callable API (see the module docstring; the arrays are cast to the feeds' dtypes and made
+    contiguous, which the callable API does not do), or by ``make_callable`` where the session lacks it."""
+    make = getattr(session, "_make_callable_from_options", None)
+    if make is None:
+        return session.make_callable(fetches, feeds)
+    from tensorflow.core.protobuf import config_pb2
+
+    options = config_pb2.CallableOptions()
+    options.feed.extend(t.name for t in feeds)
+    options.fetch.extend(t.name for t in fetches)
+    callable_ = make(options)
+    dtypes = [tf.as_dtype(t.dtype).as_numpy_dtype for t in feeds]
+
+    def run(*arrays):
+        return callable_(*(_contiguous(a, dtype) for a, dtype in zip(arrays, dtypes, strict=True)))
+
+    return run
+
+
+def _contiguous(array, dtype) -> np.ndarray:
+    array = np.asarray(array, dtype)
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)  # (ascontiguousarray makes scalars 1-D)
 
 
 def inline_function(function, inputs: list) -> list:

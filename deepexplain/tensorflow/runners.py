@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from deepexplain.inputs import InputSpec
 from deepexplain.tensorflow.graph import learning_phase_feeds
-from deepexplain.tensorflow.overrides import GRAPH_EDIT_LOCK
+from deepexplain.tensorflow.overrides import GRAPH_EDIT_LOCK, session_callable
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ class SessionRunner:
 
             outputs = build(Traced(self.inputs, self.target, self.layer, self.taps), extras)
             extras()
-            function = self.session.make_callable(outputs, self.inputs + made + self._extra_tensors)
+            function = session_callable(self.session, outputs, self.inputs + made + self._extra_tensors)
         values = self._extra_values
 
         def run(arrays, extra_arrays):
