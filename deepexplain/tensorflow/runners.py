@@ -35,7 +35,8 @@ class Traced:
     inputs : list of tf.Tensor
         The explained inputs ``X`` (the model's inputs, or a layer's output).
     output : tf.Tensor
-        The explained output ``T`` (first dimension the batch, or a scalar).
+        The explained output ``T`` (first dimension the batch, or a scalar; in a TF1 graph also a tensor whose rows
+        are not the samples', see :attr:`SessionRunner.rows_are_samples`).
     layer : tf.Tensor or None
         The output of the layer a CAM method reads (its feature maps), computed on the way from ``inputs`` to
         ``output``; None for other methods.
