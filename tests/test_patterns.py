@@ -332,6 +332,66 @@ def test_a_pattern_fitter_fits_each_dataset_alone_with_the_live_weights():
     assert fitter.pattern_type == "relu.negative"
 
 
+def test_fit_patterns_keeps_its_trace_with_the_model_and_traces_anew_when_the_model_changes(monkeypatch):
+    """A second fit_patterns of a Keras model traces nothing; new weights are read live; another activation, a
+    popped and added layer or another pattern_type is traced anew; every fit equals the float64 definition. A copy
+    or pickle of the model carries no trace."""
+    import copy
+    import pickle
+
+    from deepexplain import patterns as module
+
+    traced = []
+
+    class Counted(module.PatternFitter):
+        def __init__(self, *args, **kwargs):
+            traced.append(kwargs.get("pattern_type"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(module, "PatternFitter", Counted)
+    model, data = cnn("float64"), images(30).astype(np.float64)
+
+    def assert_fit(pattern_type="relu", rows=data, batch_size=8):
+        fitted = deepexplain.fit_patterns(model, rows, pattern_type=pattern_type, batch_size=batch_size,
+                                          progress=False)  # fmt: skip
+        expected = oracle_patterns(model, rows, pattern_type)
+        assert sorted(fitted) == sorted(expected)
+        for name, pattern in expected.items():
+            np.testing.assert_allclose(fitted[name], pattern, rtol=1e-5, atol=1e-7, err_msg=f"{pattern_type} {name}")
+
+    assert_fit()
+    assert_fit(rows=data[:11], batch_size=4)  # other data and batch size: the same trace
+    model.layers[0].set_weights([w[::-1] for w in model.layers[0].get_weights()])
+    assert_fit()
+    assert traced == ["relu"]
+    assert_fit("linear")
+    assert_fit()
+    assert traced == ["relu", "linear"]
+    model.layers[4].activation = keras.activations.linear  # the hidden dense layer: no ReLU any more
+    assert_fit()
+    assert traced == ["relu", "linear", "relu"]
+    logits = model.pop()
+    model.add(keras.layers.Dense(2, dtype="float64", name="other_logits"))
+    model.layers[-1].set_weights([np.random.default_rng(3).normal(size=w.shape) for w in model.layers[-1].weights])
+    assert_fit()
+    assert len(traced) == 4 and logits.name not in deepexplain.fit_patterns(model, data, progress=False)
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert not getattr(twin, module._Fitters.ATTRIBUTE, module._Fitters())._fitters
+        np.testing.assert_allclose(twin(data).numpy(), model(data).numpy())
+
+
+def test_fits_of_one_model_in_threads_each_get_their_own_data():
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, data = cnn("float64"), images(40).astype(np.float64)
+    parts = [data[:20], data[20:], data[5:35], data]
+    with ThreadPoolExecutor(4) as pool:
+        fits = list(pool.map(lambda rows: deepexplain.fit_patterns(model, rows, batch_size=6, progress=False), parts))
+    for rows, fitted in zip(parts, fits, strict=True):
+        for name, pattern in oracle_patterns(model, rows, "relu").items():
+            np.testing.assert_allclose(fitted[name], pattern, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
 @pytest.mark.parametrize("pattern_type", ["relu", "relu.negative"])
 def test_relu_layers_are_fitted_without_reading_their_bias_free_output(pattern_type):
     """A ReLU(z + b) layer's statistics read its ReLU's output ('relu') or input ('relu.negative'), never ``z``:
@@ -839,24 +899,32 @@ def test_bad_fitting_data_and_arguments_get_clear_errors():
         deepexplain.Patterns.load("/nonexistent/patterns.npz")
 
 
-def test_padding_rows_of_a_fixed_batch_size_do_not_count():
+@pytest.mark.parametrize("pattern_type", ["relu", "relu.negative"])
+@pytest.mark.parametrize("units", [4, 7])
+def test_padding_rows_of_a_fixed_batch_size_do_not_count(units, pattern_type):
     """A TF1 input with a fixed batch of 8 fed 60 rows (the last call padded with 4 zero rows): the same patterns
-    as an input of any batch size, the padding rows weighted out (a zero row is 'active' where the bias is > 0)."""
+    as an input of any batch size, the padding rows weighted out (a zero row is 'active' where the bias is > 0,
+    and gives the second ReLU layer non-zero inputs and outputs; a ReLU layer of 4 units weights its output's
+    signals, one of 7 its 5 inputs)."""
     from deepexplain.tensorflow import DeepExplain
 
     rng = np.random.default_rng(13)
-    w1, b1, w2 = rng.normal(size=(5, 4)), np.abs(rng.normal(size=4)) + 0.1, rng.normal(size=(4, 2))
+    w1, b1 = rng.normal(size=(5, units)).astype(np.float32), np.abs(rng.normal(size=units)).astype(np.float32) + 0.1
+    w2, b2 = rng.normal(size=(units, 5)).astype(np.float32), rng.normal(size=5).astype(np.float32)
+    w3 = rng.normal(size=(5, 2)).astype(np.float32)
+    b1[0] = -0.2  # inactive on the zero rows: counted by 'relu.negative' unless weighted out
     data = rng.normal(size=(60, 5)).astype(np.float32)
     fitted = []
     for batch in (None, 8):
         graph = tf.Graph()
         with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
             X = tf.compat.v1.placeholder(tf.float32, (batch, 5))
-            T = tf.matmul(tf.nn.relu(tf.matmul(X, w1.astype(np.float32), name="hidden") + b1.astype(np.float32)),
-                          w2.astype(np.float32), name="out")  # fmt: skip
+            hidden = tf.nn.relu(tf.matmul(X, w1, name="hidden") + b1)
+            second = tf.nn.relu(tf.matmul(hidden, w2, name="second") + b2)
+            T = tf.matmul(second, w3, name="out")
             with DeepExplain(session=session) as de:
-                fitted.append(de.fit_patterns(T, X, data, batch_size=8))
-    for name in ("hidden", "out"):
+                fitted.append(de.fit_patterns(T, X, data, pattern_type=pattern_type, batch_size=8))
+    for name in ("hidden", "second", "out"):
         np.testing.assert_allclose(fitted[1][name], fitted[0][name], rtol=1e-5, atol=1e-7)
 
 

@@ -443,8 +443,9 @@ def statistics(kernel: KernelLayer, path: Path, batch: Batch, pattern_type: str)
     rows).
 
     The sums of ``y m`` and ``y^2 m`` are ``w_o^T sum x m`` and ``w_o^T sum x y m`` (``y = w_o^T x``): kernel-sized
-    products instead of passes over the layer's output. Weights of one value per row weight whichever is smaller,
-    the layer's input or the mask; where every sample counts once nothing is weighted. Where the samples' sums
+    products instead of passes over the layer's output (the output of a dense ReLU layer is the smaller: it is
+    summed). Weights of one value per row weight whichever is smaller, the layer's input or the mask; where every
+    sample counts once nothing is weighted. Where the samples' sums
     follow from one row (:func:`_input_sums`), 'linear' needs one kernel gradient (:func:`_linear_sums`), and a
     'relu' ('relu.negative') layer whose activation is a ReLU of ``z + b`` (Keras' Dense and Conv with
     activation='relu') is fitted from the ReLU's output (and input) alone (:func:`_relu_sums`)."""
@@ -471,20 +472,21 @@ def _mask_sums(kernel: KernelLayer, path: Path, batch: Batch, pattern_type: str,
         mask = tf.ones_like(z) if signal_scale is None else tf.broadcast_to(signal_scale, tf.shape(z))
     else:
         mask = _scaled(active_mask(kernel, path, pattern_type), signal_scale)
-    pair = _pair_sums(kernel, mask, z * mask, x)
+    sizes = _kernel_sizes(layer)
+    sum_xm, sum_xym = kernel_gradient(layer, mask, x, sizes), kernel_gradient(layer, z * mask, x, sizes)
+    products = _times_kernel(kernel, tf.stack([sum_xm, sum_xym]))
     rank, unit_shape, units = z.shape.rank, kernel.unit_shape, kernel.units
     if counted and kernel.output_axes == tuple(range(rank - len(kernel.output_axes), rank)):
         # the units are the trailing axes: sums over the rows here, over the positions in numpy
         vector = batch.row(z.dtype) if weights is not None else None
-        tensors = [*pair.tensors, _row_sums(mask, vector), pair.products, _row_sums(z, vector), tf.size(z, tf.int64)]
+        tensors = [sum_xm, sum_xym, _row_sums(mask, vector), products, _row_sums(z, vector), tf.size(z, tf.int64)]
     else:
-        tensors = [*pair.tensors, kernel.per_unit(mask, weights if signal_scale is None else None), pair.products,
+        tensors = [sum_xm, sum_xym, kernel.per_unit(mask, weights if signal_scale is None else None), products,
                    kernel.per_unit(z, weights), kernel.sample_count(weights)]  # fmt: skip
         counted = False
-    split = len(pair.tensors)
 
     def finish(values):
-        (sum_xm, sum_xym), (count, products, sum_y, rows) = pair.split(values[:split]), values[split:]
+        sum_xm, sum_xym, count, products, sum_y, rows = values
         if counted:
             count, sum_y = _per_unit_sums(count, units), _per_unit_sums(sum_y, units)
             rows = np.full(unit_shape, rows // units, np.float64)
@@ -526,7 +528,9 @@ def _relu_sums(kernel: KernelLayer, a: tf.Tensor, g: tf.Tensor, bias: tf.Tensor,
     - 'relu.negative': ``m = 1 - sign(a)`` (``g <= 0``) and ``sum x y m = sum x min(g, 0) - b sum x m``
       (``min(g, 0) = g m``): the convolution and its bias stay fused.
 
-    Exact as sums (``g`` is the model's own ``z + b``; the float32 rounding of the bias addition is what remains)."""
+    A dense layer (MatMul) forms ``y m = a - b m`` (or ``min(g, 0) - b m``) on its output instead, whose row sums
+    give ``sum y m`` and ``sum y^2 m``. Exact as sums (``g`` is the model's own ``z + b``; the float32 rounding of the
+    bias addition is what remains)."""
     layer, z = kernel.layer, kernel.layer.z
     weights = None if counted else kernel.sample_weights(batch.valid)
     on_input = _weighs_input(kernel, weights)
@@ -538,31 +542,35 @@ def _relu_sums(kernel: KernelLayer, a: tf.Tensor, g: tf.Tensor, bias: tf.Tensor,
     else:
         mask, signal = 1 - active, tf.minimum(g, tf.zeros((), g.dtype))
     mask, signal = _scaled(mask, scale), _scaled(signal, scale)
+    sizes = _kernel_sizes(layer)
+    sum_xm = kernel_gradient(layer, mask, x, sizes)
     unit_shape, units = kernel.unit_shape, kernel.units
     b = tf.cast(bias, z.dtype)
-    if layer.op.type == "MatMul":
-        # a dense layer's output is small: y m = signal - b m is formed on it (the units its last axis), so that
-        # both sums are one matrix product of m and y m stacked along the units
-        pair = _pair_sums(kernel, mask, signal - b * mask, x)
-    else:  # a convolution's output is large: b is subtracted from the kernel-shaped sum
-        sizes = _kernel_sizes(layer)
-        sum_xm = kernel_gradient(layer, mask, x, sizes)
-        if kernel.unit_axes != (len(unit_shape) - 1,):
-            b = tf.reshape(b, unit_shape)
-        pair = _PairSums.of(kernel, sum_xm, kernel_gradient(layer, signal, x, sizes) - b * sum_xm)
     # per-unit sums as products with a row vector; weights are 0 or 1, so that weighting a weighted mask is harmless
     vector = batch.row(z.dtype) if weights is None else tf.reshape(weights, [1, -1])
     if counted and not _rows_are_the_batch(kernel):
         vector = None  # rows of a matrix product may be the batch's tokens
+    if layer.op.type == "MatMul":
+        # a dense layer's output is smaller than its kernel: y m = signal - b m (the units its last axis) is formed
+        # on it, and sum y m, sum y^2 m = sum (y m)^2 (m is 0 or 1) are its row sums, instead of b sum x m and w^T of
+        # both kernel-sized sums (five passes over the kernel's size; measured 2-3 % of a bench-cnn fit)
+        masked_y = signal - b * mask
+        sum_xym = kernel_gradient(layer, masked_y, x, sizes)
+        products = _row_sums(tf.concat([masked_y, masked_y * masked_y], axis=-1), vector)
+    else:  # a convolution's output is larger than its kernel
+        if kernel.unit_axes != (len(unit_shape) - 1,):
+            b = tf.reshape(b, unit_shape)
+        sum_xym = kernel_gradient(layer, signal, x, sizes) - b * sum_xm
+        products = _times_kernel(kernel, tf.stack([sum_xm, sum_xym]))
     summed = tf.reduce_sum(x, axis=0, keepdims=True) if weights is None or on_input else _row_sums(layer.x, vector)
     if not (weights is None or on_input):
         summed = tf.reshape(summed, [1, *_static_or_dynamic(layer.x)[1:]])
-    tensors = [*pair.tensors, _row_sums(mask, vector), pair.products, layer.apply(summed),
+    tensors = [sum_xm, sum_xym, _row_sums(mask, vector), products, layer.apply(summed),
                tf.size(a, tf.int64) if counted else kernel.sample_count(weights)]  # fmt: skip
-    split = len(pair.tensors)
 
     def finish(values):
-        (sum_xm, sum_xym), (count, products, z_summed, rows) = pair.split(values[:split]), values[split:]
+        sum_xm, sum_xym, count, products, z_summed, rows = values
+        products = np.reshape(products, (2, -1))  # (2, units), or a dense layer's (1, 2 units)
         count = _per_unit_sums(count, units).reshape(unit_shape)
         rows = np.full(unit_shape, rows // units, np.float64) if counted else rows
         return [sum_xm, sum_xym, count, products[0].reshape(unit_shape), products[1].reshape(unit_shape),
@@ -636,53 +644,6 @@ def kernel_gradient(layer: LinearLayer, signal: tf.Tensor, x: tf.Tensor | None =
     if x is layer.x and list(shape) == layer.weights.shape.as_list():
         return layer.weight_gradient(signal)
     return layer.weight_gradient(signal, x, tf.zeros(shape, signal.dtype))
-
-
-@dataclass(eq=False)
-class _PairSums:
-    """A layer's ``sum x m`` and ``sum x y m`` as traced, with ``w_o^T`` of each per unit.
-
-    Attributes
-    ----------
-    tensors : list
-        The two kernel-shaped sums, or one tensor of both stacked along the kernel's unit axis.
-    products : tf.Tensor
-        ``(2, *the units)``: ``w_o^T sum x m``, ``w_o^T sum x y m``.
-    axis : int or None
-        The axis the sums are stacked along (None: two tensors).
-    """
-
-    tensors: list
-    products: tf.Tensor
-    axis: int | None = None
-
-    @classmethod
-    def of(cls, kernel: KernelLayer, sum_xm: tf.Tensor, sum_xym: tf.Tensor) -> _PairSums:
-        return cls([sum_xm, sum_xym], _times_kernel(kernel, tf.stack([sum_xm, sum_xym])))
-
-    def split(self, values: list) -> list:
-        """The values of :attr:`tensors` as ``[sum_xm, sum_xym]`` (views of a stacked value)."""
-        return values if self.axis is None else np.split(values[0], 2, axis=self.axis)
-
-
-def _pair_sums(kernel: KernelLayer, mask: tf.Tensor, masked_y: tf.Tensor, x: tf.Tensor | None) -> _PairSums:
-    """``sum x m`` and ``sum x y m`` from the signals ``m`` and ``y m`` (laid out like ``z``), on the data ``x``
-    (None: the layer's own): for a dense layer (MatMul) one product of ``x`` with both signals stacked along the
-    units, which reads ``x`` once and runs one larger GEMM (on CPU faster than two, measured; the signals are
-    small); for a convolution two kernel gradients (a stacked one is slower: the copy of the large signals costs
-    more than one pass over ``x`` saves)."""
-    layer = kernel.layer
-    if layer.op.type != "MatMul":
-        sizes = _kernel_sizes(layer)
-        return _PairSums.of(kernel, kernel_gradient(layer, mask, x, sizes), kernel_gradient(layer, masked_y, x, sizes))
-    (axis,) = kernel.unit_axes  # the kernel is (inputs, units), or (units, inputs) with transpose_b
-    both = kernel_gradient(layer, tf.concat([mask, masked_y], axis=-1), x)
-    inputs, units = layer.weights.shape[1 - axis], kernel.units
-    if axis == 1:
-        products = tf.reduce_sum(tf.reshape(both, [inputs, 2, units]) * layer.weights[:, None], axis=0)
-    else:
-        products = tf.reduce_sum(tf.reshape(both, [2, units, inputs]) * layer.weights, axis=2)
-    return _PairSums([both], products, axis)
 
 
 def _times_kernel(kernel: KernelLayer, sums: tf.Tensor) -> tf.Tensor:
