@@ -179,10 +179,14 @@ keras.utils.set_random_seed(0)
 model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
                           keras.layers.Flatten(), keras.layers.Dense(10)])
 path, out = sys.argv[1], sys.argv[2]
-process, peak = psutil.Process(), [0]
-def watch():
+process, peak, generation, lock = psutil.Process(), [0], [0], threading.Lock()
+def watch():  # a sample taken before a reset of the peak is dropped (under load memory_info is slow)
     while True:
-        peak[0] = max(peak[0], process.memory_info().rss)
+        started = generation[0]
+        rss = process.memory_info().rss
+        with lock:
+            if started == generation[0]:
+                peak[0] = max(peak[0], rss)
         time.sleep(0.005)
 threading.Thread(target=watch, daemon=True).start()
 growth = []
@@ -194,7 +198,9 @@ for n, name in ((2000, "small"), (20000, "large")):
         deepexplain.explain_dataset("saliency", model, f"{out}/small.npy", out=f"{out}/warm", progress=False)
     time.sleep(0.05)
     before = process.memory_info().rss
-    peak[0] = before
+    with lock:
+        generation[0] += 1
+        peak[0] = before
     deepexplain.explain_dataset("saliency", model, f"{out}/{name}.npy", out=f"{out}/{name}", progress=False)
     time.sleep(0.05)
     growth.append(peak[0] - before)
