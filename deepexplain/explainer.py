@@ -1265,9 +1265,11 @@ def _weighted_sum(weights: np.ndarray, gradients: np.ndarray, factor) -> np.ndar
     for weight, gradient, row_factor in zip(
         weights, gradients, [None] * len(weights) if constant_factor else factor, strict=True
     ):
-        # a float64 scalar first: a Python float times a float32 array stays float32 (NEP 50), which rounds every
-        # weight (1/500 becomes 0.0020000001: 250 such steps give 0.50000002, not 0.5)
-        total += np.float64(weight) * gradient if row_factor is None else np.float64(weight) * gradient * row_factor
+        # the product in float64: a scalar times a float32 array stays float32 (NEP 50 for Python floats, numpy 1's
+        # value-based casting for numpy scalars too), which rounds every weight (1/500 becomes 0.0020000001: 250
+        # such steps give 0.50000002, not 0.5)
+        term = gradient if row_factor is None else np.multiply(gradient, row_factor, dtype=np.float64)
+        total += np.multiply(term, float(weight), dtype=np.float64)
     if factor is not None and constant_factor:
         total *= factor[0]
     return total.astype(np.result_type(gradients.dtype, np.float32), copy=False)
