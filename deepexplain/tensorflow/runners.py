@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from deepexplain.inputs import InputSpec
 from deepexplain.tensorflow.graph import learning_phase_feeds
-from deepexplain.tensorflow.overrides import GRAPH_EDIT_LOCK, session_callable
+from deepexplain.tensorflow.overrides import GRAPH_EDIT_LOCK, flat_call, session_callable
 
 
 @dataclass(frozen=True)
@@ -239,10 +239,10 @@ class FunctionRunner:
 
         signature = [tf.TensorSpec((None, *s.shape), tf.as_dtype(s.dtype)) for s in specs] + list(extra_specs)
         function = tf.function(explanation, jit_compile=self.jit_compile, autograph=False)
-        concrete = function.get_concrete_function(*signature)
+        call = flat_call(function.get_concrete_function(*signature), [spec.dtype for spec in signature])
 
         def run(arrays, extra_arrays):
-            return [t.numpy() for t in concrete(*arrays, *extra_arrays)]
+            return [t.numpy() for t in call(*arrays, *extra_arrays)]
 
         return run
 
