@@ -138,9 +138,10 @@ def fit_patterns(model, data, *, pattern_type="relu", batch_size=256, progress=T
     (~0.08 s on bench-cnn). That trace is kept with a Keras model (as Keras keeps its ``predict`` function), so
     another ``fit_patterns`` of the same model and ``pattern_type``/``output`` traces nothing; weights are read live,
     and a model whose layers, their activations or its weight variables have changed since is traced anew. It is
-    not copied or pickled with the model. Sums within a batch are in the model's dtype, across batches float64; what is
-    held during a fit is six kernel-sized float64 sums per layer, freed after it. Statistics are sums, so fits of
-    parts of a dataset merge exactly.
+    not copied or pickled with the model. Sums within a batch are in the model's dtype, across batches float64 (for a
+    live model added up inside the traced function, never copied to numpy per batch); what is held during a fit is
+    six kernel-sized float64 sums per layer, freed after it. Statistics are sums, so fits of parts of a dataset merge
+    exactly.
     """
     from deepexplain import stream
 
@@ -204,7 +205,7 @@ class PatternFitter:
                 self._explainer.fit(data, batch_size=rows, progress=progress)
                 return Patterns(method.patterns(), method.pattern_type)
             finally:
-                method.reset()  # the float64 sums (six per kernel element) are not kept between fits
+                method.release()  # the float64 sums (six per kernel element) are not kept between fits
 
 
 def _is_keras_model(model) -> bool:

@@ -392,6 +392,36 @@ def test_fits_of_one_model_in_threads_each_get_their_own_data():
             np.testing.assert_allclose(fitted[name], pattern, rtol=1e-5, atol=1e-7, err_msg=name)
 
 
+@pytest.mark.parametrize("pattern_type", ["relu", "linear"])
+def test_sums_added_up_in_the_graph_equal_those_added_up_in_numpy(monkeypatch, pattern_type):
+    """A live model's fit adds its batches' sums up in float64 variables inside the traced function
+    (``GraphSums``); the same float64 additions as numpy's, so the patterns equal the fetched-and-added fit's
+    bit for bit, a reused fitter's fit leaves nothing for the next (and holds nothing kernel-sized between fits), and
+    the statistics a Ray worker takes are the whole part's."""
+    from deepexplain.patterns import PatternFitter
+    from deepexplain.tensorflow.rules import patterns as rules
+
+    model, data = cnn("float32"), images(37)
+    in_graph = PatternFitter(model, pattern_type=pattern_type, batch_size=8, progress=False)
+    first = in_graph.fit(data[:20])
+    method = in_graph._explainer.method
+    assert method._graph_sums and all(g.state == "released" for g, _, _ in method._graph_sums)
+    second = in_graph.fit(data)
+    monkeypatch.setattr(rules.GraphSums, "supports", staticmethod(lambda tensors: False))
+    fetched = PatternFitter(model, pattern_type=pattern_type, batch_size=8, progress=False)
+    assert not fetched._explainer.method._graph_sums
+    for name in second:
+        np.testing.assert_array_equal(second[name], fetched.fit(data)[name], err_msg=name)
+        np.testing.assert_array_equal(first[name], fetched.fit(data[:20])[name], err_msg=name)
+    method.reset()
+    in_graph._explainer.fit(data, batch_size=8, progress=False)
+    taken = method.take_statistics()
+    fetched._explainer.method.reset()
+    fetched._explainer.fit(data, batch_size=8, progress=False)
+    for a, b in zip(taken, fetched._explainer.method.take_statistics(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)  # per-position sums taken once, at the end
+
+
 @pytest.mark.parametrize("pattern_type", ["relu", "relu.negative"])
 def test_relu_layers_are_fitted_without_reading_their_bias_free_output(pattern_type):
     """A ReLU(z + b) layer's statistics read its ReLU's output ('relu') or input ('relu.negative'), never ``z``:

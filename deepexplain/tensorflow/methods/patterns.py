@@ -52,7 +52,9 @@ class PatternStatistics(GradientMethod):
     'relu.negative': <= 0; 'linear': all samples), ``E`` over all samples, ``y = w_o^T x`` the layer's output
     without bias. The denominator is ``w_o^T (E+[x y] - E+[x] E[y])``, so ``w_o^T A_o = 1``; it is computed from the
     sums of ``y``, which needs no copy of the kernel. Sums are accumulated in float64 over every row of the data, so
-    the patterns do not depend on the batch size (nn-patterns drops the last partial batch; we do not).
+    the patterns do not depend on the batch size (nn-patterns drops the last partial batch; we do not); a live
+    model's batches are added up inside its traced function (:class:`~deepexplain.tensorflow.rules.patterns.GraphSums`,
+    read at :meth:`fit_end`), a TF1 graph's are fetched and added up in numpy (:meth:`fit_batch`).
     """
 
     name = "fit_patterns"
@@ -70,6 +72,7 @@ class PatternStatistics(GradientMethod):
         self._layers: list = []
         self._finish: list = []  # per layer: (its number of tensors, their values -> its STATISTICS)
         self._sums: dict = {}
+        self._graph_sums: list = []  # per trace summing in the graph: (GraphSums, layer keys, its finish list)
 
     def fit_tensors(self, path, valid) -> list:
         layers, others = pattern_rules.kernel_layers(path)
@@ -78,22 +81,56 @@ class PatternStatistics(GradientMethod):
         sums = [pattern_rules.statistics(k, path, batch, self.pattern_type) for k in layers]
         self._layers = [(k.key, k.layout) for k in layers]
         self._finish = [(len(s.tensors), s.finish) for s in sums]
-        return [t for s in sums for t in s.tensors]
+        tensors = [t for s in sums for t in s.tensors]
+        if not pattern_rules.GraphSums.supports(tensors):
+            return tensors  # a TF1 graph (or XLA): each batch's sums are fetched and added up by fit_batch
+        graph_sums = pattern_rules.GraphSums(tensors)
+        self._graph_sums.append((graph_sums, [key for key, _ in self._layers], self._finish))
+        return graph_sums.add(tensors)
 
     def fit_batch(self, values: list) -> None:
+        if not values:  # added up in the graph (GraphSums), read at fit_end
+            for graph_sums, _, _ in self._graph_sums:
+                graph_sums.state = "added"
+            return
+        self._add(self._finish, [key for key, _ in self._layers], values)
+
+    def _add(self, finishes: list, keys: list, values: list) -> None:
         statistics, start = [], 0
-        for count, finish in self._finish:
+        for count, finish in finishes:
             statistics.extend(finish(values[start : start + count]))
             start += count
-        _accumulate(self._sums, [key for key, _ in self._layers], statistics, len(pattern_rules.STATISTICS))
+        _accumulate(self._sums, keys, statistics, len(pattern_rules.STATISTICS))
+
+    def _take_graph_sums(self) -> None:
+        """Add the totals the traced functions hold to the sums (``finish`` is linear: applied once to the float64
+        totals it gives the sum of its values on each batch, the per-position sums taken once)."""
+        for graph_sums, keys, finishes in self._graph_sums:
+            values = graph_sums.take()
+            if values is not None:
+                self._add(finishes, keys, values)
+
+    def fit_end(self) -> None:
+        self._take_graph_sums()
+        super().fit_end()
 
     def reset(self) -> None:
         """Forget the sums so far (a new fit starts)."""
         self._sums = {}
+        for graph_sums, _, _ in self._graph_sums:
+            graph_sums.arm()
+        self.fitted = False
+
+    def release(self) -> None:
+        """Forget the sums so far and hold nothing kernel-sized until :meth:`reset` (a kept fitter between fits)."""
+        self._sums = {}
+        for graph_sums, _, _ in self._graph_sums:
+            graph_sums.release()
         self.fitted = False
 
     def take_statistics(self) -> list:
         """The sums so far, flattened in layer order (float64), and start anew: one worker's part of a fit."""
+        self._take_graph_sums()
         flat = [a for key, _ in self._layers for a in self._sums[key]]
         self._sums = {}
         return flat
