@@ -7,6 +7,8 @@ a job whatever the method needs, and results do not depend on it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from deepexplain.errors import InvalidInputError
@@ -56,6 +58,72 @@ def rows_per_run(batch_size, row_bytes: int, minimum: int = 1, fixed: int | None
             )
         return batch_size
     return max(minimum, DEFAULT_INPUT_BYTES_PER_RUN // max(1, row_bytes))
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """How the rows of the backward family's model calls are laid out for one method on one runner: the one
+    place that says where the samples, their evaluation points and their references go.
+
+    Attributes
+    ----------
+    fixed_rows : int or None
+        The batch size the model's input fixes (every call takes that many rows, padded).
+    whole_batch : bool
+        The explained output's rows are not the samples' (a TF1 ``T`` whose first dimension is fixed while ``X``'s
+        batch is free): ``T`` is a function of the whole batch, so a group's samples are fed together, one call per
+        evaluation point of the method (an integrated-gradients step, a DeepSHAP baseline) and nothing else; a row
+        has no output, and no seed relevance, of its own.
+    references : str or None
+        Where a reference method's references go: None (the method has none), ``'apart'`` (a batch of their own,
+        one row per row: ``whole_batch``), ``'blocks'`` (in the batch, one block of rows per reference: a free batch
+        size) or ``'appended'`` (in the batch, after the rows and the padding of a fixed batch size).
+    """
+
+    fixed_rows: int | None = None
+    whole_batch: bool = False
+    references: str | None = None
+
+    @classmethod
+    def of(cls, runner, method) -> RowLayout:
+        """The layout of ``method`` (its ``uses_references``) on ``runner`` (its ``fixed_rows`` and, for a TF1
+        graph, ``rows_are_samples``)."""
+        whole = not runner.rows_are_samples
+        references = None
+        if getattr(method, "uses_references", False):
+            references = "apart" if whole else "appended" if runner.fixed_rows else "blocks"
+        return cls(runner.fixed_rows, whole, references)
+
+    @property
+    def references_in_batch(self) -> bool:
+        """Whether the references ride in the calls' batch (each row reads its own by an index)."""
+        return self.references in ("blocks", "appended")
+
+    def rows_per_run(self, batch_size, arrays, method: str = "") -> int:
+        """Rows per call (see :func:`rows_per_run`) for the explained input ``arrays``; a whole batch is fed
+        together (its ``batch_size`` is checked by the explainer: None or ``T``'s first dimension)."""
+        if self.whole_batch:
+            return batch_size or len(arrays[0])
+        row_bytes = sum(int(np.prod(a.shape[1:])) * a.itemsize for a in arrays)
+        return rows_per_run(batch_size, row_bytes, 2 if self.references_in_batch else 1, self.fixed_rows, method)
+
+    def groups(self, samples: int, rows_per_run: int, points: int, reference_rows: int) -> tuple[int, int]:
+        """``(group, runs)``: how many samples are expanded together (each into ``points`` rows, besides
+        ``reference_rows`` references in the batch) and how many calls the ``samples`` take."""
+        if self.whole_batch:
+            return rows_per_run, -(-samples // rows_per_run) * points
+        room = max(1, rows_per_run - reference_rows)
+        return max(1, room // points), -(-samples * points // room)
+
+    def ranges(self, total: int, group: int, rows_per_run: int, reference_ids=None):
+        """``(lo, hi)`` ranges of a group's ``total`` expanded rows, one call each: a whole batch's ``group``
+        samples at one point per call; rows in reference blocks (:func:`reference_block_chunks`); or rows plus
+        the distinct references they need (:func:`chunks`)."""
+        if self.whole_batch:
+            return chunks(total, group)
+        if reference_ids is not None and self.references == "blocks":
+            return reference_block_chunks(reference_ids, rows_per_run)
+        return chunks(total, rows_per_run, reference_ids)
 
 
 def chunks(total: int, rows_per_run: int, reference_ids=None):

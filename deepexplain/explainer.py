@@ -124,7 +124,7 @@ class Explainer:
         self.method = make_method(declaration, shapes, self.method_kwargs)  # argument errors before any tracing
         self._method_shapes = shapes
         self._inner = None
-        if not self.runner.rows_are_samples:
+        if self._layout().whole_batch:
             self._check_whole_batch_method()
         if getattr(self.method, "wraps_method", False):  # the base method, compiled once, on the same model
             inner_model = self.runner if self.adapter is None else self.adapter.model
@@ -345,7 +345,7 @@ class Explainer:
                 f"{self.method_name} does not promise completeness; the check exists for intgrad, deeplift, "
                 "deepshap and expected_gradients"
             )
-        if not self.runner.rows_are_samples:
+        if self._layout().whole_batch:
             raise InvalidInputError(
                 f"{self.runner.whole_batch_description()}: there is no output per sample to compare each sample's "
                 "attributions with (their total is sum(T(xs)) - sum(T(references)))"
@@ -372,7 +372,7 @@ class Explainer:
         """Everything checked before the model runs: ``(target, explained input arrays, signature, method
         instance, rows per call)``."""
         request = targets.parse(target, ys, neuron_selection, self._default_target)
-        if not self.runner.rows_are_samples:
+        if self._layout().whole_batch:
             self._check_whole_batch_run(request, batch_size)
         inputs, specs, method, rows = self._checked_inputs(xs, batch_size, request)
         return request, inputs, specs, method, rows
@@ -458,12 +458,11 @@ class Explainer:
             )
 
     def _rows(self, batch_size, arrays, method=None) -> int:
-        if not self.runner.rows_are_samples:  # the samples fed together (_check_whole_batch_run)
-            return batch_size or len(arrays[0])
-        minimum = 2 if method is not None and getattr(method, "uses_references", False) else 1
-        row_bytes = sum(int(np.prod(a.shape[1:])) * a.itemsize for a in arrays)
-        fixed = self.runner.fixed_rows
-        return batching.rows_per_run(batch_size, row_bytes, minimum, fixed, self.method_name)
+        return self._layout(method).rows_per_run(batch_size, arrays, self.method_name)
+
+    def _layout(self, method=None) -> batching.RowLayout:
+        """How the rows of ``method``'s calls are laid out (None: the rows of plain calls, without references)."""
+        return batching.RowLayout.of(self.runner, method)
 
     # ------------------------------------------------------------------------------------------------------------
     # Compilation
@@ -484,7 +483,7 @@ class Explainer:
                 self._compile("gradients", None, specs)
             if (
                 self.method.promises_completeness
-                and self.runner.rows_are_samples
+                and not self._layout().whole_batch
                 and isinstance(self.runner, SessionRunner)
             ):
                 self._compile("row_values", None, specs)  # so that completeness_error adds no ops to the graph later
@@ -520,11 +519,12 @@ class Explainer:
         if kind == "row_values":
             return [weights]
         extra = [weights, tf.TensorSpec((), tf.bool, name="select_max")]
-        if self.method.uses_references and not self.runner.rows_are_samples:  # the references apart: a batch of each
+        references = self._layout(self.method).references
+        if references == "apart":  # a batch of their own, like X's
             extra.extend(
                 tf.TensorSpec(x.shape, x.dtype, name=f"reference_{i}") for i, x in enumerate(self.runner.inputs)
             )
-        elif self.method.uses_references:
+        elif references is not None:  # in the batch: each row's reference row
             extra.append(tf.TensorSpec((None,), tf.int32, name="reference_index"))
         return extra + list(self.method.row_input_specs)
 
@@ -561,7 +561,7 @@ class Explainer:
             target = self._target_tensor(traced.output, score, compiled)
             self._check_softmax(target, compiled)
             # a row's seed is its sample's only where T's rows are the samples'
-            seeds = [] if _checks_relevance(self.method) and self.runner.rows_are_samples else None
+            seeds = [] if _checks_relevance(self.method) and not self._layout().whole_batch else None
             gradients = self._rule_gradients(target, traced.inputs, extras, compiled, seed_sums=seeds)
             compiled.checks_relevance = bool(seeds)
             return gradients + (seeds or [])
@@ -607,7 +607,7 @@ class Explainer:
         if program is not None:
             program.check_path(path)  # before the rules are checked: a layer off the path is the first thing to say
         self._check_rules(method, path, [*activations.values(), *normalisations], target, compiled)
-        apart = method.uses_references and not self.runner.rows_are_samples
+        apart = self._layout(method).references == "apart"
         if apart:
             path.forward_ops()  # the reference pass can be copied: checked before any op is added
         extra = extras()
@@ -842,15 +842,10 @@ class Explainer:
         if method.iterative:
             return self._attribute_iteratively(method, compiled, xs, ys, rows_per_run, rng, progress)
         steps = method.rows_per_sample
-        whole = not self.runner.rows_are_samples  # each run: the group's samples at one step, nothing else
-        group = rows_per_run if whole else max(1, (rows_per_run - method.reference_rows) // steps)
+        layout = self._layout(method)
+        group, total_runs = layout.groups(n_total, rows_per_run, steps, method.reference_rows)
         results = [None] * len(xs)
         seeds = np.full(n_total, np.nan) if steps == 1 and _checks_relevance(method) else None  # filled by the calls
-        total_runs = (
-            -(-n_total // group) * steps
-            if whole
-            else -(-n_total * steps // max(1, rows_per_run - method.reference_rows))
-        )
         quiet = not progress or total_runs == 1  # one run shows no progress; an enabled bar costs ~0.1 ms to make
         with tqdm(total=total_runs, delay=2, disable=quiet, desc=self.method_name, unit="run") as bar:
             for start in range(0, n_total, group):
@@ -956,26 +951,20 @@ class Explainer:
             y_rows = y_rows.reshape((total,) + ys_group.shape[1:])
         select = np.asarray(in_graph_max)
         references = expansion.references
-        apart = not self.runner.rows_are_samples  # one run per step, the group's samples only; references apart
-        blocked = references is not None and not self.runner.fixed_rows and not apart
-        if apart:
-            ranges = batching.chunks(total, stop - start)
-        elif blocked:
-            ranges = batching.reference_block_chunks(expansion.reference_ids, rows_per_run)
-        else:
-            ranges = batching.chunks(total, rows_per_run, expansion.reference_ids)
-        for lo, hi in ranges:
+        layout = self._layout(self.method)
+        placed = layout.references if references is not None else None
+        for lo, hi in layout.ranges(total, stop - start, rows_per_run, expansion.reference_ids):
             rows = [p[lo:hi] for p in points]
             weights = self._ones(compiled) if ys is None else y_rows[lo:hi]
             extra = [select]
             row_values = [v[lo:hi] for v in expansion.row_values or ()]
             taken = slice(0, hi - lo)  # where rows lo:hi are in the call
-            if references is not None and apart:  # each row's reference, in a batch of their own
+            if placed == "apart":  # each row's reference, in a batch of their own
                 extra.extend(
                     ref[expansion.reference_ids[lo:hi]].astype(r.dtype) for ref, r in zip(references, rows, strict=True)
                 )
-            elif references is not None:
-                append = self._append_reference_blocks if blocked else self._append_references
+            elif placed is not None:
+                append = self._append_reference_blocks if placed == "blocks" else self._append_references
                 rows, weights, index, taken = append(rows, weights, expansion, lo, hi, ys is not None)
                 extra.append(index)
                 row_values = [_placed(v, taken, len(rows[0])) for v in row_values]

@@ -133,12 +133,12 @@ class SessionRunner:
 
         def run(arrays, extra_arrays):
             self._check_open()
-            if self.rows_are_samples:
-                return list(function(*arrays, *extra_arrays, *values))
             try:
                 return list(function(*arrays, *extra_arrays, *values))
-            except tf.errors.InvalidArgumentError as error:  # the fed rows do not broadcast with T's fixed rows
-                from deepexplain.errors import InvalidInputError
+            except tf.errors.InvalidArgumentError as error:
+                if self.rows_are_samples:
+                    raise
+                from deepexplain.errors import InvalidInputError  # the fed rows do not broadcast with T's fixed rows
 
                 raise InvalidInputError(
                     f"{self.whole_batch_description()}; fed together, the {len(arrays[0])} samples do not fit it: "
